@@ -1,0 +1,6 @@
+"""LightningDataModules of the zoo. Each owns download, preparation, caching and splits.
+
+Importing this package has no side effects; the CLI imports each module to register its
+classes. Data locations: ``data_dir`` argument, else ``$ZOO_DATA_DIR``, else ``./data``;
+caches: ``cache_dir`` argument, else ``$ZOO_CACHE_DIR``, else ``~/.cache/zoo``.
+"""

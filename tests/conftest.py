@@ -1,0 +1,47 @@
+"""Shared test set-up: real data from ``../shared/data`` (or ``$ZOO_SHARED_DATA``), offline W&B,
+a per-session cache dir, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ZOO_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+CONFIGS = REPO / "configs"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def zoo_env(tmp_path_factory):
+    """Point every DataModule at the shared real data and a throw-away cache."""
+    cache = tmp_path_factory.mktemp("zoo_cache")
+    old = {k: os.environ.get(k) for k in ("ZOO_DATA_DIR", "ZOO_CACHE_DIR", "WANDB_DIR")}
+    os.environ["ZOO_DATA_DIR"] = str(SHARED_DATA)
+    os.environ["ZOO_CACHE_DIR"] = str(cache)
+    os.environ["WANDB_DIR"] = str(tmp_path_factory.mktemp("wandb"))
+    yield {"data": SHARED_DATA, "cache": cache}
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared real data not found at {SHARED_DATA} (set ZOO_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def run_cli(args: list[str]):
+    """Run ``python -m zoo <args>`` in-process and return the LightningCLI object."""
+    from zoo.cli import main
+
+    return main([str(a) for a in args])

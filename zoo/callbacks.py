@@ -1,0 +1,48 @@
+"""Callbacks the CLI attaches by default."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Keeps the best checkpoint on the module's own metric, plus ``last.ckpt`` (nothing lost on a crash).
+
+    Each LightningModule declares what "best" means with a ``monitor = ("val/acc", "max")`` class
+    attribute, so one default callback serves classifiers and autoencoders alike. An explicit
+    ``monitor`` argument wins.
+    """
+
+    def __init__(self, monitor: str | None = None, mode: str = "min", save_last: bool = True,
+                 save_top_k: int = 1, filename: str = "best-epoch{epoch:02d}", **kwargs) -> None:
+        super().__init__(monitor=monitor, mode=mode, save_last=save_last, save_top_k=save_top_k,
+                         filename=filename, auto_insert_metric_name=False, **kwargs)
+        self._explicit = monitor is not None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self._explicit and hasattr(pl_module, "monitor"):
+            metric, mode = pl_module.monitor
+            if mode not in ("min", "max"):
+                raise ValueError(f"{type(pl_module).__name__}.monitor mode must be 'min' or 'max', got {mode!r}")
+            self.monitor, self.mode = metric, mode
+            self.kth_value = torch.tensor(float("inf") if mode == "min" else -float("inf"))
+            self.best_model_score = None
+        super().setup(trainer, pl_module, stage)
+
+
+class SafeLearningRateMonitor(LearningRateMonitor):
+    """LearningRateMonitor that stays quiet (instead of raising) when logging is turned off."""
+
+    def on_train_start(self, trainer, *args, **kwargs) -> None:
+        self._disabled = not trainer.loggers
+        if not self._disabled:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
+        if not getattr(self, "_disabled", False):
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
+        if not getattr(self, "_disabled", False):
+            super().on_train_epoch_start(trainer, *args, **kwargs)

@@ -1,0 +1,121 @@
+"""Shared training logic for every zoo classifier: the metric-name contract lives here.
+
+Subclasses build their network in ``__init__`` and implement ``forward``; this base class
+owns the loss, one torchmetrics instance per stage, the optimizer wiring and the test-time
+confusion-matrix figure. Metric names are a contract across the zoo:
+``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``, ``test/f1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from zoo.figures import confusion_matrix_figure, log_figure
+
+
+def default_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
+def configure_optimizers_from(module: L.LightningModule, optimizer: OptimizerCallable,
+                              scheduler: LRSchedulerCallable | None, params=None) -> Any:
+    """Build the optimizer (and an optional per-epoch scheduler) from CLI-injected callables."""
+    opt = optimizer(module.parameters() if params is None else params)
+    if scheduler is None:
+        return opt
+    sched = scheduler(opt)
+    config = {"scheduler": sched, "interval": "epoch"}
+    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        config["monitor"] = module.monitor[0]
+    return {"optimizer": opt, "lr_scheduler": config}
+
+
+class Classifier(L.LightningModule):
+    """Base class: cross-entropy classification with the zoo's metrics and figures.
+
+    Batches are tuples whose first element is the input and whose last is the target;
+    anything in between (e.g. sequence lengths) is passed to :meth:`forward` as extra args.
+    """
+
+    monitor = ("val/acc", "max")
+
+    def __init__(self, num_classes: int = 10, class_names: Sequence[str] | None = None,
+                 label_smoothing: float = 0.0,
+                 optimizer: OptimizerCallable = default_optimizer,
+                 scheduler: LRSchedulerCallable | None = None) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} entries but num_classes={num_classes}")
+        self.label_smoothing = label_smoothing
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_metrics = MetricCollection({
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
+        }, prefix="test/")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    # --- subclasses override -------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # --- shared steps ---------------------------------------------------------------------
+    def _logits_and_target(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, *extra, y = batch
+        return self(x, *extra), y
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        logits, y = self._logits_and_target(batch)
+        loss = self._loss(logits, y)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=y.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        logits, y = self._logits_and_target(batch)
+        self.val_acc(logits, y)
+        self.log("val/loss", self._loss(logits, y), prog_bar=True, batch_size=y.shape[0], sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True, batch_size=y.shape[0])
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        logits, y = self._logits_and_target(batch)
+        self.test_metrics(logits, y)
+        self.test_confusion(logits, y)
+        self.log("test/loss", self._loss(logits, y), batch_size=y.shape[0], sync_dist=True)
+        self.log_dict(self.test_metrics, batch_size=y.shape[0])
+
+    def on_test_epoch_end(self) -> None:
+        cm = self.test_confusion.compute()
+        log_figure(self.trainer, "test/confusion_matrix", confusion_matrix_figure(cm, self.class_names))
+        self.test_confusion.reset()
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        logits, y = self._logits_and_target(batch)
+        return {"probs": logits.softmax(-1), "pred": logits.argmax(-1), "target": y}
+
+    def configure_optimizers(self):
+        return configure_optimizers_from(self, self.optimizer, self.scheduler)
+
+
+def conv_bn_relu(cin: int, cout: int, kernel_size: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))

@@ -1,0 +1,169 @@
+"""``python -m zoo fit|validate|test|predict --config configs/<name>.yaml``.
+
+A thin :class:`~lightning.pytorch.cli.LightningCLI` in subclass mode. Before parsing, every module
+of the ``zoo`` and ``datamodules`` packages is imported so that each LightningModule and
+LightningDataModule can be chosen by its short class name (``--model CBAMNet``).
+
+Defaults a user expects, all overridable from a config or the command line:
+
+* W&B logging that needs no account: offline unless ``WANDB_MODE=online`` (or
+  ``--trainer.logger.init_args.offline false``). ``--trainer.logger CSVLogger`` or
+  ``TensorBoardLogger`` switch backends. Runs get a readable name and the ``--run.group`` /
+  ``--run.tags`` of the config, and the full resolved config is stored with the run.
+* ``checkpoint``: best checkpoint on the module's own ``monitor`` metric, plus ``last.ckpt``.
+* ``lr_monitor``: learning rate per epoch; a progress bar (Lightning's default).
+* ``--run.test_after_fit`` (on): ``fit`` ends by testing the best checkpoint, so one command
+  gives the final ``test/`` metrics; ``--run.results_file out.json`` stores them for scripts.
+* ``seed_everything: 0`` so that a config is a reproducible experiment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+from pathlib import Path
+
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from zoo.callbacks import BestCheckpoint, SafeLearningRateMonitor
+
+PACKAGES = ("zoo", "datamodules")
+_SKIP = {"zoo.cli", "zoo.__main__"}
+
+
+def import_all(packages=PACKAGES) -> list[str]:
+    """Import every module of the zoo so LightningCLI can resolve short class names."""
+    names = []
+    for pkg_name in packages:
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=pkg_name + "."):
+            if info.name in _SKIP or info.name.rsplit(".", 1)[-1].startswith("_"):
+                continue
+            importlib.import_module(info.name)
+            names.append(info.name)
+    return names
+
+
+def wandb_offline_default() -> bool:
+    return os.environ.get("WANDB_MODE", "offline").lower() not in ("online", "run")
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Also stores the full resolved config with the run (W&B config panel + ``config.yaml`` file)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                run = logger.experiment
+                run.config.update(config, allow_val_change=True)
+                Path(run.dir, "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            else:
+                logger.log_hyperparams({"config": config})
+
+
+class ZooCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run.name", type=str | None, default=None,
+                            help="Run name for the logger (default: <Model>-<Data>-seed<N>).")
+        parser.add_argument("--run.group", type=str | None, default=None,
+                            help="Group of runs belonging to one study (W&B group).")
+        parser.add_argument("--run.tags", type=list[str], default=[], help="Tags for filtering runs on W&B.")
+        parser.add_argument("--run.test_after_fit", type=bool, default=True,
+                            help="After fit, test the best checkpoint so one command yields test/ metrics.")
+        parser.add_argument("--run.results_file", type=str | None, default=None,
+                            help="Write the final val/ and test/ metrics of this run to this JSON file.")
+        parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(SafeLearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        logger = cfg.trainer.get("logger")
+        if logger is None or isinstance(logger, bool):
+            return
+        loggers = logger if isinstance(logger, list) else [logger]
+        model = str(cfg.model.class_path).rsplit(".", 1)[-1] if cfg.get("model") else "model"
+        data = str(cfg.data.class_path).rsplit(".", 1)[-1] if cfg.get("data") else "data"
+        name = cfg.run.name or f"{model}-{data}-seed{cfg.seed_everything}"
+        for lg in loggers:
+            if not hasattr(lg, "class_path"):
+                continue
+            args = lg.init_args
+            if lg.class_path.endswith("WandbLogger"):
+                args.name = args.get("name") or name
+                if cfg.run.group:
+                    args.group = cfg.run.group
+                if cfg.run.tags:
+                    args.tags = list(cfg.run.tags)
+            elif lg.class_path.endswith(("CSVLogger", "TensorBoardLogger")) and args.get("name") in (None, "lightning_logs"):
+                args.name = cfg.run.group or name
+
+
+    def _run_cfg(self):
+        return (self.config[self.subcommand] if self.subcommand else self.config).run
+
+    def after_fit(self) -> None:
+        run = self._run_cfg()
+        self._val_metrics = self._scalar_metrics(("val/",))
+        if run.test_after_fit and is_overridden("test_step", self.model) and self.datamodule is not None \
+                and is_overridden("test_dataloader", self.datamodule):
+            best = getattr(self.trainer.checkpoint_callback, "best_model_path", "") if not self.trainer.fast_dev_run else ""
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+        self._write_results()
+
+    def after_test(self) -> None:
+        self._write_results()
+
+    def after_validate(self) -> None:
+        self._write_results()
+
+    def _scalar_metrics(self, prefixes: tuple[str, ...]) -> dict[str, float]:
+        return {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                if k.startswith(prefixes) and getattr(v, "numel", lambda: 1)() == 1}
+
+    def _write_results(self) -> None:
+        path = self._run_cfg().results_file
+        if not path or not self.trainer.is_global_zero:
+            return
+        metrics = {**getattr(self, "_val_metrics", {}), **self._scalar_metrics(("val/", "test/"))}
+        ckpt = getattr(self.trainer.checkpoint_callback, "best_model_path", None)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps({"metrics": metrics, "best_checkpoint": ckpt or None,
+                                          "epochs": self.trainer.current_epoch}, indent=2))
+
+
+def default_trainer() -> dict:
+    return {
+        "default_root_dir": "runs",
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.WandbLogger",
+            "init_args": {"project": "zoo", "save_dir": "runs", "offline": wandb_offline_default()},
+        },
+    }
+
+
+def main(args: list[str] | None = None, run: bool = True) -> ZooCLI:
+    import_all()
+    return ZooCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        trainer_defaults=default_trainer(),
+        save_config_callback=LoggerSaveConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main()
