@@ -14,7 +14,7 @@ test:
 	WANDB_MODE=offline $(PY) -m pytest -q tests
 
 bench:
-	$(PY) benchmarks/run_all.py
+	WANDB_MODE=offline $(PY) benchmarks/run_all.py $(BENCH)
 
 clean:
 	rm -rf .pytest_cache lightning_logs wandb zoo_runs

@@ -42,6 +42,9 @@ def shared_data() -> Path:
 
 def run_cli(args: list[str]):
     """Run ``python -m zoo <args>`` in-process and return the LightningCLI object."""
+    from unittest import mock
+
     from zoo.cli import main
 
-    return main([str(a) for a in args])
+    with mock.patch("sys.argv", ["zoo"]):  # pytest's own argv must not leak into the CLI
+        return main([str(a) for a in args])

@@ -54,7 +54,7 @@ def wandb_offline_default() -> bool:
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Also stores the full resolved config with the run (W&B config panel + ``config.yaml`` file)."""
+    """Also stores the full resolved config with the run (W&B config panel + ``zoo_config.yaml`` run file)."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
@@ -62,7 +62,7 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
             if type(logger).__name__ == "WandbLogger":
                 run = logger.experiment
                 run.config.update(config, allow_val_change=True)
-                Path(run.dir, "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+                Path(run.dir, "zoo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             else:
                 logger.log_hyperparams({"config": config})
 

@@ -1,0 +1,225 @@
+"""WAV reading with validation, and batched MFCC / log-mel features.
+
+Used by :mod:`datamodules.spoken_digits`, but free of any dataset knowledge: give it paths and a
+sample rate, get float tensors back. Features are computed on length-sorted, zero-padded batches
+for speed, with the framing arranged so that a clip's features do not depend on which batch it
+was computed in (see :func:`_frames`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+#: container formats soundfile reports for RIFF/WAVE files
+WAV_FORMATS = ("WAV", "WAVEX")
+FEATURES = ("mfcc", "logmel")
+
+
+class AudioFileError(ValueError):
+    """An audio file is empty, corrupt or not a WAV file; the message names the file."""
+
+
+def read_wav(path: str | Path) -> tuple[torch.Tensor, int, int]:
+    """Read one WAV file as float32 in [-1, 1].
+
+    Returns ``(samples (frames, channels), sample_rate, channels)``; raises
+    :class:`AudioFileError` naming ``path`` for an empty, unreadable, non-WAV or sample-less file.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise AudioFileError(f"{path}: cannot read the file ({e}); expected a WAV file") from e
+    if size == 0:
+        raise AudioFileError(f"{path}: empty file (0 bytes); expected a WAV file with audio samples")
+    try:
+        with sf.SoundFile(path) as f:
+            fmt, rate, channels = f.format, f.samplerate, f.channels
+            data = f.read(dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioFileError(f"{path}: not a readable WAV file ({e}); expected a RIFF/WAVE audio file") from e
+    if fmt not in WAV_FORMATS:
+        raise AudioFileError(f"{path}: is a {fmt} file, expected a WAV (RIFF/WAVE) file")
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{path}: WAV file contains no audio samples; expected a non-empty recording")
+    return torch.from_numpy(data), rate, channels
+
+
+def _summarise(paths: list[Path], limit: int = 5) -> str:
+    shown = ", ".join(str(p) for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def load_clips(paths: Sequence[str | Path], sample_rate: int, progress: bool = True,
+               warn_resample: bool = True) -> list[torch.Tensor]:
+    """Read ``paths`` as mono float32 1-D tensors at ``sample_rate``.
+
+    Multi-channel files are averaged to mono and other rates resampled; both are converted rather
+    than refused, with one logged warning per kind naming the files (resampling is logged at info
+    level instead when ``warn_resample`` is false: for sources whose native rate differs by design).
+    """
+    clips: list[torch.Tensor] = []
+    downmixed: list[Path] = []
+    resampled: dict[int, list[Path]] = {}
+    resamplers: dict[int, torchaudio.transforms.Resample] = {}
+    for p in tqdm(paths, desc="reading wav", unit="file", disable=not progress, leave=False):
+        data, rate, channels = read_wav(p)
+        x = data.mean(dim=1) if channels > 1 else data[:, 0]
+        if channels > 1:
+            downmixed.append(Path(p))
+        if rate != sample_rate:
+            if rate not in resamplers:
+                resamplers[rate] = torchaudio.transforms.Resample(rate, sample_rate)
+            x = resamplers[rate](x)
+            resampled.setdefault(rate, []).append(Path(p))
+            if x.numel() == 0:
+                raise AudioFileError(f"{p}: too short to resample from {rate} Hz to {sample_rate} Hz")
+        clips.append(x.contiguous())
+    if downmixed:
+        log.warning("downmixed %d multi-channel file(s) to mono (expected mono): %s",
+                    len(downmixed), _summarise(downmixed))
+    for rate, files in resampled.items():
+        (log.warning if warn_resample else log.info)("resampled %d file(s) from %d Hz to %d Hz (expected %d Hz): %s",
+                    len(files), rate, sample_rate, sample_rate, _summarise(files))
+    return clips
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Everything that determines a clip's features (and therefore the cache key).
+
+    * ``mfcc``: 15 ms windows, 10 ms hop, ``n_mfcc`` coefficients from a 40-band mel filterbank,
+      one row per 10 ms frame: a variable-length sequence.
+    * ``logmel``: ``n_mels``-band log-mel (dB) spectrogram, 25 ms windows, 10 ms hop, then linearly
+      resized along time to exactly ``frames`` columns. Resizing (instead of pad/crop) keeps every
+      utterance whole whatever its length (FSDD spans 0.1-2.3 s) and normalises speaking rate,
+      which a digit label does not depend on; pitch and timbre, which live on the mel axis, are
+      untouched.
+    """
+
+    feature: str = "logmel"
+    sample_rate: int = 8000
+    n_mfcc: int = 13
+    n_mels: int = 64
+    frames: int = 64
+    version: int = 1  # bump when the computation changes so old caches are not reused
+
+    def __post_init__(self):
+        if self.feature not in FEATURES:
+            raise ValueError(f"feature={self.feature!r} is not supported; expected one of {list(FEATURES)}")
+        for name in ("sample_rate", "n_mfcc", "n_mels", "frames"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+
+    def key_fields(self) -> dict:
+        """Settings that affect this feature kind (changing ``frames`` must not invalidate MFCCs)."""
+        keep = {"mfcc": ("n_mfcc",), "logmel": ("n_mels", "frames")}[self.feature]
+        return {"feature": self.feature, "sample_rate": self.sample_rate, "version": self.version,
+                **{k: getattr(self, k) for k in keep}}
+
+    @property
+    def hop(self) -> int:
+        return round(0.010 * self.sample_rate)
+
+    @property
+    def win(self) -> int:
+        return round((0.015 if self.feature == "mfcc" else 0.025) * self.sample_rate)
+
+    @property
+    def n_fft(self) -> int:
+        # >= 64 ms of spectrum resolution so that no low mel band falls between two FFT bins
+        return 2 ** math.ceil(math.log2(max(self.win, 0.064 * self.sample_rate)))
+
+
+class FeatureExtractor:
+    """Computes :class:`FeatureSettings` features for a list of mono clips, in padded batches."""
+
+    def __init__(self, settings: FeatureSettings):
+        self.s = settings
+        mel = dict(n_fft=settings.n_fft, win_length=settings.win, hop_length=settings.hop, center=False,
+                   f_min=0.0, f_max=settings.sample_rate / 2)
+        if settings.feature == "mfcc":
+            self.transform = torchaudio.transforms.MFCC(settings.sample_rate, n_mfcc=settings.n_mfcc, log_mels=True,
+                                                        melkwargs={**mel, "n_mels": 40})
+        else:
+            self.transform = torchaudio.transforms.MelSpectrogram(settings.sample_rate, n_mels=settings.n_mels, **mel)
+
+    def num_frames(self, n_samples: int) -> int:
+        """Frames of a clip: one every hop, as with centred framing (at least one)."""
+        return 1 + n_samples // self.s.hop
+
+    def _frames(self, batch: torch.Tensor) -> torch.Tensor:
+        # Centre frames by zero padding ourselves (not reflect padding): the batch's own zero
+        # padding at the end then looks exactly like a lone clip's, so results are batch-independent.
+        half = self.s.n_fft // 2
+        return self.transform(F.pad(batch, (half, half)))
+
+    @torch.no_grad()
+    def __call__(self, clips: Sequence[torch.Tensor], batch_size: int = 256,
+                 progress: bool = True) -> list[torch.Tensor]:
+        """``mfcc``: list of ``(T_i, n_mfcc)``; ``logmel``: list of ``(n_mels, frames)`` tensors."""
+        order = sorted(range(len(clips)), key=lambda i: clips[i].numel())
+        out: list[torch.Tensor | None] = [None] * len(clips)
+        for start in tqdm(range(0, len(order), batch_size), desc=f"{self.s.feature} features", unit="batch",
+                          disable=not progress, leave=False):
+            idx = order[start:start + batch_size]
+            lengths = [clips[i].numel() for i in idx]
+            batch = torch.zeros(len(idx), max(lengths))
+            for row, i in enumerate(idx):
+                batch[row, :lengths[row]] = clips[i]
+            feats = self._frames(batch)  # (B, n_bands, T)
+            for row, i in enumerate(idx):
+                f = feats[row, :, : self.num_frames(lengths[row])]
+                out[i] = self._finish(f)
+        return out  # type: ignore[return-value]
+
+    def _finish(self, f: torch.Tensor) -> torch.Tensor:
+        if self.s.feature == "mfcc":
+            return f.transpose(0, 1).contiguous()
+        db = 10.0 * torch.log10(f.clamp_min(1e-10))
+        return F.interpolate(db[None], size=self.s.frames, mode="linear", align_corners=False)[0].contiguous()
+
+
+def pad_sequences(seqs: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad ``(T_i, D)`` tensors to ``(B, T_max, D)``; also return lengths ``(B,)`` int64."""
+    seqs = list(seqs)
+    lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.int64)
+    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
+
+
+def _band_mask(n: int, size: int, num: int, width: int, device, generator=None) -> torch.Tensor:
+    """``(n, size)`` bool: ``num`` random bands of width 0..``width`` per row."""
+    pos = torch.arange(size, device=device)
+    mask = torch.zeros(n, size, dtype=torch.bool, device=device)
+    for _ in range(num):
+        w = torch.randint(0, width + 1, (n, 1), device=device, generator=generator)
+        start = (torch.rand(n, 1, device=device, generator=generator) * (size - w + 1)).floor()
+        mask |= (pos >= start) & (pos < start + w)
+    return mask
+
+
+def spec_augment(x: torch.Tensor, num_masks: int = 2, mask_width: int = 8,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment-style masking of ``(N, C, F, T)`` spectrogram images, parameters drawn per sample.
+
+    torchaudio's masking transforms draw one mask per call (shared by the whole batch); here every
+    sample gets its own frequency and time bands, in a few batched tensor ops on the input's device.
+    """
+    if num_masks == 0 or mask_width == 0:
+        return x
+    n, _, f, t = x.shape
+    freq = _band_mask(n, f, num_masks, min(mask_width, f), x.device, generator)[:, None, :, None]
+    time = _band_mask(n, t, num_masks, min(mask_width, t), x.device, generator)[:, None, None, :]
+    return x.masked_fill(freq | time, 0.0)

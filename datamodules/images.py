@@ -1,0 +1,368 @@
+"""Image DataModules: class folders (ImageFolder layout) and flat unlabelled folders.
+
+Images are decoded **once** (with a progress bar), resized to ``image_size`` x ``image_size`` and
+cached as one ``uint8`` tensor in the cache dir, keyed by the file list and the decode settings;
+later runs load the tensor in a second. Batches are ``(x, y)``: ``x`` float ``(B, C, H, W)`` in
+``[0, 1]`` (``normalization: zero_one``) or ``[-1, 1]`` (``minus_one_one``), ``y`` int64 class
+indices, and **``y == -1`` for every image of an unlabelled folder** (so every batch has the same
+structure and a GAN or autoencoder simply ignores ``y``).
+
+Splits are either the dataset's own (``<root>/train`` + ``<root>/test``; validation is a stratified
+``val_fraction`` of train) or ``split_ratios`` (e.g. ``[0.8, 0.1, 0.1]`` or ``[0.7, 0.2, 0.1]``) over
+all images, stratified by class and seeded. ``label_fraction`` keeps that share of the *training*
+labels with the same count per class (seeded), for label-efficiency curves.
+
+:class:`ImageTensorDataModule` is the shared machinery (splits, label fraction, loaders); the
+VOC 2007 and STL-10 modules in :mod:`datamodules.voc_stl` reuse it and only say how to decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from datamodules.paths import cache_root, data_root, missing_dataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+CACHE_VERSION = 1
+Normalization = Literal["zero_one", "minus_one_one"]
+
+
+# --- decoding ------------------------------------------------------------------------------------
+def decode_image(path: str | os.PathLike, image_size: int, channels: int = 3) -> torch.Tensor:
+    """Decode one image file to a ``uint8`` ``(C, S, S)`` tensor; RGBA/palette/gray become RGB (or L).
+
+    Raises ``ValueError`` naming the file when it cannot be read: a corrupt image must never be
+    silently skipped (it would change the dataset without anyone noticing).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = im.convert("RGB" if channels == 3 else "L")
+            if im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot decode image file {path}: {err}") from err
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def decode_images(paths: Sequence[Path], image_size: int, channels: int, desc: str = "decoding images") -> torch.Tensor:
+    """Decode many files into one ``uint8`` ``(N, C, S, S)`` tensor, with a progress bar."""
+    out = torch.empty((len(paths), channels, image_size, image_size), dtype=torch.uint8)
+    for i, p in enumerate(tqdm(paths, desc=desc, unit="img", mininterval=2.0, disable=len(paths) < 500)):
+        out[i] = decode_image(p, image_size, channels)
+    return out
+
+
+def cached(key_parts: dict, build, cache_dir: str | os.PathLike | None, name: str) -> dict:
+    """Load ``build()``'s dict of tensors from the cache, building and saving it on a miss.
+
+    The key is a hash of ``key_parts`` (file list, sizes and decode settings), so a changed file
+    list or setting never reuses a stale cache.
+    """
+    digest = hashlib.sha1(json.dumps({**key_parts, "v": CACHE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root(cache_dir) / "images" / f"{name}-{digest}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    data = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(data, tmp)
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    return data
+
+
+# --- splits --------------------------------------------------------------------------------------
+def stratified_split(labels: np.ndarray, ratios: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split indices by ``ratios`` within each class (seeded), so every split keeps the class mix."""
+    ratios = np.asarray(ratios, dtype=float)
+    if ratios.ndim != 1 or len(ratios) < 2 or (ratios < 0).any() or not np.isclose(ratios.sum(), 1.0):
+        raise ValueError(f"split ratios must be non-negative and sum to 1, got {ratios.tolist()}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in ratios]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        bounds = np.round(np.cumsum(ratios) * len(idx)).astype(int)
+        bounds[-1] = len(idx)
+        for k, chunk in enumerate(np.split(idx, bounds[:-1])):
+            parts[k].append(chunk)
+    return [np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=int) for p in parts]
+
+
+def balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a class-balanced, seeded subset holding ``fraction`` of the labels.
+
+    Every class contributes the same count, ``round(fraction * N / num_classes)`` (at least one);
+    a class with fewer images than that is an error rather than a silently unbalanced subset.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return np.arange(len(labels))
+    classes = np.unique(labels)
+    per_class = max(1, int(round(fraction * len(labels) / len(classes))))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per_class:
+            raise ValueError(f"label_fraction={fraction} needs {per_class} training images per class, but class "
+                             f"{c} has only {len(idx)}")
+        keep.append(rng.choice(idx, per_class, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def limit_per_class_indices(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """A seeded subset with at most ``limit`` images per class (quick runs and tests)."""
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:limit] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=int)
+
+
+class ImageTensorDataset(Dataset):
+    """``uint8`` images + labels held in memory; converts to float with the chosen normalisation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalization: Normalization = "zero_one"):
+        if normalization not in ("zero_one", "minus_one_one"):
+            raise ValueError(f"normalization must be 'zero_one' or 'minus_one_one', got {normalization!r}")
+        self.images, self.labels, self.normalization = images, labels, normalization
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _convert(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255.0)
+        return x.mul_(2.0).sub_(1.0) if self.normalization == "minus_one_one" else x
+
+    def __getitem__(self, i: int):
+        return self._convert(self.images[i]), self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        # batched conversion: one float op per batch instead of one per image
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return list(zip(self._convert(self.images[idx]), self.labels[idx]))
+
+
+# --- shared DataModule machinery -----------------------------------------------------------------
+class ImageTensorDataModule(L.LightningDataModule):
+    """Splits, label fraction and loaders over a decoded ``uint8`` image tensor.
+
+    Subclasses implement :meth:`load` returning ``images (N, C, S, S) uint8``, ``labels (N,)``
+    (``-1`` = unlabelled), ``own_split (N,)`` (0 train, 1 val, 2 test, or ``None`` when the dataset
+    has no split of its own; without 1s, validation is ``val_fraction`` of train) and the class
+    names, with :meth:`limit_indices` already applied.
+    """
+
+    def __init__(self, data_dir: str | None = None, cache_dir: str | None = None, image_size: int = 64,
+                 image_channels: int = 3, normalization: Normalization = "zero_one",
+                 split_ratios: list[float] | None = None, val_fraction: float = 0.1,
+                 label_fraction: float = 1.0, limit_per_class: int | None = None, batch_size: int = 128,
+                 num_workers: int = 0, split_seed: int = 0) -> None:
+        super().__init__()
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        if image_channels not in (1, 3):
+            raise ValueError(f"image_channels must be 1 or 3, got {image_channels}")
+        if normalization not in ("zero_one", "minus_one_one"):
+            raise ValueError(f"normalization must be 'zero_one' or 'minus_one_one', got {normalization!r}")
+        if split_ratios is not None and len(split_ratios) != 3:
+            raise ValueError(f"split_ratios must be [train, val, test], got {split_ratios}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if limit_per_class is not None and limit_per_class < 1:
+            raise ValueError(f"limit_per_class must be >= 1, got {limit_per_class}")
+        self.data_dir, self.cache_dir = data_dir, cache_dir
+        self.image_size, self.channels, self.normalization = image_size, image_channels, normalization
+        self.split_ratios, self.val_fraction = split_ratios, val_fraction
+        self.label_fraction, self.limit_per_class = label_fraction, limit_per_class
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, split_seed
+        self._class_names: list[str] | None = None
+        self.train_set = self.val_set = self.test_set = None
+
+    # subclasses -------------------------------------------------------------------------------
+    def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def scan_class_names(self) -> list[str]:
+        """Class names without decoding anything (so models can be configured before ``setup``)."""
+        return self.load()[3]
+
+    # public attributes ------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        if self._class_names is None:
+            self._class_names = self.scan_class_names()
+        return self._class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    # splits -----------------------------------------------------------------------------------
+    def limit_indices(self, labels: np.ndarray, own_split: np.ndarray | None) -> np.ndarray:
+        """Indices kept by ``limit_per_class`` (per class and per own split), chosen *before* decoding
+        so that quick runs never decode the whole dataset."""
+        if self.limit_per_class is None:
+            return np.arange(len(labels))
+        groups = own_split if own_split is not None else np.zeros(len(labels), dtype=int)
+        keep = []
+        for g in np.unique(groups):
+            sel = np.flatnonzero(groups == g)
+            keep.append(sel[limit_per_class_indices(labels[sel], self.limit_per_class, self.seed)])
+        return np.sort(np.concatenate(keep))
+
+    def split_indices(self, labels: np.ndarray, own_split: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """Train / val / test indices (after ``limit_per_class``, which :meth:`load` applies)."""
+        if self.split_ratios is not None or own_split is None:
+            ratios = self.split_ratios or [0.8, 0.1, 0.1]
+            train, val, test = stratified_split(labels, ratios, self.seed)
+        else:
+            pool, test = np.flatnonzero(own_split == 0), np.flatnonzero(own_split == 2)
+            if len(pool) == 0 or len(test) == 0:
+                raise ValueError(f"{type(self).__name__}: the dataset's own split needs both train and test images "
+                                 "(or set split_ratios)")
+            if (own_split == 1).any():  # the dataset has its own validation split
+                train, val = pool, np.flatnonzero(own_split == 1)
+            else:
+                tr, va = stratified_split(labels[pool], [1.0 - self.val_fraction, self.val_fraction], self.seed)
+                train, val = pool[tr], pool[va]
+        if self.label_fraction != 1.0:
+            if (labels[train] < 0).any():
+                raise ValueError("label_fraction < 1 needs labelled images, but this folder is unlabelled")
+            train = train[balanced_subset(labels[train], self.label_fraction, self.seed)]
+        return train, val, test
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        images, labels, own_split, names = self.load()
+        self._class_names = names
+        lab = labels.numpy()
+        own = None if own_split is None else own_split.numpy()
+        train, val, test = self.split_indices(lab, own)
+
+        def subset(idx: np.ndarray) -> ImageTensorDataset:
+            idx = torch.as_tensor(idx, dtype=torch.long)
+            return ImageTensorDataset(images[idx], labels[idx], self.normalization)
+
+        self.train_set, self.val_set, self.test_set = subset(train), subset(val), subset(test)
+
+    def _loader(self, ds, shuffle: bool, name: str) -> DataLoader:
+        if ds is None:
+            self.setup()
+            ds = getattr(self, f"{name}_set")
+        if len(ds) == 0:
+            raise ValueError(f"{type(self).__name__}: the {name} split is empty (check split_ratios / limit_per_class)")
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False, "test")
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+class ImageFolderDataModule(ImageTensorDataModule):
+    """Images from a folder under the data root, in one of three layouts (detected):
+
+    * ``<root>/train/<class>/*`` + ``<root>/test/<class>/*``: labelled, with the dataset's own split
+      (e.g. ``root: cifar10-jpeg``); ``split_ratios`` pools both and re-splits instead.
+    * ``<root>/<class>/*``: labelled class folders, split by ``split_ratios`` (default 80/10/10).
+    * ``<root>/*.png``: a flat unlabelled folder (e.g. ``root: anime-faces/images``); ``y == -1``.
+
+    ``root`` is relative to ``data_dir`` / ``$ZOO_DATA_DIR`` (an absolute path also works).
+    """
+
+    def __init__(self, root: str = "cifar10-jpeg", data_dir: str | None = None, cache_dir: str | None = None,
+                 image_size: int = 64, image_channels: int = 3, normalization: Normalization = "zero_one",
+                 split_ratios: list[float] | None = None, val_fraction: float = 0.1, label_fraction: float = 1.0,
+                 limit_per_class: int | None = None, batch_size: int = 128, num_workers: int = 0,
+                 split_seed: int = 0) -> None:
+        super().__init__(data_dir, cache_dir, image_size, image_channels, normalization, split_ratios, val_fraction,
+                         label_fraction, limit_per_class, batch_size, num_workers, split_seed)
+        self.save_hyperparameters()
+        self.root = root
+
+    @property
+    def folder(self) -> Path:
+        return data_root(self.data_dir) / self.root
+
+    def _scan(self) -> tuple[list[Path], list[int], list[int] | None, list[str]]:
+        """File list, labels, own split (or None) and class names; decoding nothing."""
+        folder = self.folder
+        if not folder.is_dir():
+            raise missing_dataset(f"image folder '{self.root}'", folder, "--data.root / --data.data_dir")
+        subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if {"train", "test"} <= {p.name for p in subdirs}:
+            names = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
+            test_names = sorted(p.name for p in (folder / "test").iterdir() if p.is_dir())
+            if names != test_names:
+                raise ValueError(f"{folder}: train/ and test/ must hold the same class folders, got "
+                                 f"{names} vs {test_names}")
+            files, labels, split = [], [], []
+            for s, sub in ((0, "train"), (2, "test")):
+                for c, name in enumerate(names):
+                    found = list_images(folder / sub / name)
+                    files += found
+                    labels += [c] * len(found)
+                    split += [s] * len(found)
+            own = split
+        elif subdirs:
+            names = [p.name for p in subdirs]
+            files, labels = [], []
+            for c, d in enumerate(subdirs):
+                found = list_images(d)
+                files += found
+                labels += [c] * len(found)
+            own = None
+        else:
+            files = list_images(folder)
+            labels, own, names = [-1] * len(files), None, []
+        if not files:
+            raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
+        return files, labels, own, names
+
+    def scan_class_names(self) -> list[str]:
+        return self._scan()[3]
+
+    def load(self):
+        files, labels, own, names = self._scan()
+        keep = self.limit_indices(np.asarray(labels), None if own is None else np.asarray(own))
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+        own = None if own is None else [own[i] for i in keep]
+        folder = self.folder
+        rel = [str(p.relative_to(folder)) for p in files]
+        key = {"root": str(folder.resolve()), "files": rel, "bytes": [p.stat().st_size for p in files],
+               "size": self.image_size, "channels": self.channels}
+        data = cached(key, lambda: {"images": decode_images(files, self.image_size, self.channels,
+                                                            f"decoding {self.root}")},
+                      self.cache_dir, Path(self.root).name)
+        return (data["images"], torch.tensor(labels, dtype=torch.long),
+                None if own is None else torch.tensor(own, dtype=torch.long), names)

@@ -1,0 +1,366 @@
+"""MNIST and ReducedMNIST, served from in-memory tensors (the zoo's one MNIST DataModule).
+
+Why tensors instead of a torchvision ``Dataset``: MNIST fits in memory many times over, and
+indexing a tensor with a whole batch of indices costs microseconds where a per-image PIL
+pipeline costs most of a small model's epoch. The loader below yields whole batches per index
+list, so a LeNet epoch is spent in the model, not in Python data plumbing.
+
+Splits (all stratified and seeded by ``seed``, so "the last 10%" of a sorted set can never
+become a single-class validation set):
+
+* ``real_per_class=None``: the 60,000 training images, minus ``val_fraction`` of each class for
+  validation.
+* ``real_per_class=k`` (ReducedMNIST): ``k`` training images per class, plus a disjoint
+  validation set of ``round(val_fraction * k)`` per class, both drawn from the 60,000.
+* ``test_per_class=m``: ``m`` test images per class from the official 10,000 (ReducedMNIST: 200).
+* ``augmented_per_class``: extra images per class made once per run from that class's real
+  training images by random rotation, translation and resized crop (:mod:`datamodules.augment`).
+* ``synthetic_per_class``: extra images per class from a ``.npz`` sample file (keys ``images``
+  ``(N, 28, 28)`` or ``(N, 1, 28, 28)``, uint8 0-255 or float in [0, 1], and ``labels`` ``(N,)``),
+  e.g. the samples exported by a DCGAN.
+
+Only training data is augmented or mixed; validation and test are always real images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from datamodules.augment import random_affine_matrices, random_geometric
+from datamodules.paths import data_root, missing_dataset
+
+NUM_CLASSES = 10
+CLASS_NAMES = [str(i) for i in range(NUM_CLASSES)]
+IMAGE_SHAPE = (1, 28, 28)
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the 60k training images in [0, 1]
+RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+Normalize = Literal["zero_one", "minus_one_one", "standard"]
+
+
+# --- value ranges ------------------------------------------------------------------------------
+def normalize(x01: torch.Tensor, mode: Normalize) -> torch.Tensor:
+    """Map images in ``[0, 1]`` to the model's input range (``minus_one_one`` suits a tanh GAN)."""
+    if mode == "zero_one":
+        return x01
+    if mode == "minus_one_one":
+        return x01 * 2 - 1
+    if mode == "standard":
+        return (x01 - MNIST_MEAN) / MNIST_STD
+    raise ValueError(f"normalize must be one of 'zero_one', 'minus_one_one', 'standard', got {mode!r}")
+
+
+def denormalize(x: torch.Tensor, mode: Normalize) -> torch.Tensor:
+    """Inverse of :func:`normalize`: back to ``[0, 1]`` (for plotting or exporting samples)."""
+    if mode == "zero_one":
+        return x
+    if mode == "minus_one_one":
+        return (x + 1) / 2
+    if mode == "standard":
+        return x * MNIST_STD + MNIST_MEAN
+    raise ValueError(f"normalize must be one of 'zero_one', 'minus_one_one', 'standard', got {mode!r}")
+
+
+# --- loading ------------------------------------------------------------------------------------
+def load_mnist(data_dir: str | Path | None = None, train: bool = True,
+               download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official train (60k) or test (10k) split as ``uint8 (N, 28, 28)`` images and ``int64`` labels.
+
+    Reads ``<data_root>/MNIST/raw`` (torchvision's layout); downloads there only if allowed.
+    """
+    from torchvision.datasets import MNIST
+
+    root = data_root(data_dir)
+    raw = root / "MNIST" / "raw"
+    if not download and not all((raw / f).is_file() for f in RAW_FILES):
+        missing = [f for f in RAW_FILES if not (raw / f).is_file()]
+        raise missing_dataset(f"MNIST (missing {', '.join(missing)})", raw)
+    ds = MNIST(root=str(root), train=train, download=download)
+    return ds.data.clone(), ds.targets.to(torch.int64).clone()
+
+
+def stratified_split(labels: torch.Tensor, counts: list[int | None], generator: torch.Generator,
+                     num_classes: int = NUM_CLASSES, what: str = "split") -> list[torch.Tensor]:
+    """Disjoint index sets taking ``counts[j]`` random images of every class (``None`` = the rest).
+
+    Each returned index set is shuffled across classes so no consumer ever sees a class-sorted order.
+    """
+    parts: list[list[torch.Tensor]] = [[] for _ in counts]
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        wanted = sum(n for n in counts if n is not None)
+        if wanted > len(idx):
+            raise ValueError(f"{what}: class {c} has only {len(idx)} images but {wanted} per class were requested "
+                             f"({' + '.join(str(n) for n in counts if n is not None)})")
+        start = 0
+        for j, n in enumerate(counts):
+            stop = len(idx) if n is None else start + n
+            parts[j].append(idx[start:stop])
+            start = stop
+    out = []
+    for p in parts:
+        cat = torch.cat(p)
+        out.append(cat[torch.randperm(len(cat), generator=generator)])
+    return out
+
+
+def load_synthetic(path: str | Path, per_class: int, generator: torch.Generator | None = None,
+                   num_classes: int = NUM_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` random samples of every class from a sample file, as float ``(N, 1, 28, 28)`` in [0, 1].
+
+    Validates everything a wrong export could get wrong and names the file in each error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"synthetic sample file {path} does not exist (set --data.synthetic_path)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = set(f.files)
+            if not {"images", "labels"} <= keys:
+                raise ValueError(f"{path}: expected arrays 'images' and 'labels', found {sorted(keys)}")
+            images, labels = f["images"], f["labels"]
+    except (OSError, ValueError) as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path}: not a readable .npz sample file ({e})") from e
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE[1:]:
+        raise ValueError(f"{path}: 'images' must have shape (N, 28, 28) or (N, 1, 28, 28), got {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"{path}: 'labels' must have shape ({len(images)},) to match 'images', got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: 'labels' must be integers, got dtype {labels.dtype}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{path}: labels must be in 0..{num_classes - 1}, got range {labels.min()}..{labels.max()}")
+    if images.dtype == np.uint8:
+        x = torch.from_numpy(images.astype(np.float32) / 255.0)
+    elif np.issubdtype(images.dtype, np.floating):
+        if not np.isfinite(images).all():
+            raise ValueError(f"{path}: 'images' contains NaN or inf")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{path}: float 'images' must lie in [0, 1], got range [{lo:.3g}, {hi:.3g}] "
+                             "(export uint8 0-255 or rescale, e.g. (x + 1) / 2 for tanh outputs)")
+        x = torch.from_numpy(images.astype(np.float32))
+    else:
+        raise ValueError(f"{path}: 'images' must be uint8 (0-255) or float in [0, 1], got dtype {images.dtype}")
+    y = torch.from_numpy(labels.astype(np.int64))
+    counts = torch.bincount(y, minlength=num_classes)
+    short = {c: int(n) for c, n in enumerate(counts) if n < per_class}
+    if short:
+        raise ValueError(f"{path}: synthetic_per_class={per_class} but some classes have fewer samples "
+                         f"(class: count) {short}")
+    (idx,) = stratified_split(y, [per_class], generator or torch.Generator().manual_seed(0), num_classes,
+                              what=str(path))
+    return x[idx].unsqueeze(1), y[idx]
+
+
+def augment_per_class(images01: torch.Tensor, labels: torch.Tensor, per_class: int, generator: torch.Generator,
+                      degrees: float = 15.0, translate: float = 0.1, crop_scale: tuple[float, float] = (0.75, 1.0),
+                      crop_ratio: tuple[float, float] = (0.85, 1.0 / 0.85), chunk: int = 4096,
+                      num_classes: int = NUM_CLASSES, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` new images per class, each a random warp of a random real image of that class."""
+    from tqdm.auto import tqdm
+
+    sources = []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) == 0:
+            raise ValueError(f"cannot augment class {c}: it has no real training images")
+        sources.append(idx[torch.randint(len(idx), (per_class,), generator=generator)])
+    src = torch.cat(sources)
+    out = torch.empty((len(src), *images01.shape[1:]), dtype=images01.dtype)
+    for start in tqdm(range(0, len(src), chunk), desc="augmenting MNIST", disable=not progress, leave=False):
+        part = src[start:start + chunk]
+        out[start:start + len(part)] = random_geometric(images01[part], degrees, translate, crop_scale, crop_ratio,
+                                                        generator=generator).clamp_(0, 1)
+    return out, labels[src]
+
+
+# --- serving ------------------------------------------------------------------------------------
+class TensorBatches(Dataset):
+    """A dataset indexed by *lists* of indices: one tensor gather per batch instead of per sample."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"TensorBatches: {len(x)} images but {len(y)} labels")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, idx):
+        if not isinstance(idx, torch.Tensor):
+            idx = torch.as_tensor(idx)
+        idx = idx.to(self.x.device)
+        return self.x[idx], self.y[idx]
+
+
+def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, num_workers: int = 0,
+                 drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+    ds = TensorBatches(x, y)
+    sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+    return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=drop_last), batch_size=None,
+                      num_workers=num_workers, pin_memory=pin_memory and x.device.type == "cpu",
+                      persistent_workers=num_workers > 0)
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST / ReducedMNIST with optional augmented and GAN-synthetic training images.
+
+    Batches are ``(x, y)``: ``x`` float32 ``(B, 1, 28, 28)`` in the ``normalize`` range, ``y`` int64.
+    ``on_device`` keeps every tensor on the trainer's device (a GPU) so no batch is copied per step.
+    """
+
+    num_classes = NUM_CLASSES
+    class_names = CLASS_NAMES
+
+    def __init__(self, data_dir: str | None = None, download: bool = False,
+                 real_per_class: int | None = None, test_per_class: int | None = None,
+                 val_fraction: float = 0.1,
+                 augmented_per_class: int = 0, synthetic_per_class: int = 0, synthetic_path: str | None = None,
+                 normalize: Normalize = "standard",
+                 batch_size: int = 128, eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
+                 on_device: bool = False, drop_last: bool = False,
+                 aug_degrees: float = 12.0, aug_translate: float = 0.08,
+                 aug_crop_scale: tuple[float, float] = (0.8, 1.0),
+                 aug_crop_ratio: tuple[float, float] = (0.85, 1.0 / 0.85)) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if real_per_class is not None and real_per_class < 1:
+            raise ValueError(f"MNISTDataModule: real_per_class must be >= 1 or None (all), got {real_per_class}")
+        if test_per_class is not None and test_per_class < 1:
+            raise ValueError(f"MNISTDataModule: test_per_class must be >= 1 or None (all), got {test_per_class}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"MNISTDataModule: val_fraction must be in (0, 1), got {val_fraction}")
+        if augmented_per_class < 0 or synthetic_per_class < 0:
+            raise ValueError("MNISTDataModule: augmented_per_class and synthetic_per_class must be >= 0, got "
+                             f"{augmented_per_class} and {synthetic_per_class}")
+        if synthetic_per_class > 0 and not synthetic_path:
+            raise ValueError(f"MNISTDataModule: synthetic_per_class={synthetic_per_class} needs --data.synthetic_path "
+                             "(an .npz with 'images' and 'labels')")
+        if normalize not in ("zero_one", "minus_one_one", "standard"):
+            raise ValueError(f"MNISTDataModule: normalize must be 'zero_one', 'minus_one_one' or 'standard', "
+                             f"got {normalize!r}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"MNISTDataModule: batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        random_affine_matrices(1, 28, 28, aug_degrees, aug_translate, aug_crop_scale, aug_crop_ratio)  # validates
+        if on_device and num_workers > 0:
+            raise ValueError("MNISTDataModule: on_device=True serves batches from device memory; "
+                             f"it needs num_workers=0, got {num_workers}")
+        self.data_dir, self.download = data_dir, download
+        self.real_per_class, self.test_per_class, self.val_fraction = real_per_class, test_per_class, val_fraction
+        self.augmented_per_class, self.synthetic_per_class = augmented_per_class, synthetic_per_class
+        self.synthetic_path, self.normalize = synthetic_path, normalize
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.seed, self.on_device, self.drop_last = seed, on_device, drop_last
+        self.aug_degrees, self.aug_translate = aug_degrees, aug_translate
+        self.aug_crop_scale, self.aug_crop_ratio = tuple(aug_crop_scale), tuple(aug_crop_ratio)
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: indices into the official train (train/val) and test sets of the real images of each split
+        self.indices: dict[str, torch.Tensor] = {}
+        self._sources: torch.Tensor | None = None  # per training image: 0 real, 1 augmented, 2 synthetic
+
+    def prepare_data(self) -> None:
+        if self.download:
+            load_mnist(self.data_dir, train=True, download=True)
+            load_mnist(self.data_dir, train=False, download=True)
+
+    # --- building the splits ----------------------------------------------------------------------
+    def _build(self) -> None:
+        # one generator per purpose, so e.g. the test subset is identical whatever the augmentation setting
+        g, g_test, g_aug, g_syn = (torch.Generator().manual_seed(self.seed + k * 1_000_003) for k in range(4))
+        x, y = load_mnist(self.data_dir, train=True, download=False)
+        x01 = x.unsqueeze(1).float().div_(255)
+        if self.real_per_class is None:
+            n_val = [round(self.val_fraction * int((y == c).sum())) for c in range(NUM_CLASSES)]
+            # class sizes differ, so draw each class's validation share class by class
+            val_parts, train_parts = [], []
+            for c, n in enumerate(n_val):
+                idx = torch.nonzero(y == c).flatten()
+                idx = idx[torch.randperm(len(idx), generator=g)]
+                val_parts.append(idx[:n])
+                train_parts.append(idx[n:])
+            train_idx = torch.cat(train_parts)
+            train_idx = train_idx[torch.randperm(len(train_idx), generator=g)]
+            val_idx = torch.cat(val_parts)
+            val_idx = val_idx[torch.randperm(len(val_idx), generator=g)]
+        else:
+            n_val = max(1, round(self.val_fraction * self.real_per_class))
+            train_idx, val_idx = stratified_split(
+                y, [self.real_per_class, n_val], g, what=f"MNISTDataModule(real_per_class={self.real_per_class}, "
+                f"val_fraction={self.val_fraction})")
+        parts_x, parts_y, sources = [x01[train_idx]], [y[train_idx]], [torch.zeros(len(train_idx), dtype=torch.uint8)]
+        if self.augmented_per_class:
+            ax, ay = augment_per_class(parts_x[0], parts_y[0], self.augmented_per_class, g_aug, self.aug_degrees,
+                                       self.aug_translate, self.aug_crop_scale, self.aug_crop_ratio)
+            parts_x.append(ax), parts_y.append(ay), sources.append(torch.ones(len(ay), dtype=torch.uint8))
+        if self.synthetic_per_class:
+            sx, sy = load_synthetic(self.synthetic_path, self.synthetic_per_class, g_syn)
+            parts_x.append(sx), parts_y.append(sy), sources.append(torch.full((len(sy),), 2, dtype=torch.uint8))
+        tx, ty, src = torch.cat(parts_x), torch.cat(parts_y), torch.cat(sources)
+        self._splits["train"] = (normalize(tx, self.normalize), ty)
+        self._sources = src
+        self._splits["val"] = (normalize(x01[val_idx], self.normalize), y[val_idx])
+
+        xt, yt = load_mnist(self.data_dir, train=False, download=False)
+        if self.test_per_class is not None:
+            (test_idx,) = stratified_split(yt, [self.test_per_class], g_test,
+                                           what=f"MNISTDataModule(test_per_class={self.test_per_class})")
+            xt, yt = xt[test_idx], yt[test_idx]
+        else:
+            test_idx = torch.arange(len(yt))
+        self._splits["test"] = (normalize(xt.unsqueeze(1).float().div_(255), self.normalize), yt)
+        self.indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self._splits:
+            self._build()
+        device = self._device()
+        if device is not None:
+            self._splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self._splits.items()}
+
+    def _device(self) -> torch.device | None:
+        if not self.on_device:
+            return None
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else None
+
+    def split(self, name: Literal["train", "val", "test"]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(images, labels)`` tensors of a split, in the ``normalize`` range (calls :meth:`setup`)."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {name!r}")
+        if not self._splits:
+            self.setup()
+        return self._splits[name]
+
+    @property
+    def train_sources(self) -> torch.Tensor:
+        """Per training image: 0 real, 1 augmented, 2 synthetic."""
+        self.split("train")
+        return self._sources
+
+    # --- loaders ------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        x, y = self.split("train")
+        return batch_loader(x, y, self.batch_size, shuffle=True, num_workers=self.num_workers,
+                            drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        x, y = self.split("val")
+        return batch_loader(x, y, self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        x, y = self.split("test")
+        return batch_loader(x, y, self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

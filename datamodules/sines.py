@@ -1,0 +1,92 @@
+"""Noisy sine waves for sequence autoencoders (``configs/lstm_ae_sines.yaml``).
+
+Every sequence draws its own frequency, phase and amplitude, so an autoencoder has to encode
+three real numbers (and cannot memorise one waveform); Gaussian noise on top keeps the
+reconstruction from being exact. Generation is seeded per split: the same ``seed`` gives the
+same train/val/test sets on every machine, and the three splits never share a draw.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+_SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
+
+
+def _check_range(name: str, value: tuple[float, float], low_bound: float) -> tuple[float, float]:
+    if len(value) != 2 or not (low_bound < value[0] <= value[1]):
+        raise ValueError(f"SineWaves {name} must be (low, high) with {low_bound} < low <= high, got {tuple(value)}")
+    return float(value[0]), float(value[1])
+
+
+def make_sines(n: int, length: int, freq_range: tuple[float, float], amp_range: tuple[float, float],
+               noise: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` sequences ``(n, length, 1)`` and their parameters ``(n, 3)`` = (frequency, phase, amplitude).
+
+    Frequency is in cycles per sequence, phase uniform in [0, 2*pi), amplitude uniform in ``amp_range``.
+    """
+    u = torch.rand(n, 3, generator=generator)
+    freq = freq_range[0] + (freq_range[1] - freq_range[0]) * u[:, 0]
+    phase = 2 * math.pi * u[:, 1]
+    amp = amp_range[0] + (amp_range[1] - amp_range[0]) * u[:, 2]
+    t = torch.arange(length, dtype=torch.float32) / length
+    x = amp[:, None] * torch.sin(2 * math.pi * freq[:, None] * t[None, :] + phase[:, None])
+    x = x + noise * torch.randn(n, length, generator=generator)
+    return x.unsqueeze(-1), torch.stack([freq, phase, amp], dim=1)
+
+
+class SineWaves(L.LightningDataModule):
+    """Batches ``(x (B, length, 1), params (B, 3))``; ``params`` = (frequency, phase, amplitude) per sequence."""
+
+    def __init__(self, n_train: int = 4000, n_val: int = 500, n_test: int = 500, length: int = 64,
+                 freq_range: tuple[float, float] = (1.0, 4.0), amp_range: tuple[float, float] = (0.5, 1.5),
+                 noise: float = 0.05, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("length", length),
+                            ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"SineWaves {name} must be >= 1, got {value}")
+        if noise < 0:
+            raise ValueError(f"SineWaves noise must be >= 0 (a standard deviation), got {noise}")
+        self.save_hyperparameters()
+        self.freq_range = _check_range("freq_range", freq_range, 0.0)
+        self.amp_range = _check_range("amp_range", amp_range, 0.0)
+        self.datasets: dict[str, TensorDataset] = {}
+
+    def dataset(self, split: str) -> TensorDataset:
+        """The (cached) dataset of ``split`` in {'train', 'val', 'test'}."""
+        if split not in _SPLIT_OFFSET:
+            raise ValueError(f"SineWaves split must be one of {sorted(_SPLIT_OFFSET)}, got {split!r}")
+        if split not in self.datasets:
+            hp = self.hparams
+            gen = torch.Generator().manual_seed(hp.seed * 3 + _SPLIT_OFFSET[split])
+            n = {"train": hp.n_train, "val": hp.n_val, "test": hp.n_test}[split]
+            self.datasets[split] = TensorDataset(*make_sines(n, hp.length, self.freq_range, self.amp_range,
+                                                             hp.noise, gen))
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage, ("train", "val", "test")):
+            self.dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
+        return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          num_workers=self.hparams.num_workers, generator=gen)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

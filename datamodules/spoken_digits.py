@@ -1,0 +1,528 @@
+"""Spoken digits (0-9) from FSDD, AudioMNIST or offline espeak-ng speech, as MFCC sequences or log-mel images.
+
+One DataModule, three ``source`` settings, so every audio experiment swaps data with one flag:
+
+* ``fsdd``: Free Spoken Digit Dataset, ``<data_root>/fsdd/recordings/{digit}_{speaker}_{take}.wav``
+  (6 male speakers x 10 digits x 50 takes, 8 kHz). ``split="official"``: takes 0-4 are test.
+* ``audiomnist``: ``<data_root>/AudioMNIST/data/NN/{digit}_{NN}_{take}.wav`` (60 speakers, 48 kHz)
+  plus ``data/audioMNIST_meta.txt`` (JSON with each speaker's gender). Splits are speaker-disjoint.
+* ``tts``: digits spoken by espeak-ng (:mod:`datamodules.tts`); voices x rates x pitches are the
+  speakers. Needs no dataset and no network: the README's offline main command uses it.
+
+Features are computed once per (file list, feature settings), in batches, and cached under
+``<cache_root>/spoken_digits/``; a second run only loads the cache. Dataset folders are never
+written to. Splits and train-set normalisation are cheap and recomputed at every set-up.
+
+Batches: ``feature="mfcc"`` -> ``(feats (B, T_max, n_mfcc) zero-padded, lengths (B,), y (B,))``;
+``feature="logmel"`` -> ``(x (B, 1, n_mels, frames), y (B,))``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.utils import download_and_extract_archive
+
+from datamodules.audio import (FEATURES, FeatureExtractor, FeatureSettings, load_clips, pad_sequences,
+                               spec_augment)
+from datamodules.paths import cache_root, data_root, missing_dataset
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("fsdd", "audiomnist", "tts")
+SPLITS = ("official", "speaker")
+TARGETS = ("digit", "gender")
+STAGES = ("train", "val", "test")
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+GENDERS = ["female", "male"]
+FSDD_TEST_TAKES = range(5)  # upstream convention: takes 0-4 of every speaker and digit are the test set
+
+DEFAULT_VOICES = ["en-us+m3", "en+m1", "en-gb-scotland+m4", "en-029+m7",
+                  "en-us+f2", "en+f3", "en-gb-scotland+f4", "en-029+f1"]
+DEFAULT_RATES = [130, 175, 220]
+DEFAULT_PITCHES = [35, 50, 65]
+
+
+@dataclass(frozen=True)
+class Archive:
+    """Where a downloadable source lives: ``<data_root>/<folder>/<check>`` must exist when present."""
+
+    name: str
+    folder: str
+    check: str
+    url: str
+    top: str  # the archive's top-level directory
+
+
+ARCHIVES = {
+    "fsdd": Archive("FSDD (Free Spoken Digit Dataset)", "fsdd", "recordings",
+                    "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz",
+                    "free-spoken-digit-dataset-1.0.10"),
+    "audiomnist": Archive("AudioMNIST", "AudioMNIST", "data",
+                          "https://github.com/soerenab/AudioMNIST/archive/refs/heads/master.zip",
+                          "AudioMNIST-master"),
+}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One recording; ``path`` relative to the source root (stable across machines for cache keys)."""
+
+    path: str
+    speaker: str
+    digit: int
+    take: int
+    gender: str | None = None
+
+
+# --- locating / downloading the data ------------------------------------------------------------
+
+def ensure_dataset(source: str, root: Path, download: bool) -> Path:
+    """Return ``<root>/<folder>``; download and extract the upstream archive when allowed.
+
+    Extraction goes to a staging folder first and is moved into place only once complete, so an
+    interrupted download never looks like a dataset.
+    """
+    arc = ARCHIVES[source]
+    target = root / arc.folder
+    if (target / arc.check).is_dir():
+        return target
+    if not download:
+        raise missing_dataset(arc.name, target / arc.check)
+    staging = root / f".{arc.folder}.download"
+    if staging.exists():
+        shutil.rmtree(staging)
+    rank_zero_info(f"downloading {arc.name} from {arc.url} into {root}")
+    download_and_extract_archive(arc.url, download_root=str(staging), extract_root=str(staging / "x"))
+    extracted = staging / "x" / arc.top
+    if not (extracted / arc.check).is_dir():
+        raise RuntimeError(f"the {arc.name} archive from {arc.url} has no {arc.top}/{arc.check} folder; "
+                           f"upstream layout changed? (extracted to {staging})")
+    target.mkdir(parents=True, exist_ok=True)
+    for item in extracted.iterdir():
+        if not (target / item.name).exists():
+            shutil.move(str(item), str(target / item.name))
+    shutil.rmtree(staging)
+    return target
+
+
+_FSDD_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
+_AUDIOMNIST_NAME = re.compile(r"^(\d)_(\d+)_(\d+)\.wav$")
+
+
+def _visible(folder: Path):
+    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def fsdd_clips(root: Path) -> list[Clip]:
+    """Parse ``<root>/recordings/{digit}_{speaker}_{take}.wav``; genders from ``metadata.py`` if present."""
+    rec = root / "recordings"
+    genders = _fsdd_genders(root / "metadata.py")
+    clips = []
+    for p in _visible(rec):
+        m = _FSDD_NAME.match(p.name)
+        if not m or not p.is_file():
+            raise ValueError(f"{p}: unexpected entry in the FSDD recordings folder; expected files named "
+                             "{digit}_{speaker}_{take}.wav, e.g. 3_theo_12.wav")
+        clips.append(Clip(f"recordings/{p.name}", m[2], int(m[1]), int(m[3]), genders.get(m[2])))
+    if not clips:
+        raise ValueError(f"{rec}: no recordings found; expected {{digit}}_{{speaker}}_{{take}}.wav files")
+    return clips
+
+
+def _fsdd_genders(meta: Path) -> dict[str, str]:
+    """Read the ``metadata = {...}`` literal of FSDD's ``metadata.py`` without executing it."""
+    if not meta.is_file():
+        return {}
+    try:
+        tree = ast.parse(meta.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "metadata" for t in node.targets):
+                data = ast.literal_eval(node.value)
+                return {k: str(v["gender"]).lower() for k, v in data.items() if "gender" in v}
+    except (SyntaxError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{meta}: could not read the speaker metadata ({e}); expected `metadata = {{...}}`") from e
+    return {}
+
+
+def audiomnist_clips(root: Path) -> list[Clip]:
+    """Parse ``<root>/data/NN/{digit}_{NN}_{take}.wav`` and genders from ``data/audioMNIST_meta.txt``."""
+    data = root / "data"
+    meta = _audiomnist_meta(data / "audioMNIST_meta.txt")
+    clips = []
+    for folder in _visible(data):
+        if folder.is_file():
+            if folder.name == "audioMNIST_meta.txt":
+                continue
+            raise ValueError(f"{folder}: unexpected file in the AudioMNIST data folder; expected speaker "
+                             "folders NN/ and audioMNIST_meta.txt")
+        for p in _visible(folder):
+            m = _AUDIOMNIST_NAME.match(p.name)
+            if not m or not p.is_file() or m[2] != folder.name:
+                raise ValueError(f"{p}: unexpected entry; expected files named {{digit}}_{folder.name}_{{take}}.wav "
+                                 f"in speaker folder {folder.name}/")
+            gender = meta.get(folder.name, {}).get("gender")
+            clips.append(Clip(f"data/{folder.name}/{p.name}", folder.name, int(m[1]), int(m[3]),
+                              str(gender).lower() if gender else None))
+    if not clips:
+        raise ValueError(f"{data}: no recordings found; expected data/NN/{{digit}}_NN_{{take}}.wav files")
+    return clips
+
+
+def _audiomnist_meta(path: Path) -> dict:
+    if not path.is_file():
+        log.warning("%s not found: speaker genders unknown (needed only for target='gender')", path)
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); expected an object keyed by speaker id") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by speaker id, got {type(meta).__name__}")
+    return meta
+
+
+# --- splits ------------------------------------------------------------------------------------
+
+def stratified_order(strata: Sequence, seed: int) -> list[int]:
+    """A seeded ordering of indices such that every prefix is a stratified sample.
+
+    Members of each stratum are shuffled and spread evenly over (0, 1) with a random offset
+    (systematic sampling); sorting by that position means the first ``k`` indices contain each
+    stratum in proportion, rounded up or down by at most one, and ``k`` is exact.
+    """
+    rng = np.random.default_rng(seed)
+    groups: dict = defaultdict(list)
+    for i, s in enumerate(strata):
+        groups[s].append(i)
+    pos = np.empty(len(strata))
+    for s in sorted(groups, key=repr):
+        members = groups[s]
+        perm, offset = rng.permutation(len(members)), rng.random()
+        for rank, j in enumerate(perm):
+            pos[members[j]] = (rank + offset) / len(members)
+    return [int(i) for i in np.argsort(pos, kind="stable")]
+
+
+def _count(fraction: float, n: int) -> int:
+    return max(1, round(fraction * n))
+
+
+# --- datasets -------------------------------------------------------------------------------------
+
+class SpokenDigitDataset(Dataset):
+    """Per-clip items: ``(x (1, n_mels, frames), y)`` for log-mel, ``(feats (T, n_mfcc), length, y)`` for MFCC."""
+
+    def __init__(self, feats: torch.Tensor | list[torch.Tensor], labels: torch.Tensor, sequence: bool):
+        self.feats, self.labels, self.sequence = feats, labels, sequence
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        if self.sequence:
+            f = self.feats[i]
+            return f, torch.tensor(f.shape[0], dtype=torch.int64), self.labels[i]
+        return self.feats[i], self.labels[i]
+
+
+def collate_sequences(items):
+    """Zero-pad MFCC sequences to the longest in the batch; keep their true lengths."""
+    feats, lengths = pad_sequences(f for f, _, _ in items)
+    return feats, lengths, torch.stack([y for _, _, y in items])
+
+
+class SpokenDigits(L.LightningDataModule):
+    """Spoken digits from ``source`` as ``feature`` batches; see the module docstring for layouts.
+
+    Splits (validation is always disjoint from test and seeded by ``seed``):
+
+    * ``fsdd``, ``split="official"``: test = takes 0-4 of every speaker and digit (300 clips);
+      validation = ``val_fraction`` of the rest, stratified by speaker and digit.
+    * ``fsdd``, ``split="speaker"``: test = every clip of ``test_speaker``; validation as above from
+      the other speakers (FSDD has only six, so validation is not held out by speaker).
+    * ``audiomnist`` / ``tts``: speaker-disjoint. ``"official"``: a seeded partition of speakers
+      (``test_fraction`` test, ``val_fraction`` validation, stratified by gender);
+      ``"speaker"``: test = ``test_speaker``, validation speakers drawn from the rest.
+
+    ``target="gender"`` needs speakers of both genders (FSDD's six speakers are all male, so it is
+    refused); AudioMNIST speakers without a meta entry are then left out, with a warning.
+    """
+
+    def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",
+                 feature: Literal["mfcc", "logmel"] = "logmel",
+                 split: Literal["official", "speaker"] = "official",
+                 test_speaker: str | None = None,
+                 target: Literal["digit", "gender"] = "digit",
+                 data_dir: str | None = None, cache_dir: str | None = None, download: bool = False,
+                 sample_rate: int = 8000, n_mfcc: int = 13, n_mels: int = 64, frames: int = 64,
+                 normalize: bool = True, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 batch_size: int = 64, num_workers: int = 0, seed: int = 0,
+                 voices: list[str] | None = None, rates: list[int] | None = None,
+                 pitches: list[int] | None = None, progress: bool = True,
+                 spec_augment: bool = False, num_masks: int = 2, mask_width: int = 8) -> None:
+        """
+        Args:
+            test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
+            test_fraction: share of speakers in the test set for speaker-disjoint ``"official"``
+                splits (AudioMNIST, TTS); FSDD's official split is fixed by take number.
+            voices, rates, pitches: ``tts`` only: espeak-ng voice names (``+fN``/``+mN`` variants
+                set the gender), speaking rates (words per minute) and pitches (0-100); every
+                combination is one speaker. Defaults: 8 voices (4 female) x 3 rates x 3 pitches.
+            progress: show tqdm bars while reading audio and computing features.
+            spec_augment: ``logmel`` training batches get SpecAugment-style masking (Park et al.,
+                2019): ``num_masks`` frequency and ``num_masks`` time bands of up to ``mask_width``
+                rows/columns, drawn per sample, set to 0 (the normalised mean). Applied on the
+                device after transfer, never to validation or test batches.
+        """
+        super().__init__()
+        for name, value, allowed in (("source", source, SOURCES), ("feature", feature, FEATURES),
+                                     ("split", split, SPLITS), ("target", target, TARGETS)):
+            if value not in allowed:
+                raise ValueError(f"SpokenDigits: {name}={value!r} is not supported; expected one of {list(allowed)}")
+        if split == "speaker" and not test_speaker:
+            raise ValueError("SpokenDigits: split='speaker' needs test_speaker (--data.test_speaker NAME); "
+                             "the valid names are listed by the error for an unknown speaker")
+        if split != "speaker" and test_speaker:
+            raise ValueError(f"SpokenDigits: test_speaker={test_speaker!r} is only used with split='speaker', "
+                             f"but split={split!r}")
+        if source == "fsdd" and target == "gender":
+            raise ValueError("SpokenDigits: target='gender' is impossible with source='fsdd': all six FSDD "
+                             "speakers are male; use source='audiomnist' or 'tts'")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"SpokenDigits: {name} must be in (0, 1), got {value}")
+        if batch_size < 1:
+            raise ValueError(f"SpokenDigits: batch_size must be >= 1, got {batch_size}")
+        if spec_augment and feature != "logmel":
+            raise ValueError(f"SpokenDigits: spec_augment=True needs feature='logmel', got feature={feature!r}")
+        if num_masks < 0 or mask_width < 0:
+            raise ValueError(f"SpokenDigits: num_masks and mask_width must be >= 0, got {num_masks}, {mask_width}")
+        self.save_hyperparameters()
+        self.settings = FeatureSettings(feature, sample_rate, n_mfcc, n_mels, frames)
+        self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
+        self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
+        self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
+        self.class_names = list(DIGIT_NAMES) if target == "digit" else list(GENDERS)
+        self.num_classes = len(self.class_names)
+        self.root: Path | None = None
+        self.clips: list[Clip] = []
+        self.feature_stats: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._splits: dict[str, list[int]] | None = None
+        self._datasets: dict[str, SpokenDigitDataset] = {}
+
+    # --- data preparation ---------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download / synthesise the clips and build the feature cache (rank 0 only under DDP)."""
+        root, clips = self._locate()
+        if not self.cache_path(root, clips).is_file():
+            self._load_features(root, clips)
+
+    def _locate(self) -> tuple[Path, list[Clip]]:
+        hp = self.hparams
+        if hp.source == "tts":
+            from datamodules.tts import synthesize_digits
+
+            return synthesize_digits(cache_root(hp.cache_dir) / "spoken_digits" / "tts", self.voices, self.rates,
+                                     self.pitches, progress=hp.progress)
+        root = ensure_dataset(hp.source, data_root(hp.data_dir), hp.download)
+        return root, fsdd_clips(root) if hp.source == "fsdd" else audiomnist_clips(root)
+
+    def cache_path(self, root: Path, clips: Sequence[Clip]) -> Path:
+        """``<cache_root>/spoken_digits/<source>-<feature>-<hash>.pt``; the hash covers the source, every
+        file's name, size and modification time, and the feature settings."""
+        h = hashlib.sha256()
+        h.update(json.dumps({"source": self.hparams.source, **self.settings.key_fields()}, sort_keys=True).encode())
+        for c in clips:
+            st = (root / c.path).stat()
+            h.update(f"{c.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return (cache_root(self.hparams.cache_dir) / "spoken_digits"
+                / f"{self.hparams.source}-{self.settings.feature}-{h.hexdigest()[:20]}.pt")
+
+    def _load_features(self, root: Path, clips: list[Clip]) -> list[torch.Tensor] | torch.Tensor:
+        path = self.cache_path(root, clips)
+        start = time.perf_counter()
+        if path.is_file():
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob["files"] != [c.path for c in clips]:
+                raise RuntimeError(f"{path}: feature cache does not match the file list; delete it and rerun")
+            feats = blob["feats"]
+            if self.settings.feature == "mfcc":
+                feats = list(torch.split(feats, blob["lengths"].tolist()))
+            rank_zero_info(f"SpokenDigits: loaded {len(clips)} cached {self.settings.feature} features from {path} "
+                           f"in {time.perf_counter() - start:.2f} s (warm)")
+            return feats
+        quiet = self.hparams.source == "tts"  # espeak's native rate differs by design: no warning
+        waves = load_clips([root / c.path for c in clips], self.settings.sample_rate,
+                           progress=self.hparams.progress, warn_resample=not quiet)
+        out = FeatureExtractor(self.settings)(waves, progress=self.hparams.progress)
+        if self.settings.feature == "mfcc":
+            lengths = torch.tensor([f.shape[0] for f in out], dtype=torch.int64)
+            blob = {"files": [c.path for c in clips], "feats": torch.cat(out), "lengths": lengths}
+            feats = out
+        else:
+            feats = torch.stack(out)
+            blob = {"files": [c.path for c in clips], "feats": feats}
+        blob["settings"] = asdict(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a cache
+        rank_zero_info(f"SpokenDigits: computed {self.settings.feature} features of {len(clips)} clips in "
+                       f"{time.perf_counter() - start:.2f} s (cold), cached at {path}")
+        return feats
+
+    # --- splits ---------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is not None:
+            return
+        hp = self.hparams
+        root, clips = self._locate()
+        feats = self._load_features(root, clips)
+        keep = list(range(len(clips)))
+        if hp.target == "gender":
+            keep = self._with_gender(clips)
+        splits = self._split([clips[i] for i in keep])
+        self.root, self.clips = root, clips
+        self._splits = {k: [keep[i] for i in v] for k, v in splits.items()}
+        labels = torch.tensor([c.digit if hp.target == "digit" else GENDERS.index(c.gender) if c.gender in GENDERS
+                               else -1 for c in clips], dtype=torch.int64)
+        seq = self.settings.feature == "mfcc"
+        if hp.normalize:
+            feats = self._normalize(feats, self._splits["train"])
+        for stage_name, idx in self._splits.items():
+            part = [feats[i] for i in idx] if seq else feats[idx].unsqueeze(1)
+            self._datasets[stage_name] = SpokenDigitDataset(part, labels[idx], seq)
+        rank_zero_info("SpokenDigits: " + ", ".join(f"{k} {len(v)}" for k, v in self._splits.items())
+                       + f" clips ({hp.source}, split={hp.split}, target={hp.target})")
+
+    def _with_gender(self, clips: list[Clip]) -> list[int]:
+        hp = self.hparams
+        unknown = sorted({c.speaker for c in clips if c.gender not in GENDERS})
+        if unknown:
+            log.warning("target='gender': leaving out %d speaker(s) with no known gender (%s): %s",
+                        len(unknown), "no entry in audioMNIST_meta.txt" if hp.source == "audiomnist"
+                        else "unknown gender", ", ".join(unknown))
+        keep = [i for i, c in enumerate(clips) if c.gender in GENDERS]
+        present = {clips[i].gender for i in keep}
+        if present != set(GENDERS):
+            raise ValueError(f"SpokenDigits: target='gender' needs female and male speakers, but source="
+                             f"{hp.source!r} has only {sorted(present) or 'no'} speakers with a known gender")
+        if hp.split == "speaker" and hp.test_speaker in unknown:
+            raise ValueError(f"SpokenDigits: test_speaker={hp.test_speaker!r} has no known gender, so it cannot be "
+                             "the test set for target='gender'")
+        return keep
+
+    def _split(self, clips: list[Clip]) -> dict[str, list[int]]:
+        hp = self.hparams
+        speakers = sorted({c.speaker for c in clips})
+        if hp.split == "speaker" and hp.test_speaker not in speakers:
+            raise ValueError(f"SpokenDigits: test_speaker={hp.test_speaker!r} is not a speaker of source "
+                             f"{hp.source!r}; expected one of {speakers}")
+        if hp.source == "fsdd":
+            if hp.split == "official":
+                test = [i for i, c in enumerate(clips) if c.take in FSDD_TEST_TAKES]
+            else:
+                test = [i for i, c in enumerate(clips) if c.speaker == hp.test_speaker]
+            held = set(test)
+            rest = [i for i in range(len(clips)) if i not in held]
+            if len(rest) < 2:
+                raise ValueError(f"SpokenDigits: only {len(rest)} clip(s) left for training and validation")
+            order = stratified_order([(clips[i].speaker, clips[i].digit) for i in rest], hp.seed)
+            n_val = _count(hp.val_fraction, len(rest))
+            val = sorted(rest[j] for j in order[:n_val])
+            train = sorted(rest[j] for j in order[n_val:])
+            return {"train": train, "val": val, "test": test}
+        # speaker-disjoint sources
+        gender = {c.speaker: c.gender or "unknown" for c in clips}
+        if hp.split == "speaker":
+            test_spk = [hp.test_speaker]
+            rest = [s for s in speakers if s != hp.test_speaker]
+            order = stratified_order([gender[s] for s in rest], hp.seed)
+            n_val = _count(hp.val_fraction, len(rest))
+            val_spk = [rest[j] for j in order[:n_val]]
+            train_spk = [rest[j] for j in order[n_val:]]
+        else:
+            order = stratified_order([gender[s] for s in speakers], hp.seed)
+            n_test, n_val = _count(hp.test_fraction, len(speakers)), _count(hp.val_fraction, len(speakers))
+            test_spk = [speakers[j] for j in order[:n_test]]
+            val_spk = [speakers[j] for j in order[n_test:n_test + n_val]]
+            train_spk = [speakers[j] for j in order[n_test + n_val:]]
+        if not train_spk:
+            raise ValueError(f"SpokenDigits: {len(speakers)} speakers are too few for a speaker-disjoint split with "
+                             f"val_fraction={hp.val_fraction}, test_fraction={hp.test_fraction}: no training speaker left")
+        part = {s: k for k, group in (("train", train_spk), ("val", val_spk), ("test", test_spk)) for s in group}
+        return {k: [i for i, c in enumerate(clips) if part[c.speaker] == k] for k in STAGES}
+
+    def _normalize(self, feats, train: list[int]):
+        """Standardise each MFCC coefficient / mel band with train-set mean and std (train only: no test leak)."""
+        if self.settings.feature == "mfcc":
+            std, mean = torch.std_mean(torch.cat([feats[i] for i in train]), dim=0)  # over all train frames
+            std = std.clamp_min(1e-5)
+            self.feature_stats = (mean, std)
+            return [(f - mean) / std for f in feats]
+        bands = feats[train].transpose(0, 1).reshape(feats.shape[1], -1)  # (n_mels, N * frames)
+        std, mean = torch.std_mean(bands, dim=1)
+        std = std.clamp_min(1e-5)
+        self.feature_stats = (mean, std)
+        return feats.sub_(mean[:, None]).div_(std[:, None])  # in place: feats is this set-up's own copy
+
+    # --- public accessors ------------------------------------------------------------------------
+    def _check_stage(self, stage: str) -> str:
+        if stage not in STAGES:
+            raise ValueError(f"SpokenDigits: stage={stage!r} is not one of {list(STAGES)}")
+        if self._splits is None:
+            self.setup()
+        return stage
+
+    def dataset(self, stage: str) -> SpokenDigitDataset:
+        """The ``train``/``val``/``test`` dataset (items as in a batch, without the batch dim)."""
+        return self._datasets[self._check_stage(stage)]
+
+    def metadata(self, stage: str) -> list[dict]:
+        """Per item of :meth:`dataset`, same order: path, speaker, digit, take, gender (``None`` if unknown)."""
+        self._check_stage(stage)
+        return [{"path": str(self.root / self.clips[i].path), "speaker": self.clips[i].speaker,
+                 "digit": self.clips[i].digit, "take": self.clips[i].take, "gender": self.clips[i].gender}
+                for i in self._splits[stage]]
+
+    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(self.dataset(stage), batch_size=hp.batch_size, shuffle=shuffle,
+                          num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+                          collate_fn=collate_sequences if self.settings.feature == "mfcc" else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if self.hparams.spec_augment and trainer is not None and trainer.training:
+            x, y = batch
+            batch = (spec_augment(x, self.hparams.num_masks, self.hparams.mask_width), y)
+        return batch
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,235 @@
+"""AudioToImageVAE, its judge and the SpokenDigitImagePairs DataModule."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from audio_fixtures import write_fsdd
+from datamodules.audio_image_pairs import PairSampler, SpokenDigitImagePairs
+from zoo.audio_to_image import AudioToImageVAE, load_judge, resample_frames
+
+HOOK = Path(__file__).parent / "config_hooks" / "audio2image_vae_fsdd.py"
+
+
+def _trainer(tmp_path=None, **kw) -> L.Trainer:
+    return L.Trainer(logger=CSVLogger(tmp_path) if tmp_path else False, enable_progress_bar=False,
+                     enable_checkpointing=False, enable_model_summary=False, accelerator="cpu", **kw)
+
+
+def _pair_batch(n: int = 20, seed: int = 0):
+    """Fake MFCC sequences whose first coefficient encodes the digit, with images to match."""
+    g = torch.Generator().manual_seed(seed)
+    digits = torch.arange(n) % 10
+    lengths = torch.randint(5, 12, (n,), generator=g)
+    feats = 0.1 * torch.randn(n, 12, 13, generator=g)
+    feats[:, :, 0] += digits[:, None].float() - 4.5
+    feats[torch.arange(12)[None, :] >= lengths[:, None]] = 0.0
+    images = torch.zeros(n, 1, 28, 28)
+    for i, d in enumerate(digits.tolist()):
+        images[i, 0, 2 * d: 2 * d + 8, 4:24] = 1.0  # a bar whose height encodes the digit
+    return feats, lengths, images, digits
+
+
+class FixedJudge(nn.Module):
+    """Says ``digit`` for every image; records the input range it was given."""
+
+    def __init__(self, digit: int) -> None:
+        super().__init__()
+        self.digit, self.seen = digit, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        logits = torch.zeros(x.shape[0], 10)
+        logits[:, self.digit] = 1.0
+        return logits
+
+
+# --- resampling ----------------------------------------------------------------------------------
+def test_resample_frames_uses_only_valid_frames():
+    ramp = torch.arange(5, dtype=torch.float32)
+    feats = torch.full((2, 8, 2), 1e6)  # padding garbage must never leak in
+    feats[0, :5, 0] = ramp
+    feats[0, :5, 1] = -ramp
+    feats[1, :1] = 7.0  # a one-frame clip resamples to a constant
+    out = resample_frames(feats, torch.tensor([5, 1]), 9)
+    assert out.shape == (2, 9, 2)
+    torch.testing.assert_close(out[0, :, 0], torch.linspace(0, 4, 9))
+    torch.testing.assert_close(out[0, :, 1], -torch.linspace(0, 4, 9))
+    torch.testing.assert_close(out[1], torch.full((9, 2), 7.0))
+
+
+def test_resample_frames_rejects_bad_lengths():
+    with pytest.raises(ValueError, match="lengths"):
+        resample_frames(torch.zeros(2, 4, 3), torch.tensor([0, 4]), 8)
+
+
+# --- model ---------------------------------------------------------------------------------------
+def test_vae_shapes_and_range():
+    feats, lengths, images, digits = _pair_batch(6)
+    model = AudioToImageVAE(hidden=(32,), latent_dim=4, decoder_channels=8)
+    mu, logvar = model.encode(feats, lengths)
+    assert mu.shape == logvar.shape == (6, 4)
+    model.eval()
+    out = model(feats, lengths)
+    assert out.shape == (6, 1, 28, 28) and 0 <= out.min() and out.max() <= 1
+    assert model.sample(feats, lengths).shape == (6, 1, 28, 28)
+    loss, recon, kl, _ = model.elbo_terms(feats, lengths, images)
+    assert torch.isclose(loss, recon + kl) and kl >= 0
+
+
+def test_vae_rejects_non_mfcc_input():
+    model = AudioToImageVAE(n_mfcc=13)
+    with pytest.raises(ValueError, match="n_mfcc=13"):
+        model.encode(torch.zeros(2, 1, 64, 64), torch.tensor([1, 1]))
+
+
+def test_vae_loss_decreases_on_fixed_batch():
+    torch.manual_seed(0)
+    batch = _pair_batch(20)
+    model = AudioToImageVAE(hidden=(64,), latent_dim=4, dropout=0.0, decoder_channels=8, kl_weight=0.5)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = model.training_step(batch, 0)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+# --- judge ---------------------------------------------------------------------------------------
+def test_judged_accuracy_with_known_answer(tmp_path):
+    feats, lengths, images, digits = _pair_batch(30)  # digits 0..9, three of each
+    loader = DataLoader(TensorDataset(feats, lengths, images, digits), batch_size=7)
+    model = AudioToImageVAE(hidden=(16,), latent_dim=2, decoder_channels=4, n_show=5)
+    judge = FixedJudge(3)
+    model.set_judge(judge, normalize="minus_one_one")
+    res = _trainer(tmp_path).test(model, loader, verbose=False)[0]
+    assert res["test/acc"] == pytest.approx(0.1)  # only the clips that said "3" are judged right
+    # the judge saw the generated images (from the latent mean) mapped to its own normalisation
+    model.eval()
+    with torch.no_grad():
+        expected = model(feats, lengths) * 2 - 1
+    torch.testing.assert_close(torch.cat(judge.seen), expected)
+    assert list(tmp_path.rglob("test_generated_*.png")), "generated-image figure not written"
+
+
+def test_judged_accuracy_all_right():
+    feats, lengths, images, digits = _pair_batch(10)
+    keep = digits == 7
+    loader = DataLoader(TensorDataset(feats[keep], lengths[keep], images[keep], digits[keep]), batch_size=4)
+    model = AudioToImageVAE(hidden=(16,), latent_dim=2, decoder_channels=4)
+    model.set_judge(FixedJudge(7))
+    assert _trainer().test(model, loader, verbose=False)[0]["test/acc"] == pytest.approx(1.0)
+
+
+def test_missing_judge_fails_clearly_at_test_time(tmp_path):
+    loader = DataLoader(TensorDataset(*_pair_batch(4)), batch_size=4)
+    with pytest.raises(ValueError, match="judge_checkpoint is not set"):
+        _trainer().test(AudioToImageVAE(hidden=(8,), decoder_channels=4), loader, verbose=False)
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        _trainer().test(AudioToImageVAE(hidden=(8,), decoder_channels=4, judge_checkpoint=str(missing)), loader,
+                        verbose=False)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_judge(garbage)
+    no_class = tmp_path / "no_class.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, no_class)
+    with pytest.raises(ValueError, match="_class_path"):
+        load_judge(no_class)
+
+
+def test_load_judge_from_cli_checkpoint(tmp_path, shared_data):
+    spec = importlib.util.spec_from_file_location("a2i_hook", HOOK)
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    judge, normalize = load_judge(hook.build_judge(tmp_path))
+    assert type(judge).__name__ == "LeNet5" and normalize == "standard"
+    assert not any(p.requires_grad for p in judge.parameters())
+    assert judge(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+# --- pairing DataModule ------------------------------------------------------------------------------
+def test_pair_sampler_matches_digits_and_redraws_per_epoch():
+    clip_digits = torch.arange(40) % 10
+    image_digits = torch.arange(500) % 10
+    s = PairSampler(clip_digits, image_digits, shuffle=True, seed=1)
+    first = s.pairs()
+    assert sorted(i for i, _ in first) == list(range(40))
+    assert all(int(image_digits[j]) == int(clip_digits[i]) for i, j in first)
+    assert s.pairs() == first  # same seed + epoch -> same pairs
+    s.set_epoch(1)
+    second = s.pairs()
+    assert all(int(image_digits[j]) == int(clip_digits[i]) for i, j in second)
+    assert dict(second) != dict(first)  # a new image draw
+    s.set_epoch(0)
+    assert s.pairs() == first
+    fixed = PairSampler(clip_digits, image_digits, shuffle=False, seed=1, redraw=False)
+    assert [i for i, _ in fixed.pairs()] == list(range(40))
+    pairs = fixed.pairs()
+    fixed.set_epoch(5)  # Lightning also calls set_epoch on evaluation loaders: their pairs must not move
+    assert fixed.pairs() == pairs
+    with pytest.raises(ValueError, match=r"digit\(s\) \[9\]"):
+        PairSampler(clip_digits, image_digits[image_digits != 9], shuffle=False)
+
+
+@pytest.fixture
+def pair_root(tmp_path, shared_data) -> Path:
+    root = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
+    (root / "MNIST").symlink_to(shared_data / "MNIST")  # real MNIST, read-only, not copied
+    return root
+
+
+def test_pairs_datamodule_batches(pair_root, tmp_path):
+    dm = SpokenDigitImagePairs(data_dir=str(pair_root), cache_dir=str(tmp_path / "cache"), batch_size=16,
+                               mnist_per_class=20, progress=False)
+    dm.setup("fit")
+    feats, lengths, images, digits = next(iter(dm.train_dataloader()))
+    assert feats.shape[0] == lengths.shape[0] == images.shape[0] == digits.shape[0] == 16
+    assert feats.shape[2] == 13 and int(lengths.max()) == feats.shape[1]
+    assert images.shape == (16, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    # every pair's image is an MNIST image of the clip's digit
+    image_digits = dm.images.split("train")[1]
+    clip_digits = dm.audio.dataset("train").labels
+    for split in ("train", "test"):
+        img_y = dm.images.split(split)[1]
+        clips_y = dm.audio.dataset(split).labels
+        assert all(int(img_y[j]) == int(clips_y[i]) for i, j in dm.sampler(split).pairs())
+    assert len(dm.dataset("test")) == 2 * 10 * 5  # FSDD official split: takes 0-4
+    # Lightning calls set_epoch on the loader's sampler: the next epoch pairs new images
+    loader = dm.train_dataloader()
+    before = dm.sampler("train").pairs()
+    loader.sampler.set_epoch(1)
+    after = dm.sampler("train").pairs()
+    assert dict(before) != dict(after)
+    assert all(int(image_digits[j]) == int(clip_digits[i]) for i, j in after)
+    test_pairs = dm.sampler("test").pairs()
+    dm.test_dataloader().sampler.set_epoch(3)
+    assert dm.sampler("test").pairs() == test_pairs
+    clips, sr = dm.waveforms("test", [0, 1])
+    assert sr == 8000 and len(clips) == 2 and clips[0].dim() == 1
+
+
+def test_vae_trains_on_pairs_and_logs_audio(pair_root, tmp_path):
+    torch.manual_seed(0)
+    dm = SpokenDigitImagePairs(data_dir=str(pair_root), cache_dir=str(tmp_path / "cache"), batch_size=32,
+                               mnist_per_class=20, progress=False)
+    model = AudioToImageVAE(hidden=(32,), latent_dim=4, decoder_channels=8, n_show=3)
+    model.set_judge(FixedJudge(0))
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer.fit(model, dm)
+    assert {"train/loss", "val/loss", "val/acc"} <= set(trainer.callback_metrics)
+    res = trainer.test(model, dm, verbose=False)[0]
+    assert res["test/acc"] == pytest.approx(0.1)  # FixedJudge(0): right for the 10% of clips that say 0
+    assert len(list(tmp_path.rglob("test_clips_*.wav"))) == 3

@@ -1,0 +1,147 @@
+"""``python -m zoo``: help, config printing, short class names, logging defaults, precision and DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule
+
+from audio_fixtures import write_fsdd
+from conftest import REPO, run_cli
+
+
+@pytest.fixture(scope="module")
+def fsdd_root(tmp_path_factory) -> Path:
+    return write_fsdd(tmp_path_factory.mktemp("fsdd_fixture"), speakers=("alice", "bob"), takes=range(7))
+
+
+def small_cbam_args(root: Path, out: Path, *extra) -> list:
+    return ["--model", "CBAMNet", "--model.channels", "[4, 8, 8, 16]", "--model.hidden", "16",
+            "--data", "SpokenDigits", "--data.data_dir", root, "--data.n_mels", "32", "--data.frames", "32",
+            "--data.batch_size", "32", "--data.cache_dir", out / "cache", "--data.progress", "false",
+            "--trainer.default_root_dir", out, "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1", *extra]
+
+
+def csv_logger(out: Path) -> list:
+    return ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", out / "logs"]
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for sub in ("fit", "validate", "test", "predict"):
+        assert sub in out
+
+
+def test_model_help_by_short_name(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["fit", "--model.help", "CBAMNet"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model.reduction" in out and "--model.attention_kernel" in out
+
+
+def test_print_config_resolves_short_names_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["fit", "--model", "CBAMNet", "--data", "SpokenDigits", "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
+    assert cfg["data"]["class_path"] == "datamodules.spoken_digits.SpokenDigits"
+    logger = cfg["trainer"]["logger"]
+    assert logger["class_path"].endswith("WandbLogger")
+    assert logger["init_args"]["offline"] is True  # no account needed
+    assert cfg["seed_everything"] == 0
+    assert cfg["checkpoint"]["save_last"] is True
+
+
+def test_every_zoo_class_has_a_unique_short_name():
+    from zoo.cli import import_all
+
+    import_all()
+
+    def subclasses(base):
+        out, todo = [], [base]
+        while todo:
+            for sub in todo.pop().__subclasses__():
+                todo.append(sub)
+                if sub.__module__.split(".")[0] in ("zoo", "datamodules"):
+                    out.append(sub)
+        return out
+
+    for base in (LightningModule, LightningDataModule):
+        names = [c.__name__ for c in subclasses(base)]
+        assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    assert {"CNN", "CBAMNet"} <= {c.__name__ for c in subclasses(LightningModule)}
+
+
+def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
+    results = tmp_path / "results.json"
+    cli = run_cli(["fit", *small_cbam_args(fsdd_root, tmp_path, "--trainer.max_epochs", "3",
+                                           "--run.results_file", results), *csv_logger(tmp_path)])
+    metrics = json.loads(results.read_text())
+    assert {"val/acc", "val/loss", "test/acc", "test/f1", "test/loss"} <= set(metrics["metrics"])
+    assert Path(metrics["best_checkpoint"]).name.startswith("best-")
+    log_dir = Path(cli.trainer.logger.log_dir)
+    header = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/loss", "val/acc", "test/acc"} <= set(header)
+    assert any(h.startswith("lr-") for h in header), header  # learning-rate monitor
+    assert list((log_dir / "media").glob("test_confusion_matrix*.png")), "confusion matrix figure missing"
+    saved = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
+    assert (Path(metrics["best_checkpoint"]).parent / "last.ckpt").exists()
+
+
+def test_wandb_offline_run_carries_name_group_tags_and_config(fsdd_root, tmp_path):
+    import wandb
+
+    cli = run_cli(["fit", *small_cbam_args(fsdd_root, tmp_path, "--trainer.max_epochs", "1",
+                                           "--run.group", "study-x", "--run.tags", "[a, b]",
+                                           "--run.test_after_fit", "false",
+                                           "--trainer.logger.init_args.save_dir", tmp_path / "wb")])
+    try:
+        run = cli.trainer.logger.experiment
+        assert run.settings.mode in ("offline", "dryrun")  # wandb calls offline mode "dryrun" internally
+        assert run.group == "study-x" and set(run.tags) == {"a", "b"}
+        assert run.name == "CBAMNet-SpokenDigits-seed0"
+        assert run.config["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
+        assert run.config["data"]["init_args"]["source"] == "fsdd"
+        assert (Path(run.dir) / "zoo_config.yaml").exists()
+    finally:
+        wandb.finish()
+
+
+def test_bf16_mixed_precision_on_cpu(fsdd_root, tmp_path):
+    cli = run_cli(["fit", *small_cbam_args(fsdd_root, tmp_path, "--trainer.max_epochs", "1",
+                                           "--trainer.precision", "bf16-mixed"), *csv_logger(tmp_path)])
+    assert cli.trainer.precision == "bf16-mixed"
+    assert torch.isfinite(cli.trainer.callback_metrics["test/loss"])
+
+
+def test_two_process_cpu_ddp(fsdd_root, tmp_path):
+    results = tmp_path / "ddp.json"
+    args = ["fit", *small_cbam_args(fsdd_root, tmp_path, "--trainer.max_epochs", "1",
+                                    "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                                    "--trainer.strategy", "ddp", "--run.results_file", results),
+            *csv_logger(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2" in proc.stderr + proc.stdout or "distributed_backend=gloo" in proc.stderr + proc.stdout
+    assert "test/acc" in json.loads(results.read_text())["metrics"]
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fsdd"):
+        run_cli(["fit", *small_cbam_args(tmp_path / "nowhere", tmp_path, "--trainer.max_epochs", "1"),
+                 *csv_logger(tmp_path)])

@@ -1,0 +1,309 @@
+"""DCGAN: manual-optimization mechanics, sampling, export round trip and the offline GAN metrics."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from zoo.dcgan import DCGAN, load_dcgan, slerp
+from zoo.gan_eval import ClassifierFeatures, cas, classifier_fid, load_classifier, losses
+from zoo.mnist_classifiers import LeNet5
+from zoo.sample_export import load_samples, main as export_main, to_uint8
+
+
+def tiny(**kw) -> DCGAN:
+    args = dict(latent_dim=8, width=4, samples_per_row=2, interpolation_steps=3)
+    args.update(kw)
+    return DCGAN(**args)
+
+
+def loader(n: int = 16, shape=(1, 28, 28), batch_size: int = 8, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *shape, generator=g) * 2 - 1
+    y = torch.arange(n) % 10
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def trainer(**kw) -> L.Trainer:
+    args = dict(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False)
+    args.update(kw)
+    return L.Trainer(**args)
+
+
+class RecordingAdam(torch.optim.Adam):
+    """Adam that appends ``(name, snapshot())`` to ``log`` at every step."""
+
+    def __init__(self, params, name, log, snapshot):
+        super().__init__(params, lr=2e-4, betas=(0.5, 0.999))
+        self.name, self.log, self.snapshot = name, log, snapshot
+
+    def step(self, closure=None):
+        self.log.append((self.name, self.snapshot()))
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_one_manual_step_changes_both_networks(conditional):
+    model = tiny(conditional=conditional)
+    assert model.automatic_optimization is False
+    assert model.generator.latent_dim == model.discriminator.latent_dim == 8
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer(limit_train_batches=1, limit_val_batches=0).fit(model, loader())
+    changed = {k: not torch.equal(before[k], v) for k, v in model.named_parameters()}
+    assert all(v for k, v in changed.items() if k.startswith("generator.")), changed
+    assert all(v for k, v in changed.items() if k.startswith("discriminator.")), changed
+    assert {"train/d_loss", "train/g_loss"} <= set(trainer_metrics := model.trainer.callback_metrics), trainer_metrics
+
+
+@pytest.mark.parametrize("arch,channels", [("mnist28", 1), ("dcgan64", 3)])
+def test_auxiliary_classifier_variant(arch, channels):
+    model = tiny(architecture=arch, image_channels=channels, conditional=True, conditioning="auxiliary")
+    first_conv = next(m for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == channels  # D must infer the class: no label maps as input
+    adv, cls = model.discriminator.forward_with_classes(model.sample(labels=torch.tensor([1, 2])))
+    assert adv.shape == (2,) and cls.shape == (2, 10)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    size = 28 if arch == "mnist28" else 64
+    trainer(limit_train_batches=1, limit_val_batches=0).fit(model, loader(shape=(channels, size, size)))
+    assert all(not torch.equal(before[k], v) for k, v in model.named_parameters()), "some weights did not move"
+    assert {"train/d_cls_loss", "train/g_cls_loss"} <= set(model.trainer.callback_metrics)
+    with pytest.raises(ValueError, match="no auxiliary classifier"):
+        tiny(conditional=True).discriminator.forward_with_classes(torch.zeros(1, 1, 28, 28))
+
+
+def test_d_steps_before_g_on_detached_fakes():
+    log: list = []
+    holder: dict = {}
+
+    def snapshot():
+        m = holder["model"]
+        return {"g_grads_none": all(p.grad is None for p in m.generator.parameters()),
+                "d_requires_grad": any(p.requires_grad for p in m.discriminator.parameters())}
+
+    model = tiny(conditional=True,
+                 discriminator_optimizer=lambda p: RecordingAdam(p, "D", log, snapshot),
+                 generator_optimizer=lambda p: RecordingAdam(p, "G", log, snapshot))
+    holder["model"] = model
+    d_inputs = []
+    model.discriminator.register_forward_pre_hook(lambda m, args: d_inputs.append(args[0].grad_fn is not None))
+    trainer(limit_train_batches=2, limit_val_batches=0).fit(model, loader())
+    assert [name for name, _ in log] == ["D", "G", "D", "G"]
+    # first batch: D's backward must not reach the generator (fakes detached) ...
+    assert log[0][1]["g_grads_none"], "the discriminator step produced generator gradients"
+    # ... and during G's step D's weights are frozen by toggle_optimizer
+    assert not log[1][1]["d_requires_grad"]
+    # per batch D sees: real (no graph), detached fake (no graph); then G's step: fake with graph
+    assert d_inputs == [False, False, True] * 2
+
+
+def test_gradient_clipping_is_applied():
+    norms = []
+    holder = {}
+
+    def snapshot():
+        params = [p for p in holder["model"].discriminator.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+        return None
+
+    model = tiny(gradient_clip_val=1e-3,
+                 discriminator_optimizer=lambda p: RecordingAdam(p, "D", [], snapshot))
+    holder["model"] = model
+    trainer(limit_train_batches=2, limit_val_batches=0).fit(model, loader())
+    assert len(norms) == 2 and max(norms) <= 1e-3 * 1.001, norms
+
+
+def test_schedulers_are_stepped_each_epoch():
+    model = tiny(generator_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.5),
+                 discriminator_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.1))
+    trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=0).fit(model, loader())
+    opt_d, opt_g = model.optimizers()
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.25)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.01)
+
+
+@pytest.mark.parametrize("arch,channels,size", [("mnist28", 1, 28), ("dcgan64", 3, 64)])
+def test_sample_shapes_range_and_label_errors(arch, channels, size):
+    cond = tiny(architecture=arch, image_channels=channels, conditional=True)
+    x = cond.sample(labels=torch.tensor([0, 3, 9]))
+    assert x.shape == (3, channels, size, size) and x.min() >= -1 and x.max() <= 1
+    with pytest.raises(ValueError, match="conditional"):
+        cond.sample(n=2)
+    with pytest.raises(ValueError, match="labels must be in 0..9"):
+        cond.sample(labels=torch.tensor([10]))
+    uncond = tiny(architecture=arch, image_channels=channels)
+    assert uncond.sample(n=2).shape == (2, channels, size, size)
+    with pytest.raises(ValueError, match="unconditional"):
+        uncond.sample(labels=torch.tensor([1]))
+    # discriminator gives one logit per image
+    assert cond.discriminator(x, torch.tensor([0, 3, 9])).shape == (3,)
+
+
+def test_figures_and_slerp():
+    model = tiny(conditional=True)
+    fig = model.sample_grid_figure()
+    assert len([ax for ax in fig.axes if ax.images]) == 10 * 2  # one row of 2 per class
+    fig = model.interpolation_figure()
+    assert len([ax for ax in fig.axes if ax.images]) == 10 * 3
+    z0, z1 = torch.randn(1, 8), torch.randn(1, 8)
+    path = slerp(z0.expand(3, -1), z1.expand(3, -1), torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(path[0], z0[0], atol=1e-5) and torch.allclose(path[2], z1[0], atol=1e-5)
+
+
+def test_bad_batches_raise_clear_errors():
+    with pytest.raises(ValueError, match="minus_one_one"):
+        trainer(limit_train_batches=1, limit_val_batches=0).fit(
+            tiny(), DataLoader(TensorDataset(torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)),
+                               batch_size=64))
+    with pytest.raises(ValueError, match=r"expects images of shape \(B, 1, 28, 28\)"):
+        trainer(limit_train_batches=1, limit_val_batches=0).fit(tiny(), loader(shape=(1, 32, 32)))
+    unlabelled = DataLoader(TensorDataset(torch.rand(8, 1, 28, 28) * 2 - 1, torch.full((8,), -1)), batch_size=8)
+    with pytest.raises(ValueError, match="needs labelled batches"):
+        trainer(limit_train_batches=1, limit_val_batches=0).fit(tiny(conditional=True), unlabelled)
+    with pytest.raises(ValueError, match="architecture"):
+        DCGAN(architecture="mnist32")
+
+
+def _checkpoint(model: DCGAN, path) -> str:
+    t = trainer(limit_train_batches=1, limit_val_batches=0)
+    t.fit(model, loader())
+    t.save_checkpoint(path)
+    return str(path)
+
+
+def test_export_import_round_trip(tmp_path):
+    from datamodules.mnist import load_synthetic
+
+    model = tiny(conditional=True)
+    ckpt = _checkpoint(model, tmp_path / "g.ckpt")
+    out = tmp_path / "samples.npz"
+    export_main(["--checkpoint", ckpt, "--per_class", "3", "--out", str(out), "--seed", "5"])
+    images, labels = load_samples(out)
+    assert images.dtype == np.uint8 and images.shape == (30, 28, 28)
+    assert labels.tolist() == sorted(list(range(10)) * 3)
+    # the file holds exactly what the reloaded generator draws for those labels and that noise
+    reloaded = load_dcgan(ckpt)
+    z = torch.randn(30, 8, generator=torch.Generator().manual_seed(5))
+    np.testing.assert_array_equal(images, to_uint8(reloaded.sample(labels=torch.from_numpy(labels), z=z)))
+    # and it passes the MNIST DataModule's sample-file validation
+    x, y = load_synthetic(out, per_class=3)
+    assert x.shape == (30, 1, 28, 28) and sorted(y.tolist()) == labels.tolist()
+    assert torch.allclose(torch.sort(x.flatten(1).sum(1)).values,
+                          torch.sort(torch.from_numpy(images).float().div(255).flatten(1).sum(1)).values)
+
+
+def test_export_refuses_unconditional_model(tmp_path):
+    ckpt = _checkpoint(tiny(), tmp_path / "u.ckpt")
+    with pytest.raises(ValueError, match="unconditional"):
+        export_main(["--checkpoint", ckpt, "--per_class", "2", "--out", str(tmp_path / "x.npz")])
+
+
+def test_load_samples_rejects_bad_files(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((4, 28, 28), np.float32), labels=np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="uint8"):
+        load_samples(bad)
+    np.savez(bad, pictures=np.zeros((4, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="expected arrays 'images' and 'labels'"):
+        load_samples(bad)
+
+
+# --- FID with own features ------------------------------------------------------------------------
+def _feature_checkpoint(tmp_path) -> str:
+    """A LeNet5 checkpoint as ``python -m zoo fit`` writes it (class path + DataModule normalisation)."""
+    path = tmp_path / "lenet.ckpt"
+    t = trainer(max_steps=1)
+    t.fit(LeNet5(), DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8)), batch_size=8))
+    t.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["hyper_parameters"]["_class_path"] = "zoo.mnist_classifiers.LeNet5"
+    ckpt["datamodule_hyper_parameters"] = {"normalize": "standard"}
+    torch.save(ckpt, path)
+    return str(path)
+
+
+def test_classifier_features_are_lenet_penultimate_layer():
+    from datamodules.mnist import normalize
+
+    lenet = LeNet5().eval()
+    feats = ClassifierFeatures(lenet, "standard")
+    assert feats.num_features == 84
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.allclose(feats(x), lenet.features(normalize(x, "standard")))
+    feats.train()
+    assert not feats.classifier.training  # a frozen judge stays in eval mode
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        ClassifierFeatures(lenet, "imagenet")
+
+
+def test_fid_zero_for_same_set_and_larger_for_other(tmp_path):
+    fid = classifier_fid(_feature_checkpoint(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    real = (torch.rand(300, 1, 28, 28, generator=g) < 0.2).float()  # sparse "strokes" on black
+    fid.update(real, real=True)
+    fid.update(real, real=False)
+    same = float(fid.compute())
+    fid.reset()
+    fid.update(real, real=True)
+    fid.update(torch.rand(300, 1, 28, 28, generator=g), real=False)
+    other = float(fid.compute())
+    assert abs(same) < 1e-3 and other > 100 * max(abs(same), 1e-4)
+
+
+def test_dcgan_logs_val_fid_with_feature_checkpoint(tmp_path):
+    model = tiny(conditional=True, fid_features=_feature_checkpoint(tmp_path))
+    assert model.monitor == ("val/fid", "min")
+    t = trainer(limit_train_batches=1, limit_val_batches=2, num_sanity_val_steps=0)
+    t.fit(model, loader(), loader(seed=1))
+    assert torch.isfinite(t.callback_metrics["val/fid"]) and "val/d_loss" in t.callback_metrics
+    # the feature network is not stored in the GAN checkpoint, and loading works without it
+    t.save_checkpoint(tmp_path / "gan.ckpt")
+    sd = torch.load(tmp_path / "gan.ckpt", weights_only=False)["state_dict"]
+    assert not any(k.startswith(("val_fid.", "test_fid.")) for k in sd)
+    assert load_dcgan(str(tmp_path / "gan.ckpt")).val_fid is None
+    assert tiny().monitor == ("val/d_loss", "max")
+
+
+def test_load_classifier_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lenet_mnist"):
+        load_classifier(tmp_path / "missing.ckpt")
+    path = tmp_path / "plain.ckpt"
+    t = trainer(max_steps=1)
+    t.fit(LeNet5(), DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8)), batch_size=8))
+    t.save_checkpoint(path)
+    with pytest.raises(ValueError, match="_class_path"):
+        load_classifier(path)
+
+
+# --- CAS and loss curves --------------------------------------------------------------------------
+def test_cas_rewards_correct_labels_only(tmp_path, shared_data):
+    from datamodules.mnist import MNISTDataModule
+
+    x, y = MNISTDataModule(real_per_class=100, normalize="zero_one").split("train")
+    images = (x[:, 0] * 255).round().to(torch.uint8).numpy()
+    good, shuffled = tmp_path / "good.npz", tmp_path / "shuffled.npz"
+    np.savez(good, images=images, labels=y.numpy())
+    np.savez(shuffled, images=images, labels=np.random.default_rng(0).permutation(y.numpy()))
+    right = cas(samples=str(good), per_class=100, epochs=5, batch_size=32, test_per_class=100)["cas"]
+    wrong = cas(samples=str(shuffled), per_class=100, epochs=5, batch_size=32, test_per_class=100)["cas"]
+    assert right > 0.8 and wrong < 0.3, (right, wrong)
+
+
+def test_loss_curve_figure(tmp_path):
+    path = tmp_path / "metrics.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "train/d_loss", "train/g_loss", "val/d_loss"])
+        for s in range(0, 40, 2):
+            w.writerow([s, 1.3 - s / 100, 0.7 + s / 100, ""])
+        w.writerow([40, "", "", 1.2])
+    losses(metrics_csv=str(path), out=str(tmp_path / "losses.png"))
+    assert (tmp_path / "losses.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no column 'train/d_loss'"):
+        path.write_text("step,loss\n0,1\n")
+        losses(metrics_csv=str(path), out=str(tmp_path / "x.png"))

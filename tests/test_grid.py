@@ -1,0 +1,156 @@
+"""The grid runner (zoo/grid.py): expansion, commands, resume, failures, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CONFIGS
+from zoo.grid import build_command, cell_name, load_grid, main, run_grid
+
+# Stands in for `python -m zoo fit`: appends its argv to a journal, fails for real_per_class=13,
+# else writes --run.results_file with test/acc = real/100 + seed/1000.
+FAKE_FIT = '''
+import json, sys
+from pathlib import Path
+argv = sys.argv[1:]
+opt = lambda k: argv[argv.index(k) + 1]
+with open(Path(opt("--run.results_file")).parent.parent / "journal.txt", "a") as f:
+    f.write(" ".join(argv) + "\\n")
+real = int(opt("--data.real_per_class"))
+if real == 13:
+    sys.exit("boom: real_per_class=13")
+acc = real / 100 + int(opt("--seed_everything")) / 1000
+Path(opt("--run.results_file")).parent.mkdir(parents=True, exist_ok=True)
+Path(opt("--run.results_file")).write_text(json.dumps({"metrics": {"test/acc": acc, "val/acc": acc}}))
+'''
+
+
+def _grid(tmp_path: Path, **overrides) -> Path:
+    fake = tmp_path / "fake_fit.py"
+    fake.write_text(FAKE_FIT)
+    spec = {"config": str(CONFIGS / "lenet_reduced_mnist.yaml"), "group": "g-test", "seeds": [0, 1, 2],
+            "metric": "test/acc", "axes": {"data.real_per_class": [13, 30], "data.augmented_per_class": [0, 5]},
+            "args": ["--trainer.max_epochs", "1"], "out": str(tmp_path / "out"),
+            "command": ["python", str(fake)], **overrides}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_axes_expand_to_cartesian_product_with_readable_names(tmp_path):
+    spec = load_grid(_grid(tmp_path))
+    assert [c.name for c in spec.cells][:2] == ["real_per_class=13_augmented_per_class=0",
+                                                "real_per_class=13_augmented_per_class=5"]
+    assert len(spec.cells) == 4 and spec.keys == ["data.real_per_class", "data.augmented_per_class"]
+    cmd = build_command(spec, spec.cells[1], 2)
+    joined = " ".join(cmd)
+    assert "--data.real_per_class 13 --data.augmented_per_class 5" in joined
+    assert "--seed_everything 2" in joined and "--run.group g-test" in joined and "--trainer.max_epochs 1" in joined
+    assert cmd[cmd.index("--run.results_file") + 1].endswith("runs/real_per_class=13_augmented_per_class=5-seed2.json")
+    assert cell_name({"data.synthetic_path": "/a b/c.npz", "model.x": None}) == "synthetic_path=-a-b-c.npz_x=null"
+
+
+def test_explicit_cells(tmp_path):
+    path = _grid(tmp_path, axes=None)
+    raw = yaml.safe_load(path.read_text())
+    del raw["axes"]
+    raw["cells"] = [{"data.real_per_class": 10}, {"data.real_per_class": 30, "data.synthetic_per_class": 2}]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec = load_grid(path)
+    assert spec.keys == ["data.real_per_class", "data.synthetic_per_class"]
+    assert "--data.synthetic_per_class" not in build_command(spec, spec.cells[0], 0)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"cells": [{"data.real_per_class": 1}]}, "exactly one of 'axes'"),
+    ({"colour": "red"}, "unknown keys"),
+    ({"config": "configs/does_not_exist.yaml"}, "does_not_exist.yaml"),
+    ({"seeds": []}, "seeds"),
+    ({"axes": {"data.real_per_class": []}}, "non-empty lists"),
+    ({"axes": {"--data.real_per_class": [1]}}, "without dashes"),
+])
+def test_bad_grid_files_name_the_file_and_setting(tmp_path, change, match):
+    path = _grid(tmp_path, **change)
+    with pytest.raises((ValueError, FileNotFoundError), match=match) as err:
+        load_grid(path)
+    assert str(path) in str(err.value)
+
+
+def test_grid_runs_records_failures_and_resumes(tmp_path, capsys):
+    path = _grid(tmp_path)
+    out = tmp_path / "out"
+    result = run_grid(str(path))
+    journal = (out / "journal.txt").read_text().splitlines()
+    assert len(journal) == 12 and len(result.records) == 12
+    assert len(result.failed) == 6 and {r["cell"] for r in result.failed} == {
+        "real_per_class=13_augmented_per_class=0", "real_per_class=13_augmented_per_class=5"}
+    assert "boom" in Path(result.failed[0]["log"]).read_text()
+
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"ok", "failed"}
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(float(r["test/acc"]) == pytest.approx(int(r["data.real_per_class"]) / 100 + int(r["seed"]) / 1000)
+               for r in ok)
+    mean, std, n = result.summary["real_per_class=30_augmented_per_class=5"]
+    assert (mean, std, n) == (pytest.approx(0.301), pytest.approx(0.001), 3)
+    table = (out / "table.md").read_text()
+    assert "| 30 | 5 | 0.3010 ± 0.0010 | 3 | 0 |" in table and "| 13 | 0 | n/a | 0 | 3 |" in table
+    assert (out / "heatmap.png").stat().st_size > 1000
+
+    # second invocation: finished runs are skipped, only the failed cell is tried again
+    again = run_grid(str(path))
+    journal2 = (out / "journal.txt").read_text().splitlines()[len(journal):]
+    assert len(journal2) == 6 and all("--data.real_per_class 13" in line for line in journal2)
+    assert sum(r["status"] == "skipped" for r in again.records) == 6
+    assert again.summary == result.summary
+
+
+def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
+    path = _grid(tmp_path, seeds=[0])
+    (tmp_path / "out" / "runs").mkdir(parents=True)
+    (tmp_path / "out" / "runs" / "real_per_class=13_augmented_per_class=0-seed0.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--dry_run", "true"])
+    assert exit_.value.code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("# skipped (finished):")
+    assert all("--run.results_file" in line for line in lines)
+    assert not (tmp_path / "out" / "journal.txt").exists()
+
+
+def test_seeds_first_orders_runs_by_seed(tmp_path, capsys):
+    path = _grid(tmp_path, seeds=[0, 1])
+    run_grid(str(path), dry_run=True, seeds_first=True)
+    seeds = [line.split("--seed_everything ")[1].split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert seeds == ["0"] * 4 + ["1"] * 4
+
+
+def test_cli_exit_status_reports_failures(tmp_path):
+    path = _grid(tmp_path, seeds=[0], axes={"data.real_per_class": [13]})
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--max_parallel", "2"])
+    assert exit_.value.code == 1
+
+
+def test_real_zoo_run_end_to_end(tmp_path, shared_data, monkeypatch):
+    """One real `python -m zoo fit` cell (fast_dev_run) writes its results where the grid reads them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = tmp_path / "grid.yaml"
+    out = tmp_path / "out"
+    path.write_text(yaml.safe_dump({
+        "config": str(CONFIGS / "lenet_reduced_mnist.yaml"), "group": "grid-e2e", "seeds": [0],
+        "axes": {"data.real_per_class": [5]},
+        "args": ["--trainer.fast_dev_run", "2", "--trainer.logger", "false", "--trainer.accelerator", "cpu",
+                 "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "runs"),
+                 "--data.test_per_class", "5"],
+        "out": str(out)}))
+    result = run_grid(str(path))
+    assert [r["status"] for r in result.records] == ["ok"], (out / "logs" / "real_per_class=5-seed0.log").read_text()
+    metrics = json.loads((out / "runs" / "real_per_class=5-seed0.json").read_text())["metrics"]
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and result.summary["real_per_class=5"][2] == 1
+    assert "| 5 |" in (out / "table.md").read_text()

@@ -1,0 +1,63 @@
+"""CBAM building blocks: shapes, gate ranges, that the gates actually gate, and gradient flow."""
+
+import pytest
+import torch
+
+from zoo.layers import CBAM, ChannelAttention, SpatialAttention
+
+
+@pytest.fixture
+def x():
+    return torch.randn(4, 16, 9, 7, generator=torch.Generator().manual_seed(0))
+
+
+def test_channel_attention_gate_shape_and_range(x):
+    ca = ChannelAttention(16, reduction=4)
+    g = ca.gate(x)
+    assert g.shape == (4, 16, 1, 1)
+    assert torch.all((g > 0) & (g < 1))
+    assert ca(x).shape == x.shape
+    torch.testing.assert_close(ca(x), x * g)
+
+
+def test_spatial_attention_gate_shape_and_range(x):
+    sa = SpatialAttention(7)
+    g = sa.gate(x)
+    assert g.shape == (4, 1, 9, 7)
+    assert torch.all((g > 0) & (g < 1))
+    torch.testing.assert_close(sa(x), x * g)
+
+
+def test_channel_attention_uses_max_descriptor():
+    """Two inputs with equal channel means but different maxima must be gated differently."""
+    ca = ChannelAttention(2, reduction=1, min_hidden=2)
+    a = torch.zeros(1, 2, 4, 4)
+    b = torch.zeros(1, 2, 4, 4)
+    b[0, :, 0, 0], b[0, :, 0, 1] = 1.0, -1.0  # same mean (0), larger max
+    assert not torch.allclose(ca.gate(a), ca.gate(b))
+
+
+def test_spatial_attention_is_position_dependent():
+    sa = SpatialAttention(3)
+    x = torch.zeros(1, 4, 5, 5)
+    x[0, :, 2, 2] = 5.0
+    g = sa.gate(x)[0, 0]
+    assert not torch.allclose(g, g[0, 0].expand_as(g))
+
+
+def test_cbam_preserves_shape_and_gradients_reach_every_parameter(x):
+    cbam = CBAM(16, reduction=4)
+    x = x.clone().requires_grad_(True)
+    out = cbam(x)
+    assert out.shape == x.shape
+    out.square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for name, p in cbam.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="odd"):
+        SpatialAttention(4)
+    with pytest.raises(ValueError, match="channels"):
+        ChannelAttention(0)

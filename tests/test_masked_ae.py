@@ -1,0 +1,136 @@
+"""MaskedAE: exact, seeded masks; corruption; both architectures; loss on masked pixels; learning; metrics
+and the reconstruction figure through a real Trainer."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from zoo.masked_ae import MaskedAE, corrupt, make_mask, pixel_accuracy
+
+
+@pytest.mark.parametrize("mask_type,ratio,size", [("pixel", 0.2, 10), ("pixel", 0.6, 10), ("patch", 0.4, 20),
+                                                   ("patch", 0.8, 20), ("pixel", 0.4, 32), ("patch", 0.6, 32)])
+def test_mask_hides_exactly_the_requested_fraction(mask_type, ratio, size):
+    g = torch.Generator().manual_seed(0)
+    mask = make_mask((5, 3, size, size), ratio, mask_type, patch_size=4, generator=g)
+    assert mask.shape == (5, 1, size, size) and mask.dtype == torch.bool
+    cells = size * size if mask_type == "pixel" else (size // 4) ** 2
+    hidden = mask.flatten(1).sum(1)
+    # every sample hides round(ratio * cells) cells: exactly the ratio when it divides evenly, else within half a cell
+    cell_pixels = 1 if mask_type == "pixel" else 16
+    assert (hidden == round(ratio * cells) * cell_pixels).all(), hidden
+    assert ((hidden.float() / (size * size) - ratio).abs() <= 0.5 / cells + 1e-9).all()
+    if size in (10, 20):
+        assert (hidden.float() / (size * size) == ratio).all()
+    assert not torch.equal(mask[0], mask[1])  # masks differ between samples
+    if mask_type == "patch":  # every 4x4 grid cell is fully hidden or fully visible
+        n = size // 4
+        blocks = mask.view(5, n, 4, n, 4).float().mean((2, 4))
+        assert set(blocks.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_mask_is_deterministic_for_a_seed():
+    a = make_mask((4, 3, 16, 16), 0.5, "pixel", generator=torch.Generator().manual_seed(7))
+    b = make_mask((4, 3, 16, 16), 0.5, "pixel", generator=torch.Generator().manual_seed(7))
+    c = make_mask((4, 3, 16, 16), 0.5, "pixel", generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    ae = MaskedAE(architecture="dense", image_size=8, hidden=16, bottleneck=4, mask_type="patch", patch_size=2,
+                  noise_sigma=0.1, mask_seed=3)
+    x = torch.rand(2, 3, 8, 8)
+    c1, m1 = ae.corrupt_batch(x, torch.Generator().manual_seed(3))
+    c2, m2 = ae.corrupt_batch(x, torch.Generator().manual_seed(3))
+    assert torch.equal(c1, c2) and torch.equal(m1, m2)
+
+
+def test_corrupt_masks_then_adds_noise():
+    x = torch.rand(3, 3, 16, 16)
+    mask = make_mask(x.shape, 0.5, "pixel", generator=torch.Generator().manual_seed(1))
+    out = corrupt(x, mask, noise_sigma=0.0, mask_value=0.25)
+    m = mask.expand_as(x)
+    assert (out[m] == 0.25).all() and torch.equal(out[~m], x[~m])
+    noisy = corrupt(x, torch.zeros_like(mask), noise_sigma=0.2, generator=torch.Generator().manual_seed(0))
+    assert abs((noisy - x).std().item() - 0.2) < 0.02
+    with pytest.raises(ValueError, match="divisible"):
+        make_mask((1, 3, 10, 10), 0.5, "patch", patch_size=4)
+    with pytest.raises(ValueError, match="mask_ratio"):
+        make_mask((1, 3, 8, 8), 1.5)
+
+
+@pytest.mark.parametrize("architecture,code_shape", [("dense", (32,)), ("conv", (32, 4, 4))])
+def test_architectures_shapes_and_attributes(architecture, code_shape):
+    ae = MaskedAE(architecture=architecture, image_size=16, hidden=64, bottleneck=32, conv_channels=(8, 16))
+    x = torch.rand(2, 3, 16, 16)
+    code = ae.encoder(x)
+    assert tuple(code.shape[1:]) == code_shape
+    recon = ae.decoder(code)
+    assert recon.shape == x.shape and 0 <= recon.min() and recon.max() <= 1
+    assert ae.encode(x).shape == (2, int(torch.tensor(code_shape).prod()))
+    with pytest.raises(ValueError, match="image_size"):
+        ae.training_step((torch.rand(2, 3, 8, 8), torch.zeros(2)), 0)
+
+
+def test_dense_has_three_hidden_layers_around_the_bottleneck():
+    ae = MaskedAE(architecture="dense", image_size=8, hidden=40, bottleneck=16)
+    widths = [m.out_features for m in [*ae.encoder, *ae.decoder] if isinstance(m, torch.nn.Linear)]
+    assert widths == [40, 16, 40, 3 * 8 * 8]
+
+
+def test_loss_on_masked_pixels_ignores_visible_ones():
+    ae = MaskedAE(architecture="dense", image_size=8, hidden=16, bottleneck=4, loss_on="masked")
+    x = torch.rand(2, 3, 8, 8)
+    mask = make_mask(x.shape, 0.5, "pixel", generator=torch.Generator().manual_seed(0))
+    recon = x.clone()
+    recon[~mask.expand_as(x)] = 0.0  # wrong only where visible
+    assert ae._loss(recon, x, mask).item() == 0.0
+    assert MaskedAE(architecture="dense", image_size=8, hidden=16, bottleneck=4)._loss(recon, x, mask).item() > 0
+    with pytest.raises(ValueError, match="loss_on='masked'"):
+        MaskedAE(mask_type="none", loss_on="masked")
+
+
+@pytest.mark.parametrize("architecture", ["dense", "conv"])
+def test_loss_decreases_on_a_fixed_batch(architecture):
+    torch.manual_seed(0)
+    ae = MaskedAE(architecture=architecture, image_size=16, hidden=64, bottleneck=16, conv_channels=(8, 16),
+                  mask_ratio=0.3)
+    x = torch.rand(8, 1, 1, 1) * torch.ones(8, 3, 16, 16)  # flat-colour images: learnable in few steps
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
+    losses = []
+    for step in range(40):
+        gen = torch.Generator().manual_seed(step)
+        corrupted, mask = ae.corrupt_batch(x, gen)
+        loss = ae._loss(ae(corrupted), x, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::8]
+
+
+def test_pixel_accuracy_counts_values_within_tolerance():
+    x = torch.zeros(1, 1, 2, 2)
+    recon = torch.tensor([[[[0.05, 0.2], [-0.1, 0.5]]]])
+    assert pixel_accuracy(recon, x).mean().item() == 0.5
+
+
+def test_trainer_logs_all_metrics_and_the_figure(tmp_path):
+    torch.manual_seed(0)
+    data = TensorDataset(torch.rand(16, 3, 8, 8), torch.zeros(16, dtype=torch.long))
+    loader = DataLoader(data, batch_size=8)
+    ae = MaskedAE(architecture="dense", image_size=8, hidden=16, bottleneck=4, num_figure_images=4)
+    trainer = L.Trainer(max_epochs=1, logger=CSVLogger(tmp_path), enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(ae, loader, loader)
+    metrics = trainer.callback_metrics
+    for name in ("train/loss", "val/loss", "val/mse", "val/mae", "val/psnr", "val/ssim", "val/pixel_acc"):
+        assert name in metrics, sorted(metrics)
+    # PSNR uses data_range=1: it must match 10 log10(1 / MSE)
+    assert abs(metrics["val/psnr"].item() - 10 * torch.log10(1 / metrics["val/mse"]).item()) < 1e-3
+    assert 0 <= metrics["val/pixel_acc"].item() <= 1
+    results = trainer.test(ae, loader, verbose=False)[0]
+    assert {"test/mse", "test/ssim", "test/psnr"} <= set(results)
+    figures = list(tmp_path.rglob("*reconstructions*.png"))
+    assert any("val" in f.name for f in figures) and any("test" in f.name for f in figures), figures

@@ -1,0 +1,314 @@
+"""MFCC representations (issue 3): the batched greedy merge against the per-utterance reference, merge
+orders on hand-made sequences, every method's shapes, learning on a tiny batch, staged training, the
+SVM baseline (digit and gender), checkpoint round trip and code export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from audio_fixtures import digit_tone, write_fsdd, write_wav
+from conftest import run_cli
+from zoo.mfcc_repr import (CodeWriter, FlatAE, GreedyPairAE, MeanMFCC, MFCCStatsSVM, PairAutoencoder,
+                           SequentialAE, frame_mask, greedy_merge, greedy_merge_reference, masked_mean_std,
+                           mfcc_statistics, sequential_encode)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def random_batch(B=12, T=20, D=13, seed=0, dtype=torch.float64, min_len=1):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_len, T + 1, (B,), generator=g)
+    lengths[0] = T
+    x = torch.randn(B, T, D, generator=g, dtype=dtype) * frame_mask(lengths, T).unsqueeze(-1)
+    return x, lengths
+
+
+class MeanPairAE:
+    """Hand-made 'autoencoder': the code is the pair's mean, the score its squared distance."""
+
+    def encode(self, left, right):
+        return (left + right) / 2
+
+    def recon_error(self, code, left, right):
+        return ((left - right) ** 2).sum(-1)
+
+    def score(self, left, right):
+        return self.encode(left, right), self.recon_error(None, left, right)
+
+    def error(self, left, right):
+        return self.score(left, right)[1]
+
+
+def as_batch(seqs, T):
+    lengths = torch.tensor([len(s) for s in seqs])
+    x = torch.zeros(len(seqs), T, 1, dtype=torch.float64)
+    for b, s in enumerate(seqs):
+        x[b, :len(s), 0] = torch.tensor(s, dtype=torch.float64)
+    return x, lengths
+
+
+# --- greedy merge --------------------------------------------------------------------------------
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_batched_greedy_merge_equals_reference(normalize, grad):
+    torch.manual_seed(0)
+    ae = PairAutoencoder(13, 16, normalize_codes=normalize).double()
+    x, lengths = random_batch(B=16, T=24, seed=int(normalize))
+    with torch.set_grad_enabled(grad):
+        res = greedy_merge(ae, x, lengths)
+    assert res.codes.shape == (16, 13) and res.order.shape == (16, 23)
+    with torch.no_grad():
+        for b in range(16):
+            code, order = greedy_merge_reference(ae, x[b, :lengths[b]])
+            got = res.order[b]
+            assert got[got >= 0].tolist() == order, f"utterance {b}"
+            assert (got[len(order):] == -1).all()
+            torch.testing.assert_close(res.codes[b], code)
+
+
+def test_batched_greedy_merge_gradients_equal_reference():
+    torch.manual_seed(1)
+    ae = PairAutoencoder(13, 8, normalize_codes=True).double()
+    x, lengths = random_batch(B=5, T=9, seed=3)
+    greedy_merge(ae, x, lengths).codes.pow(2).sum().backward()
+    batched = [p.grad.clone() for p in ae.encoder.parameters()]  # scoring (decoder) carries no gradient
+    ae.zero_grad()
+    sum(greedy_merge_reference(ae, x[b, :lengths[b]])[0].pow(2).sum() for b in range(5)).backward()
+    for g, p in zip(batched, ae.encoder.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_greedy_order_on_hand_made_sequences():
+    seqs = [[0, 10, 11, 30],   # (10,11) closest -> [0,10.5,30] -> (0,10.5) -> root
+            [0, 1, 2, 3],      # all ties -> leftmost first: [0.5,2,3] -> (2,3) -> root
+            [5, 0],            # padding zeros next to 0 must never be merged
+            [7],               # one frame: nothing to merge, the code is the frame
+            [0, 4, 5, 20]]
+    x, lengths = as_batch(seqs, T=4)
+    res = greedy_merge(MeanPairAE(), x, lengths)
+    assert res.order.tolist() == [[1, 0, 0], [0, 1, 0], [0, -1, -1], [-1, -1, -1], [1, 0, 0]]
+    assert res.codes[:, 0].tolist() == pytest.approx([(0 + 10.5) / 2 / 2 + 15, (0.5 + 2.5) / 2, 2.5, 7.0,
+                                                      ((0 + 4.5) / 2 + 20) / 2])
+    for b, s in enumerate(seqs):  # the reference agrees on the hand-made cases too
+        code, order = greedy_merge_reference(MeanPairAE(), x[b, :len(s)])
+        assert order == [o for o in res.order[b].tolist() if o >= 0]
+
+
+def test_sequential_encode_is_left_to_right():
+    x, lengths = as_batch([[1, 3, 5], [4, 8], [2]], T=3)
+    x[1, 2] = 100.0  # padding content must not leak in
+    codes, _ = sequential_encode(MeanPairAE(), x, lengths)
+    assert codes[:, 0].tolist() == pytest.approx([((1 + 3) / 2 + 5) / 2, 6.0, 2.0])
+
+
+def test_masked_statistics_ignore_padding():
+    x, lengths = random_batch(B=4, T=6, dtype=torch.float32)
+    noisy = x + 50 * (~frame_mask(lengths, 6)).unsqueeze(-1)
+    for b in range(4):
+        real = x[b, :lengths[b]]
+        mean, std = masked_mean_std(noisy, lengths)
+        torch.testing.assert_close(mean[b], real.mean(0))
+        torch.testing.assert_close(std[b], real.std(0, unbiased=False))
+    assert mfcc_statistics(noisy, lengths).shape == (4, 52)
+    assert mfcc_statistics(noisy, lengths, deltas=False).shape == (4, 26)
+
+
+# --- the LightningModules ------------------------------------------------------------------------
+def models():
+    return {
+        "mean": MeanMFCC(hidden=32, num_classes=4),
+        "flat": FlatAE(max_frames=12, code_dim=8, ae_hidden=[32], hidden=32, ae_epochs=0, freeze_encoder=False,
+                       recon_weight=0.1, num_classes=4),
+        "seq_faithful": SequentialAE("faithful", ae_hidden=16, hidden=32, num_classes=4),
+        "seq_improved": SequentialAE("improved", ae_hidden=16, hidden=32, ae_epochs=0, num_classes=4),
+        "greedy_faithful": GreedyPairAE("faithful", ae_hidden=16, hidden=32, num_classes=4),
+        "greedy_improved": GreedyPairAE("improved", ae_hidden=16, hidden=32, ae_epochs=0, num_classes=4),
+    }
+
+
+CODE_DIMS = {"mean": 13, "flat": 8, "seq_faithful": 13, "seq_improved": 13, "greedy_faithful": 13,
+             "greedy_improved": 13}
+
+
+@pytest.mark.parametrize("name", list(CODE_DIMS))
+def test_shapes(name):
+    model = models()[name].eval()
+    x, lengths = random_batch(B=5, T=15, dtype=torch.float32)  # T > max_frames for FlatAE: cut, with a warning
+    with pytest.warns(UserWarning, match="max_frames") if name == "flat" else torch.no_grad():
+        assert model.encode(x, lengths).shape == (5, CODE_DIMS[name])
+    assert model(x, lengths).shape == (5, 4)
+    out = model.predict_step((x, lengths, torch.zeros(5, dtype=torch.long)), 0)
+    assert out["code"].shape == (5, CODE_DIMS[name]) and out["pred"].shape == (5,)
+
+
+def tiny_task(n=16, T=10, seed=0):
+    """Four classes, each a different constant offset on a few coefficients, varied lengths."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    lengths = torch.randint(3, T + 1, (n,), generator=g)
+    x = 0.3 * torch.randn(n, T, 13, generator=g)
+    x[torch.arange(n), :, y] += 2.0
+    x = x * frame_mask(lengths, T).unsqueeze(-1)
+    return x, lengths, y
+
+
+@pytest.mark.parametrize("name", ["mean", "flat", "seq_improved", "greedy_improved"])
+def test_learns_a_tiny_batch(name):
+    torch.manual_seed(0)
+    model = models()[name]
+    model.head[2].p = model.head[5].p = 0.0  # no dropout: a deterministic fit
+    batch = tiny_task()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss = model.training_step(batch, 0)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.4 * losses[0], losses[::8]
+    with torch.no_grad():
+        assert (model(*batch[:2]).argmax(-1) == batch[2]).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize("cls", [SequentialAE, GreedyPairAE])
+def test_faithful_mode_pretrains_the_pair_ae_then_freezes_it(cls, tmp_path):
+    torch.manual_seed(0)
+    model = cls("faithful", ae_hidden=16, hidden=32, ae_epochs=1, num_classes=4)
+    x, lengths, y = tiny_task(n=32)
+    data = DataLoader(list(zip(x, lengths, y)), batch_size=8)
+    snapshots = {}
+
+    class Snap(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            snapshots[trainer.current_epoch] = ({k: v.clone() for k, v in pl_module.ae.state_dict().items()},
+                                                {k: v.clone() for k, v in pl_module.head.state_dict().items()})
+
+    start_ae = {k: v.clone() for k, v in model.ae.state_dict().items()}
+    start_head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    pair_loss_before = model.pretrain_loss(x, lengths).item()
+    L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, callbacks=[Snap()]).fit(model, data)
+    ae0, head0 = snapshots[0]
+    ae1, head1 = snapshots[1]
+    assert any(not torch.equal(start_ae[k], ae0[k]) for k in ae0)          # epoch 0: the AE trains...
+    assert all(torch.equal(start_head[k], head0[k]) for k in head0)        # ...the head does not
+    assert all(torch.equal(ae0[k], ae1[k]) for k in ae1)                   # epoch 1: the AE is frozen...
+    assert any(not torch.equal(head0[k], head1[k]) for k in head1)         # ...the head trains
+    assert model.pretrain_loss(x, lengths).item() < pair_loss_before
+
+
+def test_improved_mode_normalises_codes_and_faithful_does_not():
+    x, lengths = random_batch(B=6, T=10, dtype=torch.float32, min_len=2)
+    codes = GreedyPairAE("improved").encode(x, lengths)
+    torch.testing.assert_close(codes.mean(-1), torch.zeros(6), atol=1e-5, rtol=0)
+    assert not isinstance(GreedyPairAE("faithful").ae.norm, torch.nn.LayerNorm)
+
+
+def test_bad_input_is_rejected():
+    model = MeanMFCC()
+    with pytest.raises(ValueError, match="feature mfcc"):
+        model(torch.randn(2, 1, 64, 64), torch.tensor([3, 3]))
+    with pytest.raises(ValueError, match="n_mfcc"):
+        model(torch.randn(2, 5, 20), torch.tensor([3, 3]))
+    with pytest.raises(ValueError, match="lengths"):
+        model(torch.randn(2, 5, 13), torch.tensor([0, 6]))
+    with pytest.raises(ValueError, match="mode"):
+        SequentialAE("recursive")
+
+
+# --- SVM baseline ----------------------------------------------------------------------------------
+def svm_fit_and_eval(model, train, test):
+    model.fit_svm(model.features(*train[:2]).double().numpy(), train[2].numpy())
+    return (model(*test[:2]).argmax(-1) == test[2]).float().mean().item()
+
+
+def test_svm_digits_and_gender_on_synthetic_features():
+    assert svm_fit_and_eval(MFCCStatsSVM(num_classes=4), tiny_task(64, seed=0), tiny_task(32, seed=1)) >= 0.95
+    # gender: a binary label carried by the frame-to-frame variability, not the mean
+    g = torch.Generator().manual_seed(0)
+
+    def gender_task(n, seed):
+        y = torch.arange(n) % 2
+        x = torch.randn(n, 12, 13, generator=torch.Generator().manual_seed(seed)) * (0.3 + y[:, None, None])
+        return x, torch.full((n,), 12), y
+
+    model = MFCCStatsSVM(num_classes=2, class_names=["female", "male"])
+    assert svm_fit_and_eval(model, gender_task(60, 0), gender_task(40, 1)) >= 0.95
+    assert model(*gender_task(4, 2)[:2]).shape == (4, 2)
+
+
+def test_svm_checkpoint_round_trip_and_unfitted_error(tmp_path):
+    train, test = tiny_task(64, seed=0), tiny_task(16, seed=1)
+    model = MFCCStatsSVM(num_classes=4)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model(*test[:2])
+    svm_fit_and_eval(model, train, test)
+    ckpt = {}
+    model.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "svm.ckpt")
+    again = MFCCStatsSVM(num_classes=4)
+    again.on_load_checkpoint(torch.load(tmp_path / "svm.ckpt", weights_only=True))
+    torch.testing.assert_close(again(*test[:2]), model(*test[:2]))
+
+
+def write_gendered_audiomnist(root: Path) -> Path:
+    """AudioMNIST layout, 4 male + 4 female speakers; female voices an octave up (digit tones x2)."""
+    data = root / "AudioMNIST" / "data"
+    meta = {}
+    for s in range(8):
+        spk, gender = f"{s + 1:02d}", "male" if s < 4 else "female"
+        for d in range(10):
+            for k in range(2):
+                sig = digit_tone(d, s % 4, k, 16000)
+                if gender == "female":  # an octave up: read the same samples twice as fast
+                    sig = np.interp(np.arange(0, len(sig), 2.0), np.arange(len(sig)), sig).astype(np.float32)
+                write_wav(data / spk / f"{d}_{spk}_{k}.wav", sig, 8000)
+        meta[spk] = {"gender": gender, "age": "30", "accent": "German"}
+    (data / "audioMNIST_meta.txt").write_text(json.dumps(meta))
+    return root
+
+
+def test_svm_gender_through_the_cli_on_fixtures(tmp_path):
+    root = write_gendered_audiomnist(tmp_path / "data")
+    out = tmp_path / "results.json"
+    run_cli(["fit", "--config", CONFIGS / "mfcc_svm.yaml", "--data.source", "audiomnist", "--data.target", "gender",
+             "--data.data_dir", root, "--data.test_fraction", "0.25", "--data.val_fraction", "0.25",
+             "--model.num_classes", "2", "--trainer.logger", "false", "--trainer.default_root_dir", tmp_path,
+             "--trainer.enable_progress_bar", "false", "--data.progress", "false", "--run.results_file", out])
+    metrics = json.loads(out.read_text())["metrics"]
+    assert metrics["test/acc"] >= 0.9, metrics
+    assert json.loads(out.read_text())["best_checkpoint"], "the fitted SVM must be checkpointed"
+
+
+def test_num_classes_mismatch_is_reported(tmp_path):
+    root = write_gendered_audiomnist(tmp_path / "data")
+    with pytest.raises(ValueError, match="num_classes 2"):
+        run_cli(["fit", "--config", CONFIGS / "mfcc_mean.yaml", "--data.source", "audiomnist",
+                 "--data.target", "gender", "--data.data_dir", root, "--data.test_fraction", "0.25",
+                 "--data.val_fraction", "0.25", "--trainer.logger", "false", "--trainer.fast_dev_run", "1",
+                 "--trainer.default_root_dir", tmp_path, "--data.progress", "false"])
+
+
+# --- export ----------------------------------------------------------------------------------------
+def test_predict_exports_codes(tmp_path):
+    root = write_fsdd(tmp_path / "data", takes=range(6))
+    out = tmp_path / "codes.npz"
+    run_cli(["predict", "--config", CONFIGS / "mfcc_greedy_improved.yaml", "--data.data_dir", root,
+             "--trainer.logger", "false", "--trainer.default_root_dir", tmp_path, "--data.progress", "false",
+             "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=CodeWriter",
+             "--trainer.callbacks.output_path", out])
+    codes = np.load(out)
+    n_test = 3 * 10 * 5  # FSDD official split: takes 0-4 of each speaker and digit
+    assert codes["code"].shape == (n_test, 13)
+    assert codes["target"].shape == codes["pred"].shape == codes["length"].shape == (n_test,)
+    assert np.isfinite(codes["code"]).all()
+    with pytest.raises(ValueError, match=".npz"):
+        CodeWriter("codes.csv")

@@ -1,0 +1,230 @@
+"""MNISTDataModule (splits, augmentation, synthetic mixing, errors) and the MNIST classifiers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.mnist import MNIST_MEAN, MNISTDataModule, denormalize, load_synthetic, normalize
+from datamodules.paths import DatasetNotFoundError
+from zoo.layers import SpatialAttention
+from zoo.mnist_classifiers import LeNet5, MnistCNN, SpatialAttentionCNN
+
+
+@pytest.fixture(scope="module")
+def reduced(shared_data):
+    dm = MNISTDataModule(real_per_class=50, test_per_class=20, val_fraction=0.2, augmented_per_class=30,
+                         batch_size=64, seed=0)
+    dm.setup()
+    return dm
+
+
+def _synthetic_npz(path, per_class=5, dtype=np.uint8, shape=(28, 28), classes=range(10)):
+    labels = np.repeat(np.array(list(classes)), per_class)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (len(labels), *shape)).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        images = images / 255.0
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+# --- splits -------------------------------------------------------------------------------------
+def test_reduced_splits_are_balanced_disjoint_and_real_only_outside_train(reduced):
+    (xt, yt), (xv, yv), (xs, ys) = reduced.split("train"), reduced.split("val"), reduced.split("test")
+    assert xt.shape == (10 * (50 + 30), 1, 28, 28) and xt.dtype == torch.float32 and yt.dtype == torch.int64
+    assert torch.bincount(yt).tolist() == [80] * 10
+    assert torch.bincount(yv).tolist() == [10] * 10, "validation must be stratified over all classes"
+    assert torch.bincount(ys).tolist() == [20] * 10
+    assert torch.bincount(reduced.train_sources.long()).tolist() == [500, 300]
+    train_idx, val_idx = reduced.indices["train"], reduced.indices["val"]
+    assert len(set(train_idx.tolist()) & set(val_idx.tolist())) == 0
+    assert len(set(train_idx.tolist())) == 500
+    # classes are mixed in every order a consumer sees, never sorted blocks
+    assert len(set(yv[:20].tolist())) > 3 and len(set(yt[:20].tolist())) > 3
+
+
+def test_splits_are_seeded_and_test_subset_ignores_training_options(reduced, shared_data):
+    same = MNISTDataModule(real_per_class=50, test_per_class=20, val_fraction=0.2, augmented_per_class=30, seed=0)
+    same.setup()
+    assert torch.equal(same.split("train")[0], reduced.split("train")[0])
+    other = MNISTDataModule(real_per_class=50, test_per_class=20, val_fraction=0.2, seed=1)
+    other.setup()
+    assert not torch.equal(other.indices["train"].sort().values, reduced.indices["train"].sort().values)
+    plain = MNISTDataModule(real_per_class=20, test_per_class=20, val_fraction=0.2, seed=0)
+    plain.setup()
+    assert torch.equal(plain.indices["test"], reduced.indices["test"]), "test set must not depend on training options"
+
+
+def test_full_mnist_split_is_stratified(shared_data):
+    dm = MNISTDataModule(val_fraction=0.1)
+    dm.setup()
+    n_train, n_val, n_test = (len(dm.split(s)[1]) for s in ("train", "val", "test"))
+    assert n_train + n_val == 60000 and abs(n_val - 6000) <= 5 and n_test == 10000
+    val_counts = torch.bincount(dm.split("val")[1])
+    assert (val_counts > 500).all() and (val_counts < 700).all()
+
+
+def test_loader_serves_every_training_image_once_per_epoch(reduced):
+    batches = list(reduced.train_dataloader())
+    assert all(x.shape[1:] == (1, 28, 28) and x.dtype == torch.float32 for x, _ in batches)
+    assert [len(y) for _, y in batches] == [64] * 12 + [800 - 12 * 64]
+    seen = torch.cat([x for x, _ in batches]).flatten(1).sum(1).sort().values
+    assert torch.allclose(seen, reduced.split("train")[0].flatten(1).sum(1).sort().values)
+
+
+def test_augmented_images_are_new_warps_of_real_images_of_their_class(reduced, shared_data):
+    x, y = reduced.split("train")
+    src = reduced.train_sources
+    real, aug = denormalize(x[src == 0], "standard"), denormalize(x[src == 1], "standard")
+    assert aug.min() >= -1e-5 and aug.max() <= 1 + 1e-5
+    assert torch.cdist(aug.flatten(1), real.flatten(1)).min() > 0.5, "an augmented image is a copy of a real one"
+    # with the warp switched off every augmented image is exactly a real image of the same label
+    ident = MNISTDataModule(real_per_class=20, test_per_class=5, augmented_per_class=15, aug_degrees=0,
+                            aug_translate=0, aug_crop_scale=(1.0, 1.0), aug_crop_ratio=(1.0, 1.0))
+    ix, iy = ident.split("train")
+    isrc = ident.train_sources
+    dist = torch.cdist(ix[isrc == 1].flatten(1), ix[isrc == 0].flatten(1))
+    assert dist.min(1).values.max() < 0.1  # cdist round-off; distinct digits are > 3 apart
+    assert torch.equal(iy[isrc == 0][dist.argmin(1)], iy[isrc == 1])
+
+
+@pytest.mark.parametrize("mode, lo, hi", [("zero_one", 0, 1), ("minus_one_one", -1, 1)])
+def test_normalize_ranges_and_round_trip(shared_data, mode, lo, hi):
+    dm = MNISTDataModule(real_per_class=10, test_per_class=5, normalize=mode)
+    x, _ = dm.split("val")
+    assert x.min().item() == pytest.approx(lo) and x.max().item() == pytest.approx(hi)
+    x01 = torch.rand(3, 1, 28, 28)
+    for m in ("zero_one", "minus_one_one", "standard"):
+        assert torch.allclose(denormalize(normalize(x01, m), m), x01, atol=1e-6)
+    assert normalize(torch.full((1,), MNIST_MEAN), "standard").abs().item() < 1e-6
+
+
+# --- synthetic files ----------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype, shape", [(np.uint8, (28, 28)), (np.float32, (1, 28, 28))])
+def test_synthetic_file_is_mixed_into_training(shared_data, tmp_path, dtype, shape):
+    path = _synthetic_npz(tmp_path / "s.npz", per_class=6, dtype=dtype, shape=shape)
+    x, y = load_synthetic(path, per_class=4)
+    assert x.shape == (40, 1, 28, 28) and x.min() >= 0 and x.max() <= 1 and torch.bincount(y).tolist() == [4] * 10
+    everything, labels = load_synthetic(path, per_class=6)
+    dm = MNISTDataModule(real_per_class=10, test_per_class=5, synthetic_per_class=6, synthetic_path=str(path),
+                         normalize="zero_one")
+    tx, ty = dm.split("train")
+    src = dm.train_sources
+    assert torch.bincount(src.long()).tolist() == [100, 0, 60]
+    order = lambda t: t.flatten(1).sum(1).argsort()  # noqa: E731
+    mixed = tx[src == 2]
+    assert torch.allclose(mixed[order(mixed)], everything[order(everything)], atol=1e-6)
+    assert torch.equal(ty[src == 2][order(mixed)], labels[order(everything)])
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("shape", r"shape \(N, 28, 28\)"),
+    ("range", r"must lie in \[0, 1\]"),
+    ("missing_class", r"fewer samples.*\{7: 0\}"),
+    ("label_range", "labels must be in 0..9"),
+    ("keys", "expected arrays 'images' and 'labels'"),
+    ("length", "to match 'images'"),
+])
+def test_bad_synthetic_files_name_the_file_and_the_problem(tmp_path, problem, match):
+    path = tmp_path / f"bad_{problem}.npz"
+    labels = np.repeat(np.arange(10), 3)
+    images = np.zeros((30, 28, 28), np.uint8)
+    if problem == "shape":
+        images = np.zeros((30, 32, 32), np.uint8)
+    elif problem == "range":
+        images = np.full((30, 28, 28), 2.0, np.float32)
+    elif problem == "missing_class":
+        labels[labels == 7] = 1
+    elif problem == "label_range":
+        labels[0] = 10
+    elif problem == "length":
+        labels = labels[:-1]
+    arrays = {"pictures": images, "labels": labels} if problem == "keys" else {"images": images, "labels": labels}
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=match) as err:
+        load_synthetic(path, per_class=2)
+    assert str(path) in str(err.value)
+
+
+def test_missing_synthetic_file_and_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        load_synthetic(tmp_path / "nope.npz", per_class=1)
+    with pytest.raises(ValueError, match="synthetic_path"):
+        MNISTDataModule(synthetic_per_class=10)
+
+
+# --- bad settings -------------------------------------------------------------------------------
+def test_missing_dataset_names_the_expected_path(tmp_path):
+    dm = MNISTDataModule(data_dir=str(tmp_path), real_per_class=10)
+    with pytest.raises(DatasetNotFoundError, match=str(tmp_path / "MNIST" / "raw")):
+        dm.setup()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(val_fraction=0.0), "val_fraction"),
+    (dict(real_per_class=0), "real_per_class"),
+    (dict(augmented_per_class=-1), "augmented_per_class"),
+    (dict(normalize="bogus"), "normalize"),
+    (dict(on_device=True, num_workers=2), "num_workers"),
+    (dict(aug_crop_scale=(0.5, 1.5)), "crop_scale"),
+])
+def test_bad_settings_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MNISTDataModule(**kwargs)
+
+
+def test_too_many_images_per_class_names_the_class(shared_data):
+    dm = MNISTDataModule(real_per_class=5500, val_fraction=0.1)
+    with pytest.raises(ValueError, match=r"class \d has only \d+ images"):
+        dm.setup()
+
+
+# --- models -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [LeNet5, MnistCNN, SpatialAttentionCNN])
+def test_models_map_digits_to_logits(cls):
+    model = cls().eval()
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        model(torch.randn(3, 1, 32, 32))
+
+
+def test_lenet_features_and_tanh_variant():
+    model = LeNet5(activation="tanh").eval()
+    assert model.features(torch.randn(2, 1, 28, 28)).shape == (2, 84)
+    assert isinstance(model.conv[1], torch.nn.Tanh) and isinstance(model.conv[2], torch.nn.AvgPool2d)
+    with pytest.raises(ValueError, match="activation"):
+        LeNet5(activation="gelu")
+
+
+def test_spatial_attention_cnn_differs_from_cnn_only_by_two_gates():
+    torch.manual_seed(0)
+    plain, sa = MnistCNN(), SpatialAttentionCNN()
+    gates = [m for m in sa.modules() if isinstance(m, SpatialAttention)]
+    assert len(gates) == 2
+    extra = sum(p.numel() for g in gates for p in g.parameters())
+    assert sum(p.numel() for p in sa.parameters()) - sum(p.numel() for p in plain.parameters()) == extra
+    maps = sa.attention_maps(torch.randn(2, 1, 28, 28))
+    assert [m.shape for m in maps] == [(2, 1, 28, 28), (2, 1, 14, 14)]
+    assert all(((m > 0) & (m < 1)).all() for m in maps)
+    assert sa.hparams.attention_kernel == 7
+
+
+@pytest.mark.parametrize("cls", [LeNet5, SpatialAttentionCNN])
+def test_models_learn_a_fixed_batch(reduced, cls):
+    torch.manual_seed(0)
+    x, y = reduced.split("train")
+    x, y = x[:32], y[:32]
+    small = {} if cls is LeNet5 else {"channels": (8, 16, 16), "hidden": 32}
+    model = cls(**small, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    opt = model.configure_optimizers()
+    model.train()
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], losses

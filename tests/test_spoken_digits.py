@@ -1,0 +1,421 @@
+"""SpokenDigits: layouts, splits, features, caching, bad input, TTS, and the real FSDD split sizes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import datamodules.spoken_digits as sd
+from audio_fixtures import digit_tone, write_audiomnist, write_fsdd, write_wav
+from datamodules.audio import AudioFileError, FeatureExtractor, FeatureSettings, load_clips
+from datamodules.paths import DatasetNotFoundError
+from datamodules.spoken_digits import SpokenDigits, stratified_order
+
+SPEAKERS = ("alice", "bob", "carol")
+
+
+@pytest.fixture(scope="module")
+def fsdd_root(tmp_path_factory) -> Path:
+    """3 speakers x 10 digits x 7 takes: official test = takes 0-4 (150 clips), 60 for train + val."""
+    return write_fsdd(tmp_path_factory.mktemp("fsdd_data"), SPEAKERS)
+
+
+@pytest.fixture(scope="module")
+def audiomnist_root(tmp_path_factory) -> Path:
+    return write_audiomnist(tmp_path_factory.mktemp("am_data"))
+
+
+def make(tmp_path, root, **kw) -> SpokenDigits:
+    kw.setdefault("progress", False)
+    return SpokenDigits(data_dir=str(root), cache_dir=str(tmp_path / "cache"), **kw)
+
+
+def files_of(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+# --- FSDD layout and splits ---------------------------------------------------------------------------
+
+def test_fsdd_official_split(tmp_path, fsdd_root):
+    before = files_of(fsdd_root)
+    dm = make(tmp_path, fsdd_root, val_fraction=0.5)
+    dm.setup("fit")
+    meta = {k: dm.metadata(k) for k in ("train", "val", "test")}
+    assert {k: len(v) for k, v in meta.items()} == {"train": 30, "val": 30, "test": 150}
+    assert all(m["take"] < 5 for m in meta["test"]) and all(m["take"] >= 5 for m in meta["train"] + meta["val"])
+    paths = [{m["path"] for m in v} for v in meta.values()]
+    assert not (paths[0] & paths[1]) and not (paths[0] & paths[2]) and not (paths[1] & paths[2])
+    # stratified by speaker and digit: each of the 30 (speaker, digit) strata has 2 non-test takes -> 1 in val
+    assert Counter((m["speaker"], m["digit"]) for m in meta["val"]) == Counter(
+        {(s, d): 1 for s in SPEAKERS for d in range(10)})
+    assert meta["test"][0]["gender"] is None and meta["test"][0]["path"].endswith(".wav")
+    assert dm.num_classes == 10 and dm.class_names[3] == "three"
+    labels = [int(y) for _, y in dm.dataset("test")]
+    assert labels == [m["digit"] for m in meta["test"]]
+    assert files_of(fsdd_root) == before, "the dataset folder must never be written to"
+
+
+def test_val_split_depends_on_seed_only(tmp_path, fsdd_root):
+    dm = make(tmp_path, fsdd_root, val_fraction=0.5, seed=1)
+    a = [m["path"] for m in dm.metadata("val")]
+    b = [m["path"] for m in make(tmp_path, fsdd_root, val_fraction=0.5, seed=1).metadata("val")]
+    c = [m["path"] for m in make(tmp_path, fsdd_root, val_fraction=0.5, seed=2).metadata("val")]
+    assert a == b and a != c and dm.metadata("test") == make(tmp_path, fsdd_root, seed=2).metadata("test")
+
+
+def test_fsdd_speaker_split(tmp_path, fsdd_root):
+    dm = make(tmp_path, fsdd_root, split="speaker", test_speaker="bob", val_fraction=0.2)
+    test, rest = dm.metadata("test"), dm.metadata("train") + dm.metadata("val")
+    assert len(test) == 70 and {m["speaker"] for m in test} == {"bob"}
+    assert {m["speaker"] for m in rest} == {"alice", "carol"} and len(rest) == 140
+    assert len(dm.metadata("val")) == 28
+
+
+def test_speaker_split_needs_a_known_speaker(tmp_path, fsdd_root):
+    with pytest.raises(ValueError, match="test_speaker"):
+        SpokenDigits(split="speaker")
+    with pytest.raises(ValueError, match=r"'dave'.*\['alice', 'bob', 'carol'\]"):
+        make(tmp_path, fsdd_root, split="speaker", test_speaker="dave").setup()
+    with pytest.raises(ValueError, match="only used with split='speaker'"):
+        SpokenDigits(test_speaker="bob")
+
+
+def test_stratified_order_prefixes_are_proportional():
+    strata = ["a"] * 40 + ["b"] * 20 + ["c"] * 10
+    order = stratified_order(strata, seed=3)
+    assert sorted(order) == list(range(70))
+    for k in (7, 14, 35):
+        counts = Counter(strata[i] for i in order[:k])
+        for s, n in (("a", 40), ("b", 20), ("c", 10)):
+            assert abs(counts[s] - k * n / 70) <= 1, (k, counts)
+
+
+# --- features and batches -------------------------------------------------------------------------------
+
+def test_logmel_batches(tmp_path, fsdd_root):
+    dm = make(tmp_path, fsdd_root, feature="logmel", n_mels=32, frames=24, batch_size=16)
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 1, 32, 24) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert torch.isfinite(x).all() and 0 <= y.min() and y.max() <= 9
+    # normalised with train statistics: each mel band has mean 0 and std 1 over the train set
+    train = torch.stack([dm.dataset("train")[i][0] for i in range(len(dm.dataset("train")))])
+    assert torch.allclose(train.mean(dim=(0, 1, 3)), torch.zeros(32), atol=1e-4)
+    assert torch.allclose(train.std(dim=(0, 1, 3)), torch.ones(32), atol=1e-2)
+
+
+def test_mfcc_batches_are_padded_with_true_lengths(tmp_path, fsdd_root):
+    dm = make(tmp_path, fsdd_root, feature="mfcc", batch_size=8, normalize=False)
+    feats, lengths, y = next(iter(dm.test_dataloader()))
+    meta = dm.metadata("test")[:8]
+    expected = torch.tensor([1 + sf.info(m["path"]).frames // 80 for m in meta])  # 10 ms hop at 8 kHz
+    assert feats.shape == (8, int(expected.max()), 13) and feats.dtype == torch.float32
+    assert lengths.dtype == torch.int64 and torch.equal(lengths, expected)
+    assert y.tolist() == [m["digit"] for m in meta]
+    for i, n in enumerate(lengths.tolist()):
+        assert (feats[i, n:] == 0).all() and (feats[i, :n].abs().sum(dim=1) > 0).all()
+    item = dm.dataset("test")[0]
+    assert item[0].shape == (int(expected[0]), 13) and int(item[1]) == expected[0]
+
+
+def test_features_do_not_depend_on_the_batch():
+    clips = [torch.from_numpy(digit_tone(d, take=d)) for d in range(6)]
+    for feature in ("mfcc", "logmel"):
+        fx = FeatureExtractor(FeatureSettings(feature=feature))
+        together = fx(clips, batch_size=6, progress=False)
+        alone = fx([clips[2]], progress=False)[0]
+        assert torch.allclose(together[2], alone, atol=1e-5), feature
+
+
+def test_fixture_digits_are_learnable(tmp_path, fsdd_root):
+    """Nearest class mean on mean-pooled log-mel: the fixture tones must separate the digits."""
+    dm = make(tmp_path, fsdd_root, n_mels=32, frames=16)
+    tr, te = dm.dataset("train"), dm.dataset("test")
+    xtr = torch.stack([tr[i][0].mean(-1).flatten() for i in range(len(tr))])
+    ytr = torch.stack([tr[i][1] for i in range(len(tr))])
+    xte = torch.stack([te[i][0].mean(-1).flatten() for i in range(len(te))])
+    yte = torch.stack([te[i][1] for i in range(len(te))])
+    centroids = torch.stack([xtr[ytr == d].mean(0) for d in range(10)])
+    acc = (torch.cdist(xte, centroids).argmin(1) == yte).float().mean()
+    assert acc > 0.9
+
+
+# --- caching ------------------------------------------------------------------------------------------
+
+def test_second_setup_loads_the_cache(tmp_path, fsdd_root, monkeypatch):
+    dm = make(tmp_path, fsdd_root, feature="mfcc")
+    dm.setup("fit")
+    cached = list((tmp_path / "cache" / "spoken_digits").glob("fsdd-mfcc-*.pt"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+
+    def boom(*a, **k):
+        raise AssertionError("features recomputed although the cache is valid")
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", boom)
+    monkeypatch.setattr(sd, "load_clips", boom)
+    again = make(tmp_path, fsdd_root, feature="mfcc")
+    again.setup("fit")
+    assert cached[0].stat().st_mtime_ns == stamp
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(dm.dataset("val"), again.dataset("val")))
+    # a different feature setting is a different cache entry
+    with pytest.raises(AssertionError, match="recomputed"):
+        make(tmp_path, fsdd_root, feature="mfcc", n_mfcc=20).setup()
+
+
+def test_cache_key_follows_the_files(tmp_path):
+    root = write_fsdd(tmp_path / "data", ("alice",), digits=range(2), takes=range(6))
+    dm = make(tmp_path, root)
+    src, clips = dm._locate()
+    key = dm.cache_path(src, clips)
+    wav = root / "fsdd" / "recordings" / "1_alice_3.wav"
+    os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))
+    assert dm.cache_path(src, clips) != key
+    assert make(tmp_path, root, frames=32).cache_path(src, clips) != dm.cache_path(src, clips)
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, value", [("source", "librispeech"), ("feature", "wav2vec"),
+                                            ("split", "random"), ("target", "age")])
+def test_unknown_names_are_refused_at_construction(setting, value):
+    with pytest.raises(ValueError, match=rf"{setting}='{value}'.*expected one of"):
+        SpokenDigits(**{setting: value})
+
+
+def test_fsdd_gender_target_is_refused():
+    with pytest.raises(ValueError, match="all six FSDD speakers are male"):
+        SpokenDigits(source="fsdd", target="gender")
+
+
+def test_missing_dataset_without_download(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"fsdd.recordings.*--data.download true"):
+        make(tmp_path, tmp_path / "nothing").setup()
+    with pytest.raises(DatasetNotFoundError, match="AudioMNIST"):
+        make(tmp_path, tmp_path / "nothing", source="audiomnist").setup()
+
+
+def _small_fsdd(tmp_path) -> Path:
+    return write_fsdd(tmp_path / "data", ("alice",), digits=range(2), takes=range(6))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("empty", "empty file"),
+    ("garbage", "not a readable WAV file"),
+    ("text", "not a readable WAV file"),
+    ("flac", "is a FLAC file, expected a WAV"),
+    ("no_samples", "contains no audio samples"),
+])
+def test_bad_audio_files_name_the_file(tmp_path, kind, message):
+    root = _small_fsdd(tmp_path)
+    bad = root / "fsdd" / "recordings" / "1_alice_4.wav"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "garbage":
+        bad.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8)))
+    elif kind == "text":
+        bad.write_text("this is not audio\n" * 20)
+    elif kind == "flac":
+        sf.write(bad, digit_tone(1), 8000, format="FLAC")
+    else:
+        sf.write(bad, np.zeros(0, dtype=np.float32), 8000, format="WAV", subtype="PCM_16")
+    with pytest.raises(AudioFileError, match=message) as err:
+        make(tmp_path, root).setup()
+    assert str(bad) in str(err.value)
+
+
+def test_unexpected_file_names_are_refused(tmp_path):
+    root = _small_fsdd(tmp_path)
+    odd = root / "fsdd" / "recordings" / "notes.txt"
+    odd.write_text("hi")
+    with pytest.raises(ValueError, match=r"notes.txt.*\{digit\}_\{speaker\}_\{take\}.wav"):
+        make(tmp_path, root).setup()
+
+
+def test_multichannel_and_other_rates_are_converted_with_a_warning(tmp_path, caplog):
+    stereo = write_wav(tmp_path / "stereo.wav", digit_tone(3, channels=2), 8000)
+    fast = write_wav(tmp_path / "fast.wav", digit_tone(3, sample_rate=16000), 16000)
+    mono = write_wav(tmp_path / "mono.wav", digit_tone(3), 8000)
+    with caplog.at_level(logging.WARNING, logger="datamodules.audio"):
+        a, b, c = load_clips([stereo, fast, mono], 8000, progress=False)
+    assert "downmixed 1" in caplog.text and str(stereo) in caplog.text
+    assert "16000 Hz to 8000 Hz" in caplog.text and str(fast) in caplog.text and str(mono) not in caplog.text
+    assert a.ndim == b.ndim == 1 and a.numel() == c.numel() and abs(b.numel() - c.numel()) <= 1
+    assert torch.allclose(a, c * 0.9, atol=2e-4)  # mean of the channels (second one at 0.8x)
+
+
+# --- downloads (no network: the downloader is replaced by a local archive) ---------------------------
+
+@pytest.mark.parametrize("source", ["fsdd", "audiomnist"])
+def test_download_extracts_upstream_layout(tmp_path, monkeypatch, source):
+    arc = sd.ARCHIVES[source]
+    upstream = tmp_path / "upstream"
+    if source == "fsdd":
+        write_fsdd(tmp_path / "tree", ("alice",), digits=range(2), takes=range(6))
+        shutil.copytree(tmp_path / "tree" / "fsdd", upstream / arc.top)
+        archive = Path(shutil.make_archive(str(tmp_path / "v1.0.10"), "gztar", upstream))
+    else:
+        write_audiomnist(tmp_path / "tree", {"01": "male", "02": "female", "03": "male"}, digits=range(2), takes=range(2))
+        shutil.copytree(tmp_path / "tree" / "AudioMNIST", upstream / arc.top)
+        archive = Path(shutil.make_archive(str(tmp_path / "master"), "zip", upstream))
+    (upstream / arc.top / "README.md").write_text("upstream readme")
+    calls = []
+
+    def fake_download(url, download_root, extract_root=None, **kw):
+        from torchvision.datasets.utils import extract_archive
+
+        calls.append(url)
+        Path(download_root).mkdir(parents=True, exist_ok=True)
+        local = Path(download_root) / archive.name
+        shutil.copy(archive, local)
+        extract_archive(str(local), extract_root)
+
+    monkeypatch.setattr(sd, "download_and_extract_archive", fake_download)
+    data = tmp_path / "data"
+    dm = make(tmp_path, data, source=source, download=True)
+    dm.setup()
+    assert calls == [arc.url]
+    assert len(list((data / arc.folder / arc.check).rglob("*.wav"))) == 12
+    assert sorted(p.name for p in data.iterdir()) == [arc.folder], "staging folder must be cleaned up"
+    assert sum(len(dm.metadata(s)) for s in ("train", "val", "test")) == 12
+    make(tmp_path, data, source=source, download=True).setup()  # present now: no second download
+    assert len(calls) == 1
+
+
+# --- AudioMNIST -------------------------------------------------------------------------------------------
+
+def test_audiomnist_digit_target_is_speaker_disjoint(tmp_path, audiomnist_root, caplog):
+    with caplog.at_level(logging.WARNING):
+        dm = make(tmp_path, audiomnist_root, source="audiomnist", val_fraction=0.2, test_fraction=0.2)
+        dm.setup()
+    spk = {k: {m["speaker"] for m in dm.metadata(k)} for k in ("train", "val", "test")}
+    assert not (spk["train"] & spk["val"]) and not (spk["train"] & spk["test"]) and not (spk["val"] & spk["test"])
+    assert set().union(*spk.values()) == {f"0{i}" for i in range(1, 7)}  # speaker 06 (no meta) kept for digits
+    assert len(spk["test"]) == 1 and len(spk["val"]) == 1
+    assert "resampled 120 file(s) from 48000 Hz to 8000 Hz" in caplog.text and "leaving out" not in caplog.text
+    m = dm.metadata("train")[0]
+    assert m["path"].endswith(f"{m['digit']}_{m['speaker']}_{m['take']}.wav")
+
+
+def test_audiomnist_gender_target(tmp_path, audiomnist_root, caplog):
+    with caplog.at_level(logging.WARNING):
+        dm = make(tmp_path, audiomnist_root, source="audiomnist", target="gender", split="speaker",
+                  test_speaker="04", val_fraction=0.25)
+        dm.setup()
+    assert "leaving out 1 speaker(s)" in caplog.text and "06" in caplog.text
+    assert dm.num_classes == 2 and dm.class_names == ["female", "male"]
+    seen = set()
+    for stage in ("train", "val", "test"):
+        meta, ds = dm.metadata(stage), dm.dataset(stage)
+        seen |= {m["speaker"] for m in meta}
+        assert [int(ds[i][1]) for i in range(len(ds))] == [dm.class_names.index(m["gender"]) for m in meta]
+    assert "06" not in seen and {m["speaker"] for m in dm.metadata("test")} == {"04"}
+    with pytest.raises(ValueError, match="no known gender"):
+        make(tmp_path, audiomnist_root, source="audiomnist", target="gender", split="speaker",
+             test_speaker="06").setup()
+
+
+def test_audiomnist_name_mismatch_and_bad_meta(tmp_path):
+    root = write_audiomnist(tmp_path / "data", {"01": "male", "02": "female"}, digits=range(2), takes=range(1))
+    data = root / "AudioMNIST" / "data"
+    (data / "audioMNIST_meta.txt").write_text("{not json")
+    with pytest.raises(ValueError, match="audioMNIST_meta.txt.*not valid JSON"):
+        make(tmp_path, root, source="audiomnist").setup()
+    (data / "audioMNIST_meta.txt").write_text("{}")
+    shutil.move(data / "02" / "1_02_0.wav", data / "01" / "1_02_0.wav")
+    with pytest.raises(ValueError, match=r"1_02_0.wav.*speaker folder 01"):
+        make(tmp_path, root, source="audiomnist").setup()
+
+
+# --- TTS ----------------------------------------------------------------------------------------------
+
+def test_tts_synthesizes_digits_offline(tmp_path):
+    from datamodules.tts import synthesize_digits
+
+    out, clips = synthesize_digits(tmp_path / "tts", ["en-us+f2", "en+m1"], [175], [50], digits=[1, 7],
+                                   progress=False)
+    assert len(clips) == 4 and {c.gender for c in clips} == {"female", "male"}
+    for c in clips:
+        x, rate = sf.read(out / c.path)
+        assert 0.15 < len(x) / rate < 1.5 and np.abs(x).max() > 0.05
+        assert c.path == f"{c.digit}_{c.speaker}_0.wav"
+    stamp = (out / clips[0].path).stat().st_mtime_ns
+    synthesize_digits(tmp_path / "tts", ["en-us+f2"], [175], [50], digits=[1], progress=False)
+    assert (out / clips[0].path).stat().st_mtime_ns == stamp, "cached WAV must not be re-synthesised"
+    seven_f, seven_m = (sf.read(out / c.path)[0] for c in clips if c.digit == 7)
+    assert not np.array_equal(seven_f[:1000], seven_m[:1000])
+
+
+def test_tts_bad_voice_is_named(tmp_path):
+    from datamodules.tts import synthesize_digits
+
+    with pytest.raises(ValueError, match="'xx-nope'"):
+        synthesize_digits(tmp_path, ["xx-nope"], [175], [50], digits=[0], progress=False)
+    with pytest.raises(ValueError, match=r"rates \[999\]"):
+        synthesize_digits(tmp_path, ["en-us"], [999], [50], digits=[0], progress=False)
+
+
+def test_tts_source_gender_split(tmp_path):
+    dm = SpokenDigits(source="tts", target="gender", cache_dir=str(tmp_path), voices=["en-us+f2", "en+m1"],
+                      rates=[150, 200], pitches=[40, 60], val_fraction=0.25, test_fraction=0.25, progress=False,
+                      feature="mfcc")
+    dm.setup()
+    spk = {k: {m["speaker"] for m in dm.metadata(k)} for k in ("train", "val", "test")}
+    assert [len(spk[k]) for k in ("train", "val", "test")] == [4, 2, 2]
+    assert {m["gender"] for m in dm.metadata("test")} == {"female", "male"}  # stratified by gender
+    feats, lengths, y = next(iter(dm.train_dataloader()))
+    assert feats.shape[0] == y.shape[0] == 40 and set(y.tolist()) == {0, 1}
+
+
+# --- the real data ---------------------------------------------------------------------------------
+
+def test_real_fsdd_official_split(shared_data):
+    # the session cache dir and the configs' feature, so the config tests reuse this cache (and vice versa)
+    dm = SpokenDigits(data_dir=str(shared_data), feature="logmel", progress=False)
+    dm.setup()
+    n = {k: len(dm.dataset(k)) for k in ("train", "val", "test")}
+    assert n["train"] + n["val"] == 2700 and n["test"] == 300 and n["val"] == 270
+    assert Counter(m["speaker"] for m in dm.metadata("test")) == Counter(
+        {s: 50 for s in ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")})
+
+
+def test_spec_augment_masks_per_sample_bands_only_in_training():
+    from datamodules.audio import spec_augment
+
+    x = torch.ones(6, 1, 32, 40)
+    out = spec_augment(x, num_masks=2, mask_width=6, generator=torch.Generator().manual_seed(0))
+    zero = out == 0
+    assert out.shape == x.shape and zero.any()
+    # masked cells form whole rows (frequency bands) or whole columns (time bands) of each image
+    for img in zero[:, 0]:
+        rows, cols = img.all(dim=1), img.all(dim=0)
+        assert torch.equal(img, rows[:, None] | cols[None, :])
+        assert rows.sum() <= 12 and cols.sum() <= 12
+    assert not all(torch.equal(zero[0], zero[i]) for i in range(1, 6)), "masks must differ per sample"
+    torch.testing.assert_close(spec_augment(x, 0, 6), x)
+
+
+def test_spec_augment_needs_logmel():
+    with pytest.raises(ValueError, match="spec_augment"):
+        SpokenDigits(feature="mfcc", spec_augment=True)
+
+
+def test_spec_augment_hook_touches_training_batches_only():
+    from types import SimpleNamespace
+
+    dm = SpokenDigits(spec_augment=True, num_masks=2, mask_width=8)
+    batch = (torch.ones(4, 1, 64, 64), torch.arange(4))
+    dm.trainer = SimpleNamespace(training=False)
+    assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], batch[0])
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    x, y = dm.on_after_batch_transfer(batch, 0)
+    assert (x == 0).any() and torch.equal(y, batch[1])

@@ -1,0 +1,475 @@
+"""DCGAN with manual optimization (``configs/dcgan_mnist*.yaml``, ``configs/dcgan_anime.yaml``).
+
+Why manual optimization: a GAN step is two coupled updates with different losses, and the
+discriminator must see *detached* fakes while the generator must see gradients through the
+discriminator. Writing both updates out (``toggle_optimizer`` / ``manual_backward`` /
+``clip_gradients`` / ``step``) keeps that ordering explicit and testable.
+
+Two architectures (``architecture``):
+
+* ``mnist28``: the 28x28 gray net studied in the TensorFlow DCGAN tutorial. G: linear to 7x7x256,
+  transposed 5x5 convs to 7x7x128, 14x14x64, 28x28xC, BN + LeakyReLU, tanh. D: two 5x5 stride-2
+  convs (64, 128) with LeakyReLU and dropout, then a linear logit.
+* ``dcgan64``: the DCGAN paper's 64x64 net. G: transposed 4x4 convs from 4x4 (8w, 4w, 2w, w
+  channels) with BN + ReLU, tanh. D: mirrored stride-2 4x4 convs with BN + LeakyReLU(0.2).
+
+``width`` scales every channel count (64 = the published sizes), so CPU runs can shrink the nets
+without changing their shape. ``conditional=True`` feeds a one-hot label to both nets (appended
+to the latent code of G, as constant extra image channels of D), so one model draws N samples of
+each class. ``conditioning="auxiliary"`` is the AC-GAN variant instead (Odena et al., 2017): D is
+not shown the label but has a second head that must classify real and fake images, and G is also
+rewarded for fakes that D classifies as the requested class (weight ``aux_weight``). Images are expected in [-1, 1] (the tanh range): ``--data.normalize minus_one_one``
+(MNIST) or ``--data.normalization minus_one_one`` (image folders).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from zoo.figures import image_grid_figure, log_figure
+
+Architecture = Literal["mnist28", "dcgan64"]
+IMAGE_SIZE = {"mnist28": 28, "dcgan64": 64}
+
+
+def dcgan_adam(params) -> torch.optim.Optimizer:
+    """The DCGAN paper's optimizer: Adam, lr 2e-4, beta1 0.5 (beta1 0.9 makes GAN training oscillate)."""
+    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Weights from N(0, 0.02), BN scales from N(1, 0.02), as in the DCGAN paper."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def one_hot(labels: torch.Tensor | None, num_classes: int, dtype: torch.dtype) -> torch.Tensor | None:
+    if num_classes == 0:
+        return None
+    if labels is None:
+        raise ValueError("this is a class-conditional model: labels are required")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must be in 0..{num_classes - 1} for this conditional model, "
+                         f"got {int(labels.min())}..{int(labels.max())}")
+    return F.one_hot(labels.long(), num_classes).to(dtype)
+
+
+# --- 28x28 ---------------------------------------------------------------------------------------
+class DCGANGenerator28(nn.Module):
+    """latent (+ one-hot label) -> 7x7x4w -> 7x7x2w -> 14x14xw -> 28x28xC (tanh)."""
+
+    def __init__(self, latent_dim: int = 100, channels: int = 1, width: int = 64, num_classes: int = 0) -> None:
+        super().__init__()
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.project = nn.Sequential(nn.Linear(latent_dim + num_classes, 7 * 7 * 4 * width, bias=False),
+                                     nn.BatchNorm1d(7 * 7 * 4 * width), nn.LeakyReLU(0.2))
+        self.width = width
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(4 * width, 2 * width, 5, 1, 2, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(2 * width, width, 5, 2, 2, output_padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(width, channels, 5, 2, 2, output_padding=1), nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        c = one_hot(labels, self.num_classes, z.dtype)
+        h = self.project(z if c is None else torch.cat([z, c], 1))
+        return self.net(h.view(-1, 4 * self.width, 7, 7))
+
+
+class DCGANDiscriminator28(nn.Module):
+    """(image + one-hot label maps) -> conv 5x5/2 (w) -> conv 5x5/2 (2w) -> linear logit."""
+
+    def __init__(self, channels: int = 1, width: int = 64, num_classes: int = 0, dropout: float = 0.3,
+                 aux_classes: int = 0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = nn.Sequential(
+            nn.Conv2d(channels + num_classes, width, 5, 2, 2), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+            nn.Conv2d(width, 2 * width, 5, 2, 2), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
+        )
+        self.classify = nn.Linear(2 * width * 7 * 7, aux_classes) if aux_classes else None
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(_with_label_maps(x, labels, self.num_classes)).flatten()
+
+    def forward_with_classes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _adv_and_classes(self, x)
+
+
+# --- 64x64 ---------------------------------------------------------------------------------------
+class DCGANGenerator64(nn.Module):
+    """The DCGAN paper's generator: latent as a 1x1 map -> 4x4x8w -> 8x8x4w -> 16x16x2w -> 32x32xw -> 64x64xC."""
+
+    def __init__(self, latent_dim: int = 100, channels: int = 3, width: int = 64, num_classes: int = 0) -> None:
+        super().__init__()
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        layers, cin = [], latent_dim + num_classes
+        for i, mult in enumerate((8, 4, 2, 1)):
+            stride, pad = (1, 0) if i == 0 else (2, 1)
+            layers += [nn.ConvTranspose2d(cin, mult * width, 4, stride, pad, bias=False),
+                       nn.BatchNorm2d(mult * width), nn.ReLU(True)]
+            cin = mult * width
+        layers += [nn.ConvTranspose2d(cin, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        c = one_hot(labels, self.num_classes, z.dtype)
+        h = z if c is None else torch.cat([z, c], 1)
+        return self.net(h[:, :, None, None])
+
+
+class DCGANDiscriminator64(nn.Module):
+    """64x64xC -> 32x32xw -> 16x16x2w -> 8x8x4w -> 4x4x8w -> logit (BN everywhere but the first layer)."""
+
+    def __init__(self, channels: int = 3, width: int = 64, num_classes: int = 0, dropout: float = 0.0,
+                 aux_classes: int = 0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        layers, cin = [], channels + num_classes
+        for i, mult in enumerate((1, 2, 4, 8)):
+            layers.append(nn.Conv2d(cin, mult * width, 4, 2, 1, bias=False))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(mult * width))
+            layers.append(nn.LeakyReLU(0.2, True))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            cin = mult * width
+        layers.append(nn.Conv2d(cin, 1, 4, 1, 0, bias=False))
+        self.net = nn.Sequential(*layers)
+        self.classify = nn.Sequential(nn.Conv2d(cin, aux_classes, 4, 1, 0), nn.Flatten()) if aux_classes else None
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(_with_label_maps(x, labels, self.num_classes)).flatten()
+
+    def forward_with_classes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _adv_and_classes(self, x)
+
+
+def _adv_and_classes(d: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """AC-GAN discriminator: the real/fake logit and class logits from the same features."""
+    if d.classify is None:
+        raise ValueError("this discriminator has no auxiliary classifier (conditioning='auxiliary' builds one)")
+    h = d.net[:-1](x)
+    return d.net[-1](h).flatten(), d.classify(h)
+
+
+def _with_label_maps(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    c = one_hot(labels, num_classes, x.dtype)
+    if c is None:
+        return x
+    return torch.cat([x, c[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], 1)
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation: stays on the Gaussian shell where a linear path would cut through
+    the low-norm interior that the generator never saw in training."""
+    n0, n1 = z0 / z0.norm(dim=-1, keepdim=True), z1 / z1.norm(dim=-1, keepdim=True)
+    omega = torch.acos((n0 * n1).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    t = t.view(-1, 1)
+    return (torch.sin((1 - t) * omega) / so) * z0 + (torch.sin(t * omega) / so) * z1
+
+
+# --- the LightningModule -------------------------------------------------------------------------
+class DCGAN(L.LightningModule):
+    """Generator + discriminator trained with the non-saturating GAN loss, one D then one G step per batch.
+
+    ``fid_features`` (a zoo classifier checkpoint, e.g. LeNet5 on MNIST) turns on ``val/fid`` and
+    ``test/fid`` with that classifier's penultimate-layer features (:mod:`zoo.gan_eval`); without it
+    the only held-out signal is ``val/d_loss``: the discriminator's loss on real validation images
+    vs fresh fakes. The best checkpoint then keeps the epoch whose fakes D separated worst, a weak
+    proxy (``last.ckpt`` is kept too).
+    """
+
+    monitor = ("val/fid", "min")
+
+    def __init__(self, architecture: Architecture = "mnist28", latent_dim: int = 100, image_channels: int = 1,
+                 width: int = 64, conditional: bool = False, num_classes: int = 10,
+                 conditioning: Literal["concat", "auxiliary"] = "concat", aux_weight: float = 1.0,
+                 dropout: float = 0.3, real_label: float = 1.0,
+                 generator_optimizer: OptimizerCallable = dcgan_adam,
+                 discriminator_optimizer: OptimizerCallable = dcgan_adam,
+                 generator_scheduler: LRSchedulerCallable | None = None,
+                 discriminator_scheduler: LRSchedulerCallable | None = None,
+                 gradient_clip_val: float | None = None, gradient_clip_algorithm: Literal["norm", "value"] = "norm",
+                 fid_features: str | None = None, sample_every_n_epochs: int = 1, samples_per_row: int = 8,
+                 interpolation_steps: int = 10, seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if architecture not in IMAGE_SIZE:
+            raise ValueError(f"DCGAN: architecture must be one of {sorted(IMAGE_SIZE)}, got {architecture!r}")
+        for name, value in (("latent_dim", latent_dim), ("image_channels", image_channels), ("width", width),
+                            ("sample_every_n_epochs", sample_every_n_epochs), ("samples_per_row", samples_per_row),
+                            ("interpolation_steps", interpolation_steps)):
+            if value < 1:
+                raise ValueError(f"DCGAN: {name} must be >= 1, got {value}")
+        if conditioning not in ("concat", "auxiliary"):
+            raise ValueError(f"DCGAN: conditioning must be 'concat' or 'auxiliary', got {conditioning!r}")
+        if conditional and num_classes < 2:
+            raise ValueError(f"DCGAN: a conditional model needs num_classes >= 2, got {num_classes}")
+        if not 0.5 < real_label <= 1.0:
+            raise ValueError(f"DCGAN: real_label (one-sided label smoothing) must be in (0.5, 1], got {real_label}")
+        if gradient_clip_val is not None and gradient_clip_val <= 0:
+            raise ValueError(f"DCGAN: gradient_clip_val must be positive or None, got {gradient_clip_val}")
+        self.automatic_optimization = False
+        # the callables themselves (under the CLI, hparams hold their config, not the objects)
+        self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
+        self.generator_scheduler, self.discriminator_scheduler = generator_scheduler, discriminator_scheduler
+        self.image_size = IMAGE_SIZE[architecture]
+        self.image_channels = image_channels
+        self.num_classes = num_classes if conditional else 0
+        self.auxiliary = bool(self.num_classes) and conditioning == "auxiliary"
+        # AC-GAN: D must *infer* the class, so it is not given the label maps
+        d_labels, d_aux = (0, self.num_classes) if self.auxiliary else (self.num_classes, 0)
+        if architecture == "mnist28":
+            self.generator = DCGANGenerator28(latent_dim, image_channels, width, self.num_classes)
+            self.discriminator = DCGANDiscriminator28(image_channels, width, d_labels, dropout, d_aux)
+        else:
+            self.generator = DCGANGenerator64(latent_dim, image_channels, width, self.num_classes)
+            self.discriminator = DCGANDiscriminator64(image_channels, width, d_labels, dropout, d_aux)
+        self.generator.apply(dcgan_init)
+        self.discriminator.apply(dcgan_init)
+        self.discriminator.latent_dim = latent_dim
+        self.latent_dim = latent_dim
+
+        # fixed noise (and labels) so that sample grids of different epochs are comparable
+        g = torch.Generator().manual_seed(seed)
+        rows = self.num_classes or samples_per_row
+        self.register_buffer("fixed_z", torch.randn(rows * samples_per_row, latent_dim, generator=g))
+        self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(samples_per_row)
+                             if self.num_classes else torch.zeros(0, dtype=torch.long))
+        self.register_buffer("interp_z", torch.randn(2 * rows, latent_dim, generator=g))
+
+        if fid_features is not None:
+            from zoo.gan_eval import classifier_fid
+
+            self.val_fid = classifier_fid(fid_features)
+            self.test_fid = classifier_fid(fid_features)
+            self.monitor = ("val/fid", "min")
+        else:
+            self.val_fid = self.test_fid = None
+            self.monitor = ("val/d_loss", "max")
+        self._checked_range = False
+
+    # --- sampling --------------------------------------------------------------------------------
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z, labels if self.num_classes else None)
+
+    @torch.no_grad()
+    def sample(self, n: int | None = None, labels: torch.Tensor | None = None, z: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [-1, 1] from the generator in eval mode (BN running statistics, so a batch of a
+        single class looks like it does inside a mixed batch). Give ``labels`` for a conditional model."""
+        if self.num_classes and labels is None:
+            raise ValueError("DCGAN.sample: this model is class-conditional; pass labels")
+        if not self.num_classes and labels is not None:
+            raise ValueError("DCGAN.sample: this model is unconditional (conditional=False); it cannot take labels")
+        n = len(labels) if labels is not None else (len(z) if z is not None else n)
+        if n is None:
+            raise ValueError("DCGAN.sample: give n, labels or z")
+        if z is None:
+            z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z.to(self.device), None if labels is None else labels.to(self.device))
+        finally:
+            self.generator.train(was_training)
+
+    # --- training ------------------------------------------------------------------------------
+    def _unpack(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(batch, torch.Tensor):
+            x, y = batch, None
+        else:
+            x, y = batch[0], (batch[-1] if len(batch) > 1 else None)
+        expected = (self.image_channels, self.image_size, self.image_size)
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"DCGAN(architecture={self.hparams.architecture!r}, image_channels={self.image_channels}) "
+                             f"expects images of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}; "
+                             "set --model.architecture / --model.image_channels or the data's image size")
+        if self.num_classes:
+            if y is None or y.dtype not in (torch.int64, torch.int32) or (y < 0).any():
+                raise ValueError("DCGAN(conditional=True) needs labelled batches (x, y) with y >= 0; "
+                                 "this data has no labels (use conditional=False)")
+        else:
+            y = None
+        if not self._checked_range:
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -1.001 or hi > 1.001 or (lo >= 0 and x.numel() > 1000):
+                raise ValueError(f"DCGAN: training images must lie in [-1, 1] (the generator's tanh range), "
+                                 f"got [{lo:.3g}, {hi:.3g}]; set --data.normalize minus_one_one (MNIST) or "
+                                 "--data.normalization minus_one_one (image folders)")
+            self._checked_range = True
+        return x, y
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, device=self.device)
+
+    def _backward_and_step(self, opt, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val is not None:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val,
+                                gradient_clip_algorithm=self.hparams.gradient_clip_algorithm)
+        opt.step()
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = self._unpack(batch)
+        opt_d, opt_g = self.optimizers()
+        b = x.shape[0]
+        # one forward pass of G serves both steps: D sees it detached, G backpropagates through it
+        fake = self.generator(self._noise(b), y)
+        ones, zeros = torch.ones(b, device=self.device), torch.zeros(b, device=self.device)
+
+        w = self.hparams.aux_weight
+
+        self.toggle_optimizer(opt_d)
+        if self.auxiliary:
+            (d_real, c_real), (d_fake, c_fake) = (self.discriminator.forward_with_classes(x),
+                                                  self.discriminator.forward_with_classes(fake.detach()))
+            d_cls = F.cross_entropy(c_real, y) + F.cross_entropy(c_fake, y)
+        else:
+            d_real, d_fake = self.discriminator(x, y), self.discriminator(fake.detach(), y)
+        d_loss = (F.binary_cross_entropy_with_logits(d_real, ones * self.hparams.real_label)
+                  + F.binary_cross_entropy_with_logits(d_fake, zeros))
+        self._backward_and_step(opt_d, d_loss + w * d_cls if self.auxiliary else d_loss)
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        if self.auxiliary:
+            g_adv, g_cls_logits = self.discriminator.forward_with_classes(fake)
+            g_cls = F.cross_entropy(g_cls_logits, y)
+        else:
+            g_adv = self.discriminator(fake, y)
+        g_loss = F.binary_cross_entropy_with_logits(g_adv, ones)  # non-saturating loss
+        self._backward_and_step(opt_g, g_loss + w * g_cls if self.auxiliary else g_loss)
+        self.untoggle_optimizer(opt_g)
+        if self.auxiliary:
+            self.log_dict({"train/d_cls_loss": d_cls.detach(), "train/g_cls_loss": g_cls.detach()}, batch_size=b)
+
+        self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach(),
+                       "train/d_real": torch.sigmoid(d_real.detach()).mean(),
+                       "train/d_fake": torch.sigmoid(d_fake.detach()).mean()}, prog_bar=False, batch_size=b)
+        self.log("train/loss", d_loss.detach() + g_loss.detach(), prog_bar=True, batch_size=b)
+
+    def on_train_epoch_end(self) -> None:
+        for sched in self._schedulers():
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                metric = self.trainer.callback_metrics.get(self.monitor[0])
+                if metric is not None:
+                    sched.step(metric)
+            else:
+                sched.step()
+        epoch = self.current_epoch + 1
+        if epoch % self.hparams.sample_every_n_epochs == 0 or epoch == self.trainer.max_epochs:
+            self.log_samples()
+
+    def _schedulers(self) -> list:
+        s = self.lr_schedulers()
+        return [] if s is None else (s if isinstance(s, list) else [s])
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
+        x, y = self._unpack(batch)
+        b = x.shape[0]
+        # the same latent codes at every evaluation, so epoch-to-epoch changes are the model's
+        g = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + batch_idx)
+        z = torch.randn(b, self.latent_dim, generator=g).to(self.device)
+        fake = self.sample(labels=y, z=z)
+        with torch.no_grad():
+            d_real, d_fake = self.discriminator(x, y), self.discriminator(fake, y)  # labels unused if auxiliary
+        d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        self.log(f"{stage}/d_loss", d_loss, batch_size=b, sync_dist=True)
+        fid = self.val_fid if stage == "val" else self.test_fid
+        if fid is not None:
+            fid.update((x + 1) / 2, real=True)
+            fid.update((fake + 1) / 2, real=False)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        fid = self.val_fid if stage == "val" else self.test_fid
+        if fid is None or self.trainer.sanity_checking:
+            if fid is not None:
+                fid.reset()
+            return
+        if int(fid.real_features_num_samples) < 2:
+            return
+        self.log(f"{stage}/fid", fid.compute(), prog_bar=True)
+        fid.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # --- figures ---------------------------------------------------------------------------------
+    def sample_grid_figure(self):
+        """The fixed-noise grid: one row per class for a conditional model."""
+        labels = self.fixed_labels if self.num_classes else None
+        imgs = self.sample(labels=labels, z=self.fixed_z)
+        captions = None
+        return image_grid_figure(imgs, captions, ncol=self.hparams.samples_per_row, value_range=(-1.0, 1.0),
+                                 title=f"epoch {self.current_epoch + 1}")
+
+    def interpolation_figure(self):
+        """Rows of spherical interpolations between two fixed latent codes (class fixed per row)."""
+        steps = self.hparams.interpolation_steps
+        rows = len(self.interp_z) // 2
+        t = torch.linspace(0, 1, steps, device=self.device)
+        z = torch.cat([slerp(self.interp_z[2 * r].expand(steps, -1), self.interp_z[2 * r + 1].expand(steps, -1), t)
+                       for r in range(rows)])
+        labels = torch.arange(rows, device=self.device).repeat_interleave(steps) if self.num_classes else None
+        imgs = self.sample(labels=labels, z=z)
+        return image_grid_figure(imgs, ncol=steps, value_range=(-1.0, 1.0), title="latent interpolation (slerp)")
+
+    def log_samples(self) -> None:
+        log_figure(self.trainer, "samples/fixed_noise", self.sample_grid_figure())
+        log_figure(self.trainer, "samples/interpolation", self.interpolation_figure())
+
+    # --- optimizers and checkpoints ------------------------------------------------------------
+    def configure_optimizers(self):
+        opt_d = self.discriminator_optimizer(self.discriminator.parameters())
+        opt_g = self.generator_optimizer(self.generator.parameters())
+        scheds = [s(o) for s, o in ((self.discriminator_scheduler, opt_d),
+                                    (self.generator_scheduler, opt_g)) if s is not None]
+        return ([opt_d, opt_g], scheds) if scheds else [opt_d, opt_g]
+
+    _FID_PREFIXES = ("val_fid.", "test_fid.")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the FID feature network is rebuilt from ``fid_features``; it is not part of the GAN
+        sd = checkpoint["state_dict"]
+        for k in [k for k in sd if k.startswith(self._FID_PREFIXES)]:
+            del sd[k]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        own = self.state_dict()
+        checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self._FID_PREFIXES)})
+
+
+def load_dcgan(checkpoint: str, map_location: str = "cpu") -> DCGAN:
+    """A trained DCGAN for sampling, without rebuilding its FID feature network."""
+    # weights_only=False: hyperparameters may hold the optimizer callables (zoo checkpoints are trusted files)
+    return DCGAN.load_from_checkpoint(checkpoint, map_location=map_location, weights_only=False,
+                                      fid_features=None).eval()

@@ -1,0 +1,315 @@
+"""GAN evaluation that needs no downloaded weights (``python -m zoo.gan_eval <command> --help``).
+
+* **FID with own features**: torchmetrics' :class:`FrechetInceptionDistance` with a zoo-trained MNIST
+  classifier (e.g. the best checkpoint of ``configs/lenet_mnist.yaml``) in place of Inception.
+  Its penultimate layer is the embedding. Numbers are only comparable with the same feature
+  checkpoint and sample count, so ``fid-floor`` reports the real-vs-real value of a held-out real
+  set with the same setup: the score a perfect generator would get.
+* **Classification Accuracy Score** (Ravuri & Vinyals, 2019): train LeNet5 on generated images
+  only, test on the real MNIST test set. It rewards samples that are both recognisable and
+  diverse enough to cover each class, which FID alone does not separate.
+* Figures for the docs: sample grid and interpolation from a checkpoint, D/G loss curves from a
+  CSVLogger ``metrics.csv``.
+
+Commands: ``fid``, ``fid-floor``, ``cas``, ``grid``, ``losses``, ``montage``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from zoo.classifier import Classifier
+
+
+# --- features ------------------------------------------------------------------------------------
+def load_classifier(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Classifier, dict]:
+    """A zoo classifier from a ``python -m zoo fit`` checkpoint, plus the DataModule's hyperparameters
+    (which say how its inputs were normalised)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier checkpoint {path} does not exist (train one with "
+                                "`python -m zoo fit --config configs/lenet_mnist.yaml`)")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    class_path = ckpt.get("hyper_parameters", {}).get("_class_path")
+    if not class_path:
+        raise ValueError(f"{path}: no '_class_path' in its hyper_parameters; expected a checkpoint written by "
+                         "`python -m zoo fit` (LightningCLI), which records the model class")
+    module_name, _, cls_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    if not issubclass(cls, Classifier):
+        raise ValueError(f"{path}: {class_path} is not a zoo Classifier; FID features need a classifier")
+    model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+    return model.eval(), dict(ckpt.get("datamodule_hyper_parameters") or {})
+
+
+class ClassifierFeatures(nn.Module):
+    """Penultimate-layer embedding of a frozen classifier, as a torchmetrics FID feature extractor.
+
+    Input: ``(N, 1, 28, 28)`` float images in [0, 1] (the FID convention here); they are mapped to
+    the classifier's own input normalisation first. Uses the classifier's ``features`` method when
+    it has one, else the input of its last ``nn.Linear``.
+    """
+
+    def __init__(self, classifier: nn.Module, normalize: str) -> None:
+        super().__init__()
+        from datamodules.mnist import normalize as _normalize
+
+        _normalize(torch.zeros(1), normalize)  # validates the name
+        self.classifier = classifier.eval()
+        self.classifier.requires_grad_(False)
+        self.input_normalize = normalize
+        self._to_input = _normalize
+        linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+        if not hasattr(classifier, "features") and not linears:
+            raise ValueError(f"{type(classifier).__name__} has neither a features() method nor an nn.Linear "
+                             "layer whose input could serve as the embedding")
+        self._last_linear = linears[-1] if linears else None
+        with torch.no_grad():
+            self.num_features = int(self(torch.zeros(1, 1, 28, 28)).shape[-1])
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, normalize: str | None = None) -> "ClassifierFeatures":
+        model, data_hparams = load_classifier(checkpoint)
+        normalize = normalize or data_hparams.get("normalize")
+        if normalize is None:
+            raise ValueError(f"{checkpoint}: cannot tell how the classifier's inputs were normalised (no "
+                             "datamodule 'normalize' hyperparameter stored); pass normalize explicitly")
+        return cls(model, normalize)
+
+    def train(self, mode: bool = True) -> "ClassifierFeatures":
+        return super().train(False)  # a frozen judge: dropout/BN stay in eval mode inside any trainer
+
+    @torch.no_grad()
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        x = self._to_input(x01.float(), self.input_normalize)
+        if hasattr(self.classifier, "features"):
+            return self.classifier.features(x).flatten(1)
+        captured = []
+        handle = self._last_linear.register_forward_hook(lambda m, inp, out: captured.append(inp[0]))
+        try:
+            self.classifier(x)
+        finally:
+            handle.remove()
+        return captured[0].flatten(1)
+
+
+def classifier_fid(checkpoint: str | Path, normalize: str | None = None) -> FrechetInceptionDistance:
+    """FID whose features come from a zoo classifier checkpoint; ``update`` takes images in [0, 1]."""
+    return FrechetInceptionDistance(feature=ClassifierFeatures.from_checkpoint(checkpoint, normalize),
+                                    reset_real_features=True)
+
+
+def fid_between(features: str, real01: torch.Tensor, fake01: torch.Tensor, batch_size: int = 1000) -> float:
+    metric = classifier_fid(features)
+    for src, is_real in ((real01, True), (fake01, False)):
+        for i in range(0, len(src), batch_size):
+            metric.update(src[i:i + batch_size], real=is_real)
+    return float(metric.compute())
+
+
+def _real(split: str, data_dir: str | None, n: int | None, seed: int) -> torch.Tensor:
+    """``n`` random real MNIST images (all when ``None``) of the official train or test split, in [0, 1]."""
+    from datamodules.mnist import load_mnist
+
+    x, _ = load_mnist(data_dir, train=(split == "train"))
+    if n is not None:
+        if n > len(x):
+            raise ValueError(f"asked for {n} real {split} images, MNIST {split} has {len(x)}")
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
+    return x.unsqueeze(1).float().div(255)
+
+
+def _samples(path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from zoo.sample_export import load_samples
+
+    images, labels = load_samples(path)
+    return torch.from_numpy(images).unsqueeze(1).float().div(255), torch.from_numpy(labels)
+
+
+# --- commands ------------------------------------------------------------------------------------
+def fid(*, samples: str, features: str, data_dir: str | None = None) -> dict:
+    """FID of an exported sample file (``zoo.sample_export``) against the real MNIST test set.
+
+    Args:
+        samples: ``.npz`` with ``images`` uint8 (N, 28, 28) and ``labels``.
+        features: zoo classifier checkpoint whose penultimate layer is the embedding.
+        data_dir: folder holding ``MNIST/raw`` (default ``$ZOO_DATA_DIR``).
+    """
+    fake, _ = _samples(samples)
+    real = _real("test", data_dir, None, 0)
+    out = {"fid": fid_between(features, real, fake), "n_fake": len(fake), "n_real": len(real)}
+    print(out)
+    return out
+
+
+def fid_floor(*, features: str, n: int = 10000, data_dir: str | None = None, seed: int = 0) -> dict:
+    """Real-vs-real FID: ``n`` real *training* images scored against the real test set, i.e. what a
+    generator that samples the data distribution exactly would get with the same features and sizes.
+
+    Args:
+        features: zoo classifier checkpoint (same as for ``fid``).
+        n: number of held-out real images standing in for the generated set.
+        data_dir: folder holding ``MNIST/raw``.
+        seed: which ``n`` training images.
+    """
+    real = _real("test", data_dir, None, 0)
+    other = _real("train", data_dir, n, seed)
+    out = {"fid_real_vs_real": fid_between(features, real, other), "n_fake": len(other), "n_real": len(real)}
+    print(out)
+    return out
+
+
+def cas(*, samples: str | None = None, per_class: int = 1000, epochs: int = 10, batch_size: int = 128,
+        test_per_class: int | None = None, data_dir: str | None = None, seed: int = 0,
+        accelerator: str = "cpu") -> dict:
+    """Classification Accuracy Score: LeNet5 (zoo defaults) trained on ``per_class`` generated images per
+    class only, for a fixed number of epochs (no real data is seen before testing), tested on the
+    10,000 real MNIST test images.
+
+    Args:
+        samples: exported ``.npz`` sample file; ``None`` trains on ``per_class`` *real* training images
+            instead (the reference the score is compared with).
+        per_class: training images per class.
+        epochs: training epochs.
+        batch_size: training batch size.
+        test_per_class: real test images per class (``None``: all 10,000; fewer only for quick checks).
+        data_dir: folder holding ``MNIST/raw``.
+        seed: seed of the subset choice, the initialisation and the batch order.
+        accelerator: Lightning accelerator.
+    """
+    import lightning as L
+
+    from datamodules.mnist import (MNISTDataModule, batch_loader, load_mnist, load_synthetic, normalize,
+                                   stratified_split)
+    from zoo.mnist_classifiers import LeNet5
+
+    L.seed_everything(seed, verbose=False)
+    g = torch.Generator().manual_seed(seed)
+    if samples is not None:
+        x01, y = load_synthetic(samples, per_class, g)
+    else:
+        dm = MNISTDataModule(data_dir=data_dir, real_per_class=per_class, normalize="zero_one", seed=seed)
+        x01, y = dm.split("train")
+    xt, yt = load_mnist(data_dir, train=False)
+    if test_per_class is not None:
+        (idx,) = stratified_split(yt, [test_per_class], torch.Generator().manual_seed(seed), what="cas test set")
+        xt, yt = xt[idx], yt[idx]
+    xt01 = xt.unsqueeze(1).float().div(255)
+    train = batch_loader(normalize(x01, "standard"), y, batch_size, shuffle=True)
+    test = batch_loader(normalize(xt01, "standard"), yt, 1000, shuffle=False)
+    model = LeNet5()
+    trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, train_dataloaders=train)
+    metrics = trainer.test(model, dataloaders=test, verbose=False)[0]
+    out = {"cas" if samples else "real_reference_acc": metrics["test/acc"], "train_images": len(y),
+           "test_images": len(yt), "epochs": epochs, "source": samples or f"real MNIST ({per_class}/class)"}
+    print(out)
+    return out
+
+
+def grid(*, checkpoint: str, out: str, interpolation_out: str | None = None) -> None:
+    """Fixed-noise sample grid (one row per class if conditional) of a DCGAN checkpoint, as a PNG.
+
+    Args:
+        checkpoint: DCGAN checkpoint.
+        out: PNG path of the sample grid.
+        interpolation_out: optional PNG path of the latent interpolation figure.
+    """
+    from zoo.dcgan import load_dcgan
+    from zoo.figures import save_figure
+
+    model = load_dcgan(checkpoint)
+    print(save_figure(model.sample_grid_figure(), out))
+    if interpolation_out:
+        print(save_figure(model.interpolation_figure(), interpolation_out))
+
+
+def read_metrics_csv(path: str | Path, keys: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``key -> (steps, values)`` from a CSVLogger ``metrics.csv`` (rows without the key are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file {path} does not exist (a CSVLogger run writes <log_dir>/metrics.csv)")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for key in keys:
+        if not rows or key not in rows[0]:
+            raise ValueError(f"{path}: no column {key!r}; columns are {list(rows[0]) if rows else []}")
+        pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        out[key] = (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
+    return out
+
+
+def losses(*, metrics_csv: str, out: str, smooth: int = 5, title: str = "DCGAN losses") -> None:
+    """Discriminator and generator loss curves from a CSVLogger ``metrics.csv``, as a PNG.
+
+    Args:
+        metrics_csv: path of the run's ``metrics.csv``.
+        out: PNG path.
+        smooth: moving-average window (logged points) drawn over the raw curve.
+        title: figure title.
+    """
+    import matplotlib.pyplot as plt
+
+    from zoo.figures import save_figure
+
+    curves = read_metrics_csv(metrics_csv, ["train/d_loss", "train/g_loss"])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for key, color in (("train/d_loss", "tab:blue"), ("train/g_loss", "tab:orange")):
+        steps, vals = curves[key]
+        ax.plot(steps, vals, color=color, alpha=0.3, lw=0.8)
+        if len(vals) >= smooth > 1:
+            ax.plot(steps[smooth - 1:], np.convolve(vals, np.ones(smooth) / smooth, "valid"), color=color, label=key)
+        else:
+            ax.plot(steps, vals, color=color, label=key)
+    ax.set_xlabel("training batches (one D and one G step each)")
+    ax.set_ylabel("BCE loss")
+    ax.set_title(title)
+    ax.legend()
+    print(save_figure(fig, out))
+
+
+def montage(*, images: list[str], out: str, titles: list[str] | None = None, width: float = 10.0) -> None:
+    """Several logged PNGs (e.g. the sample grids of different epochs) side by side in one small PNG.
+
+    Args:
+        images: PNG paths, left to right.
+        out: output PNG path.
+        titles: one title per image (default: the file names).
+        width: figure width in inches.
+    """
+    import matplotlib.pyplot as plt
+
+    from zoo.figures import save_figure
+
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"montage: {len(images)} images but {len(titles)} titles")
+    for path in images:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"montage: image {path} does not exist")
+    fig, axes = plt.subplots(1, len(images), figsize=(width, width / len(images) * 1.1), squeeze=False)
+    for ax, path, title in zip(axes[0], images, titles or [Path(p).stem for p in images]):
+        ax.imshow(plt.imread(path))
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    print(save_figure(fig, out))
+
+
+def main(args: list[str] | None = None):
+    from jsonargparse import auto_cli
+
+    return auto_cli({"fid": fid, "fid-floor": fid_floor, "cas": cas, "grid": grid, "losses": losses,
+                     "montage": montage}, args=args)
+
+
+if __name__ == "__main__":
+    main()

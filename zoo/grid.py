@@ -1,0 +1,347 @@
+"""``python -m zoo.grid configs/grids/<name>.yaml``: run a whole study grid, one zoo run per cell and seed.
+
+Why a runner instead of a shell loop: a study is only comparable if every cell is the *same*
+experiment with one override changed, every run lands in the same W&B group, a crash in one
+cell does not lose the others, and re-running the command resumes instead of starting over.
+
+Grid YAML::
+
+    config: configs/lenet_reduced_mnist.yaml   # base zoo config; each run is `python -m zoo fit --config ...`
+    group: reduced-mnist-real-x-aug            # --run.group of every run (W&B group)
+    seeds: [0, 1, 2]                           # --seed_everything of each run
+    metric: test/acc                           # the number tabulated (mean +- std over seeds)
+    axes:                                      # cartesian product of CLI override keys -> values
+      data.real_per_class: [300, 700, 1000]
+      data.augmented_per_class: [0, 1000, 2000, 3000]
+    # or, instead of axes, explicit cells:
+    # cells: [{data.real_per_class: 300, data.synthetic_per_class: 1000}, ...]
+    args: ["--trainer.max_epochs", "10"]       # extra CLI overrides for every run
+    out: docs/results/reduced_mnist_real_x_aug
+    logs: runs/grid_logs/reduced_mnist_real_x_aug  # optional, default <out>/logs
+    percent: true                              # optional: show the metric x100 in the table/heatmap
+
+Each run writes ``<out>/runs/<cell>-seed<N>.json`` (``--run.results_file``) and its console output to
+``<logs>/<cell>-seed<N>.log``. A run whose JSON exists is skipped; failed runs are reported,
+recorded in ``runs.csv`` and retried on the next invocation. Outputs: ``runs.csv`` (one row per run),
+``table.md`` (mean +- std per cell) and, for two-axis grids, ``heatmap.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_COMMAND = [sys.executable, "-m", "zoo", "fit"]
+_KNOWN = {"config", "group", "seeds", "metric", "axes", "cells", "args", "out", "logs", "percent", "command"}
+
+
+@dataclass
+class Cell:
+    name: str
+    overrides: dict[str, Any]
+
+
+@dataclass
+class GridResult:
+    """What :func:`run_grid` returns: ``summary[cell] = (mean, std, n)`` of the metric, and every run's record."""
+
+    summary: dict[str, tuple[float, float, int]]
+    records: list[dict[str, Any]]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"].startswith("failed")]
+
+
+@dataclass
+class GridSpec:
+    path: Path
+    config: str
+    group: str
+    seeds: list[int]
+    metric: str
+    out: Path
+    cells: list[Cell]
+    keys: list[str]
+    args: list[str] = field(default_factory=list)
+    logs: Path | None = None
+    percent: bool = False
+    command: list[str] = field(default_factory=lambda: list(DEFAULT_COMMAND))
+
+
+def _cli_value(value: Any) -> str:
+    """A YAML value as jsonargparse reads it back from the command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def cell_name(overrides: dict[str, Any]) -> str:
+    """A file-name-safe, readable id such as ``real_per_class=300_augmented_per_class=1000``."""
+    parts = [f"{k.rsplit('.', 1)[-1]}={_cli_value(v)}" for k, v in overrides.items()]
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "-", "_".join(parts)) or "base"
+
+
+def load_grid(path: str | os.PathLike) -> GridSpec:
+    """Read and validate a grid YAML; every error names the file and the offending setting."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"grid file {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    unknown = set(raw) - _KNOWN
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(_KNOWN)}")
+    for key in ("config", "group", "out"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ValueError(f"{path}: '{key}' must be a non-empty string, got {raw.get(key)!r}")
+    config = raw["config"]
+    if not Path(config).is_file():
+        raise FileNotFoundError(f"{path}: base config {config!r} does not exist (paths are relative to the "
+                                f"directory the grid is run from, {Path.cwd()})")
+    seeds = raw.get("seeds", [0, 1, 2])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: 'seeds' has duplicates: {seeds}")
+    if ("axes" in raw) == ("cells" in raw):
+        raise ValueError(f"{path}: give exactly one of 'axes' (cartesian product) or 'cells' (explicit list)")
+    if "axes" in raw:
+        axes = raw["axes"]
+        if not isinstance(axes, dict) or not axes or not all(isinstance(v, list) and v for v in axes.values()):
+            raise ValueError(f"{path}: 'axes' must map override keys to non-empty lists of values, got {axes!r}")
+        keys = list(axes)
+        combos = [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
+    else:
+        combos = raw["cells"]
+        if not isinstance(combos, list) or not combos or not all(isinstance(c, dict) for c in combos):
+            raise ValueError(f"{path}: 'cells' must be a non-empty list of mappings, got {combos!r}")
+        keys = list(dict.fromkeys(k for c in combos for k in c))
+    for k in keys:
+        if not isinstance(k, str) or k.startswith("-"):
+            raise ValueError(f"{path}: override keys are CLI keys without dashes, like 'data.real_per_class'; "
+                             f"got {k!r}")
+    cells = [Cell(cell_name(c), dict(c)) for c in combos]
+    names = [c.name for c in cells]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{path}: cells {dupes} appear more than once")
+    args = raw.get("args", [])
+    if not isinstance(args, list):
+        raise ValueError(f"{path}: 'args' must be a list of CLI tokens, got {args!r}")
+    command = raw.get("command", DEFAULT_COMMAND)
+    if not isinstance(command, list) or not command:
+        raise ValueError(f"{path}: 'command' must be a non-empty list, got {command!r}")
+    return GridSpec(path=path, config=config, group=raw["group"], seeds=seeds, metric=raw.get("metric", "test/acc"),
+                    out=Path(raw["out"]), cells=cells, keys=keys, args=[str(a) for a in args],
+                    logs=Path(raw["logs"]) if raw.get("logs") else Path(raw["out"]) / "logs",
+                    percent=bool(raw.get("percent", False)),
+                    command=[sys.executable if c == "python" else str(c) for c in command])
+
+
+def run_id(cell: Cell, seed: int) -> str:
+    return f"{cell.name}-seed{seed}"
+
+
+def build_command(spec: GridSpec, cell: Cell, seed: int) -> list[str]:
+    cmd = [*spec.command, "--config", spec.config, *spec.args]
+    for key, value in cell.overrides.items():
+        cmd += [f"--{key}", _cli_value(value)]
+    cmd += ["--seed_everything", str(seed), "--run.group", spec.group,
+            "--run.name", f"{spec.group}-{run_id(cell, seed)}",
+            "--run.results_file", str(spec.out / "runs" / f"{run_id(cell, seed)}.json")]
+    return cmd
+
+
+def _read_metrics(path: Path) -> dict[str, float]:
+    try:
+        return dict(json.loads(path.read_text()).get("metrics", {}))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"results file {path} is not valid JSON from --run.results_file ({e}); "
+                         "delete it to re-run") from e
+
+
+def _run_one(spec: GridSpec, cell: Cell, seed: int) -> dict[str, Any]:
+    rid = run_id(cell, seed)
+    result = spec.out / "runs" / f"{rid}.json"
+    log = spec.logs / f"{rid}.log"
+    record: dict[str, Any] = {"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed}
+    if result.exists():
+        return {**record, "status": "skipped", "returncode": 0, "seconds": "", "log": str(log),
+                "metrics": _read_metrics(result)}
+    cmd = build_command(spec, cell, seed)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(log, "w") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n\n")
+        fh.flush()
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
+    seconds = round(time.time() - start, 1)
+    if rc == 0 and result.exists():
+        return {**record, "status": "ok", "returncode": 0, "seconds": seconds, "log": str(log),
+                "metrics": _read_metrics(result)}
+    status = "failed" if rc != 0 else "failed (no results file)"
+    return {**record, "status": status, "returncode": rc, "seconds": seconds, "log": str(log), "metrics": {}}
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarize(spec: GridSpec, records: list[dict[str, Any]]) -> dict[str, tuple[float, float, int]]:
+    """Write runs.csv, table.md and (two axes) heatmap.png; returns {cell: (mean, std, n)} of the metric."""
+    spec.out.mkdir(parents=True, exist_ok=True)
+    metric_keys = sorted({k for r in records for k in r["metrics"]})
+    fields = ["cell", *spec.keys, "seed", "status", "returncode", "seconds", *metric_keys, "log"]
+    with open(spec.out / "runs.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for r in records:
+            writer.writerow({**{k: v for k, v in r.items() if k != "metrics"}, **r["metrics"]})
+
+    scale = 100.0 if spec.percent else 1.0
+    fmt = "{:.2f}" if spec.percent else "{:.4f}"
+    summary: dict[str, tuple[float, float, int]] = {}
+    unit = " (%)" if spec.percent else ""
+    names = " | ".join(k.rsplit(".", 1)[-1] for k in spec.keys)
+    lines = [f"| {names} | {spec.metric}{unit} mean ± std | runs ok | failed |",
+             "|" + "---|" * (len(spec.keys) + 3)]
+    for cell in spec.cells:
+        rows = [r for r in records if r["cell"] == cell.name]
+        values = [r["metrics"][spec.metric] * scale for r in rows if spec.metric in r["metrics"]]
+        failed = sum(r["status"].startswith("failed") for r in rows)
+        cells = [_cli_value(cell.overrides.get(k, "")) for k in spec.keys]
+        if values:
+            mean, std = _stats(values)
+            summary[cell.name] = (mean, std, len(values))
+            text = f"{fmt.format(mean)} ± {fmt.format(std)}"
+        else:
+            text = "n/a"
+        lines.append(f"| {' | '.join(cells)} | {text} | {len(values)} | {failed} |")
+    header = (f"Grid `{spec.path}` (base config `{spec.config}`, W&B group `{spec.group}`), seeds {spec.seeds}; "
+              f"std is the sample standard deviation over seeds.\n\n")
+    (spec.out / "table.md").write_text(header + "\n".join(lines) + "\n")
+    if len(spec.keys) == 2:
+        heatmap(spec, summary)
+    return summary
+
+
+def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Path:
+    """Mean (and std) of the metric per cell, rows = first axis, columns = second axis."""
+    import numpy as np
+
+    from zoo.figures import save_figure  # sets the headless backend before pyplot is imported
+    import matplotlib.pyplot as plt  # noqa: E402
+
+    k0, k1 = spec.keys
+    rows = list(dict.fromkeys(c.overrides.get(k0) for c in spec.cells))
+    cols = list(dict.fromkeys(c.overrides.get(k1) for c in spec.cells))
+    grid = np.full((len(rows), len(cols)), np.nan)
+    text = [["" for _ in cols] for _ in rows]
+    fmt = "{:.2f}" if spec.percent else "{:.4f}"
+    for c in spec.cells:
+        if c.name in summary:
+            i, j = rows.index(c.overrides.get(k0)), cols.index(c.overrides.get(k1))
+            mean, std, n = summary[c.name]
+            grid[i, j] = mean
+            text[i][j] = f"{fmt.format(mean)}\n± {fmt.format(std)}"
+    fig, ax = plt.subplots(figsize=(1.5 * len(cols) + 2, 1.0 * len(rows) + 1.5))
+    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), [_cli_value(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [_cli_value(r) for r in rows])
+    ax.set_xlabel(k1)
+    ax.set_ylabel(k0)
+    finite = grid[np.isfinite(grid)]
+    mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if text[i][j]:
+                ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8,
+                        color="black" if grid[i, j] > mid else "white")
+    fig.colorbar(im, ax=ax, label=spec.metric + (" (%)" if spec.percent else ""))
+    ax.set_title(f"{spec.group}: {spec.metric}, mean ± std over {len(spec.seeds)} seeds", fontsize=9)
+    return save_figure(fig, spec.out / "heatmap.png")
+
+
+def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False) -> GridResult:
+    """Run every (cell, seed) of a grid YAML that has no results yet, then write runs.csv, table.md, heatmap.png.
+
+    Args:
+        grid: path of the grid YAML (see the module docstring for its keys).
+        dry_run: only print the commands that would run (finished runs are marked as skipped).
+        max_parallel: how many runs at once (each is a separate process; mind the CPU cores).
+        seeds_first: run the first seed of every cell, then the second, ... so that an interrupted
+            grid still covers every cell (default: all seeds of a cell, then the next cell).
+    """
+    if max_parallel < 1:
+        raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
+    spec = load_grid(grid)
+    if seeds_first:
+        jobs = [(cell, seed) for seed in spec.seeds for cell in spec.cells]
+    else:
+        jobs = [(cell, seed) for cell in spec.cells for seed in spec.seeds]
+    if len(spec.seeds) < 3:
+        print(f"note: {spec.path} uses {len(spec.seeds)} seed(s); a study needs >= 3 per cell", file=sys.stderr)
+    if dry_run:
+        for cell, seed in jobs:
+            done = (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists()
+            print(("# skipped (finished): " if done else "") + " ".join(build_command(spec, cell, seed)))
+        return GridResult({}, [])
+
+    total = len(jobs)
+    counter = itertools.count(1)
+
+    def work(job):
+        record = _run_one(spec, *job)
+        value = record["metrics"].get(spec.metric)
+        shown = f"{spec.metric}={value:.4f}" if value is not None else f"see {record['log']}"
+        print(f"[{next(counter)}/{total}] {run_id(*job)}: {record['status']} {shown}", flush=True)
+        return record
+
+    if max_parallel == 1:
+        records = [work(job) for job in jobs]
+    else:
+        with ThreadPoolExecutor(max_parallel) as pool:
+            records = list(pool.map(work, jobs))
+    order = {cell.name: i for i, cell in enumerate(spec.cells)}
+    records.sort(key=lambda r: (order[r["cell"]], spec.seeds.index(r["seed"])))
+    result = GridResult(summarize(spec, records), records)
+    failed = result.failed
+    print(f"wrote {spec.out / 'runs.csv'}, {spec.out / 'table.md'}"
+          + (f", {spec.out / 'heatmap.png'}" if len(spec.keys) == 2 else ""))
+    if failed:
+        print(f"{len(failed)} of {total} runs failed: " + ", ".join(f"{r['cell']}-seed{r['seed']} ({r['log']})"
+                                                                     for r in failed), file=sys.stderr)
+    return result
+
+
+def main(args: list[str] | None = None) -> None:
+    """Exit status 1 when any run failed, so scripts notice."""
+    from jsonargparse import auto_cli
+
+    result = auto_cli(run_grid, args=args)
+    sys.exit(1 if result.failed else 0)
+
+
+if __name__ == "__main__":
+    main()

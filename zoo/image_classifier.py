@@ -1,0 +1,54 @@
+"""ImageClassifier: the from-scratch reference CNN for RGB image folders (``configs/image_classifier_cifar.yaml``).
+
+It is the baseline of the label-fraction curve in ``docs/masked_ae.md``: a pretrained encoder is
+only worth something if it beats this network trained on the same labels. The network is the
+zoo's four-block CNN (:class:`zoo.audio_cnn.CNN`: conv, batch norm, ReLU, max pooling, dropout
+head); L2 weight decay comes from the optimizer (``AdamW(weight_decay=...)`` in the config).
+Train-time augmentation (per-sample flips, contrast, small shifts) is
+:class:`datamodules.augment.BatchAugment`, applied to the batch inside ``training_step`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from datamodules.augment import BatchAugment
+from zoo.audio_cnn import CNN
+from zoo.classifier import default_optimizer
+
+
+def make_augment(augment: bool, hflip: float, contrast: float, translate: float, seed: int) -> nn.Module | None:
+    """The image augmentation shared by :class:`ImageClassifier` and fine-tuning; ``None`` when off."""
+    if not augment:
+        return None
+    return BatchAugment(translate=translate, hflip=hflip, contrast=contrast, value_range=(0.0, 1.0),
+                        padding_mode="reflection", seed=seed)
+
+
+class ImageClassifier(CNN):
+    """Four conv blocks with batch norm and max pooling, dropout head, optional train-time augmentation.
+
+    Input: ``(B, in_channels, H, W)`` images in ``[0, 1]`` (``normalization: zero_one``).
+    """
+
+    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (32, 64, 128, 256), hidden: int = 256,
+                 dropout: float = 0.3, augment: bool = True, hflip: float = 0.5, contrast: float = 0.2,
+                 translate: float = 0.1, augment_seed: int = 0, num_classes: int = 10,
+                 class_names: Sequence[str] | None = None, label_smoothing: float = 0.0, channels_last: bool = True,
+                 optimizer: OptimizerCallable = default_optimizer,
+                 scheduler: LRSchedulerCallable | None = None) -> None:
+        super().__init__(in_channels=in_channels, channels=channels, hidden=hidden, dropout=dropout,
+                         num_classes=num_classes, class_names=class_names, label_smoothing=label_smoothing,
+                         channels_last=channels_last, optimizer=optimizer, scheduler=scheduler)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.augment = make_augment(augment, hflip, contrast, translate, augment_seed)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.augment is not None:
+            x, *rest = batch
+            batch = (self.augment(x), *rest)
+        return super().training_step(batch, batch_idx)

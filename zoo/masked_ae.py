@@ -1,0 +1,250 @@
+"""MaskedAE: a denoising / masked autoencoder whose encoder is later reused for classification.
+
+Configs: ``configs/masked_ae_cifar.yaml`` (dense), ``configs/masked_ae_conv_cifar.yaml`` (conv);
+sweeps ``configs/grids/masked_ae_bottleneck.yaml`` and ``configs/grids/masked_ae_mask_ratio.yaml``;
+results in ``docs/masked_ae.md``. The encoder is loaded by :class:`zoo.transfer.EncoderClassifier`.
+
+Why corrupt the input: an autoencoder that only copies its input learns little; hiding pixels
+(``mask_type: pixel``), whole square patches (``patch``) or adding Gaussian noise (``noise_sigma``)
+forces it to model image structure. The loss covers all pixels or only the hidden ones
+(``loss_on: masked``, the masked-autoencoder objective). Inputs are expected in ``[0, 1]``
+(``normalization: zero_one``); the decoder ends in a sigmoid and the metrics use ``data_range=1``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from zoo.classifier import configure_optimizers_from, default_optimizer
+from zoo.figures import image_grid_figure, log_figure
+
+MaskType = Literal["none", "pixel", "patch"]
+
+
+# --- corruption ------------------------------------------------------------------------------
+def make_mask(shape: Sequence[int], mask_ratio: float, mask_type: MaskType = "pixel", patch_size: int = 4,
+              generator: torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean ``(N, 1, H, W)`` mask, ``True`` = hidden, shared across channels.
+
+    Exactly ``round(mask_ratio * cells)`` cells are hidden in *every* sample (cells are pixels,
+    or a grid of ``patch_size`` squares), so the hidden fraction is the requested one, not just
+    on average. Random draws come from ``generator`` (on the CPU): same seed, same mask.
+    """
+    n, _, h, w = shape
+    if not 0.0 <= mask_ratio <= 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
+    if mask_type == "none":
+        return torch.zeros((n, 1, h, w), dtype=torch.bool, device=device)
+    if mask_type == "pixel":
+        gh, gw, p = h, w, 1
+    elif mask_type == "patch":
+        if patch_size < 1 or h % patch_size or w % patch_size:
+            raise ValueError(f"patch masking needs the image size ({h}x{w}) divisible by patch_size={patch_size}")
+        gh, gw, p = h // patch_size, w // patch_size, patch_size
+    else:
+        raise ValueError(f"mask_type must be 'none', 'pixel' or 'patch', got {mask_type!r}")
+    cells = gh * gw
+    k = int(round(mask_ratio * cells))
+    ranks = torch.rand((n, cells), generator=generator).argsort(dim=1).argsort(dim=1)
+    mask = (ranks < k).view(n, 1, gh, gw)
+    if p > 1:
+        mask = mask.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
+    return mask.to(device)
+
+
+def corrupt(x: torch.Tensor, mask: torch.Tensor, noise_sigma: float = 0.0, mask_value: float = 0.0,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Hidden pixels become ``mask_value``; then Gaussian noise of std ``noise_sigma`` on every pixel."""
+    out = torch.where(mask, torch.full_like(x, mask_value), x)
+    if noise_sigma > 0:
+        noise = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+        out = out + noise_sigma * noise
+    return out
+
+
+# --- networks --------------------------------------------------------------------------------
+def dense_autoencoder(channels: int, image_size: int, hidden: int, bottleneck: int) -> tuple[nn.Module, nn.Module]:
+    """The studied dense AE: three hidden layers (``hidden``, ``bottleneck``, ``hidden``).
+
+    The code is linear (no ReLU): a rectified narrow bottleneck can lose whole units, and the code
+    is what a downstream probe sees."""
+    dim = channels * image_size * image_size
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU(inplace=True),
+                            nn.Linear(hidden, bottleneck))
+    decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim),
+                            nn.Sigmoid(), nn.Unflatten(1, (channels, image_size, image_size)))
+    return encoder, decoder
+
+
+def conv_autoencoder(channels: int, image_size: int, conv_channels: Sequence[int],
+                     bottleneck: int) -> tuple[nn.Module, nn.Module]:
+    """Strided conv encoder (each block: stride-2 conv + conv, halving the size) ending in a 1x1 conv to a
+    ``bottleneck``-channel map (linear, like the dense code); a mirrored transposed-conv decoder. The code is spatial, ``(bottleneck, S / 2^k, S / 2^k)``."""
+    k = len(conv_channels)
+    if k < 1 or image_size % (2 ** k):
+        raise ValueError(f"conv MaskedAE: image_size={image_size} must be divisible by 2^{k} "
+                         f"(one halving per conv_channels entry {list(conv_channels)})")
+    enc, cin = [], channels
+    for cout in conv_channels:
+        enc += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        cin = cout
+    enc += [nn.Conv2d(cin, bottleneck, 1)]
+    dec = [nn.Conv2d(bottleneck, conv_channels[-1], 1), nn.BatchNorm2d(conv_channels[-1]), nn.ReLU(inplace=True)]
+    outs = list(conv_channels[::-1][1:])
+    for cin, cout in zip(conv_channels[::-1], outs):
+        dec += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True)]
+    # the last upsampling goes straight to pixels: a full-resolution conv would dominate the cost
+    dec += [nn.ConvTranspose2d(conv_channels[0], channels, 4, stride=2, padding=1), nn.Sigmoid()]
+    return nn.Sequential(*enc), nn.Sequential(*dec)
+
+
+def pixel_accuracy(recon: torch.Tensor, x: torch.Tensor, tol: float = 0.1) -> torch.Tensor:
+    """The studied pixel accuracy: share of values within ``tol`` of the original (per element)."""
+    return ((recon - x).abs() <= tol).float()
+
+
+class MaskedAE(L.LightningModule):
+    """Masked / denoising autoencoder for ``(B, C, S, S)`` images in ``[0, 1]``; ``encoder``/``decoder`` attributes.
+
+    Metrics per stage on the reconstruction of the *clean* image: ``mse``, ``mae``, ``psnr``,
+    ``ssim`` and ``pixel_acc`` (share of pixels within 0.1); ``loss`` is the training objective.
+    Validation/test corruption uses a generator seeded with ``mask_seed + batch_idx`` so every epoch and
+    every run sees the same masks; training draws fresh masks from a generator seeded with ``mask_seed``.
+    """
+
+    monitor = ("val/mse", "min")
+
+    def __init__(self, architecture: Literal["dense", "conv"] = "dense", image_size: int = 32, channels: int = 3,
+                 bottleneck: int = 128, hidden: int = 1024, conv_channels: Sequence[int] = (32, 64),
+                 mask_type: MaskType = "pixel", mask_ratio: float = 0.5, patch_size: int = 4,
+                 noise_sigma: float = 0.0, mask_value: float = 0.0, loss_on: Literal["all", "masked"] = "all",
+                 mask_seed: int = 0, num_figure_images: int = 8,
+                 optimizer: OptimizerCallable = default_optimizer,
+                 scheduler: LRSchedulerCallable | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        if mask_type not in ("none", "pixel", "patch"):
+            raise ValueError(f"mask_type must be 'none', 'pixel' or 'patch', got {mask_type!r}")
+        if loss_on not in ("all", "masked"):
+            raise ValueError(f"loss_on must be 'all' or 'masked', got {loss_on!r}")
+        if loss_on == "masked" and (mask_type == "none" or mask_ratio == 0):
+            raise ValueError("loss_on='masked' needs hidden pixels: set mask_type to 'pixel'/'patch' and mask_ratio > 0")
+        if noise_sigma < 0:
+            raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
+        if mask_type == "patch" and image_size % patch_size:
+            raise ValueError(f"patch masking needs image_size={image_size} divisible by patch_size={patch_size}")
+        if not 0.0 <= mask_ratio <= 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
+        self.image_size, self.channels = image_size, channels
+        self.optimizer, self.scheduler = optimizer, scheduler
+        if architecture == "dense":
+            self.encoder, self.decoder = dense_autoencoder(channels, image_size, hidden, bottleneck)
+        elif architecture == "conv":
+            self.encoder, self.decoder = conv_autoencoder(channels, image_size, conv_channels, bottleneck)
+        else:
+            raise ValueError(f"architecture must be 'dense' or 'conv', got {architecture!r}")
+        self.train_mse = MeanSquaredError()
+        self.metrics = nn.ModuleDict({stage: MetricCollection({
+            "mse": MeanSquaredError(), "mae": MeanAbsoluteError(),
+            "psnr": PeakSignalNoiseRatio(data_range=1.0), "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+            "pixel_acc": MeanMetric(),
+        }, prefix=f"{stage}/", compute_groups=False) for stage in ("val", "test")})
+        self._train_gen: torch.Generator | None = None
+        self._figure_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    # --- model -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Flat features ``(B, D)`` of the encoder, what a classifier on top sees."""
+        return self.encoder(x).flatten(1)
+
+    def corrupt_batch(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        hp = self.hparams
+        mask = make_mask(x.shape, hp.mask_ratio, hp.mask_type, hp.patch_size, generator, x.device)
+        return corrupt(x, mask, hp.noise_sigma, hp.mask_value, generator), mask
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"MaskedAE expects images of shape (B, {expected[0]}, {expected[1]}, {expected[2]}) "
+                             f"(model.image_size/channels must match data.image_size/channels), got {tuple(x.shape)}")
+
+    def _loss(self, recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss_on == "masked":
+            m = mask.expand_as(x)
+            return F.mse_loss(recon[m], x[m])
+        return F.mse_loss(recon, x)
+
+    # --- steps -------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0]
+        self._check_input(x)
+        if self._train_gen is None:
+            self._train_gen = torch.Generator().manual_seed(self.hparams.mask_seed)
+        corrupted, mask = self.corrupt_batch(x, self._train_gen)
+        recon = self(corrupted)
+        loss = self._loss(recon, x, mask)
+        self.train_mse(recon.detach(), x)
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        self.log("train/mse", self.train_mse, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def _eval_step(self, stage: str, batch, batch_idx: int) -> None:
+        x = batch[0]
+        self._check_input(x)
+        gen = torch.Generator().manual_seed(self.hparams.mask_seed + 1_000_003 * (1 + batch_idx))
+        corrupted, mask = self.corrupt_batch(x, gen)
+        recon = self(corrupted)
+        metrics = self.metrics[stage]
+        for name, metric in metrics.items():
+            if name.endswith("pixel_acc"):
+                metric.update(pixel_accuracy(recon, x))
+            else:
+                metric.update(recon, x)
+        self.log(f"{stage}/loss", self._loss(recon, x, mask), batch_size=x.shape[0], prog_bar=stage == "val")
+        self.log_dict(metrics, batch_size=x.shape[0])
+        if batch_idx == 0:
+            n = self.hparams.num_figure_images
+            self._figure_batch = (x[:n].detach(), corrupted[:n].detach(), recon[:n].detach())
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch, batch_idx)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch, batch_idx)
+
+    def _log_reconstructions(self, key: str) -> None:
+        if self._figure_batch is None or self.trainer.sanity_checking:
+            return
+        log_figure(self.trainer, key, reconstruction_figure(*self._figure_batch))
+        self._figure_batch = None
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_reconstructions("val/reconstructions")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_reconstructions("test/reconstructions")
+
+    def configure_optimizers(self):
+        return configure_optimizers_from(self, self.optimizer, self.scheduler)
+
+
+def reconstruction_figure(x: torch.Tensor, corrupted: torch.Tensor, recon: torch.Tensor, title: str | None = None):
+    """Three rows: original, corrupted input (clamped for display), reconstruction."""
+    n = x.shape[0]
+    images = torch.cat([x, corrupted.clamp(0, 1), recon.clamp(0, 1)]).float().cpu()
+    captions = ["original"] * n + ["corrupted"] * n + ["reconstructed"] * n
+    captions = [c if i % n == 0 else "" for i, c in enumerate(captions)]
+    return image_grid_figure(images, captions, ncol=n, title=title)
