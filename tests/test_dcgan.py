@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo.dcgan import DCGAN, load_dcgan, slerp
-from zoo.gan_eval import ClassifierFeatures, cas, classifier_fid, load_classifier, losses
+from zoo.gan_eval import ClassifierFeatures, agreement, cas, classifier_fid, load_classifier, losses
 from zoo.mnist_classifiers import LeNet5
 from zoo.sample_export import load_samples, main as export_main, to_uint8
 
@@ -217,6 +217,7 @@ def test_load_samples_rejects_bad_files(tmp_path):
 def _feature_checkpoint(tmp_path) -> str:
     """A LeNet5 checkpoint as ``python -m zoo fit`` writes it (class path + DataModule normalisation)."""
     path = tmp_path / "lenet.ckpt"
+    torch.manual_seed(0)  # the features of a barely trained net depend on its init: keep it fixed
     t = trainer(max_steps=1)
     t.fit(LeNet5(), DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8)), batch_size=8))
     t.save_checkpoint(path)
@@ -250,7 +251,7 @@ def test_fid_zero_for_same_set_and_larger_for_other(tmp_path):
     same = float(fid.compute())
     fid.reset()
     fid.update(real, real=True)
-    fid.update(torch.rand(300, 1, 28, 28, generator=g), real=False)
+    fid.update(0.5 + 0.5 * torch.rand(300, 1, 28, 28, generator=g), real=False)  # bright noise: far off
     other = float(fid.compute())
     assert abs(same) < 1e-3 and other > 100 * max(abs(same), 1e-4)
 
@@ -267,6 +268,20 @@ def test_dcgan_logs_val_fid_with_feature_checkpoint(tmp_path):
     assert not any(k.startswith(("val_fid.", "test_fid.")) for k in sd)
     assert load_dcgan(str(tmp_path / "gan.ckpt")).val_fid is None
     assert tiny().monitor == ("val/d_loss", "max")
+
+
+def test_label_agreement_counts_judge_hits(tmp_path):
+    from datamodules.mnist import normalize
+
+    judge = _feature_checkpoint(tmp_path)
+    model, _ = load_classifier(judge)
+    images = (torch.rand(40, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    with torch.no_grad():
+        pred = model(normalize(images.unsqueeze(1).float().div(255), "standard")).argmax(1)
+    np.savez(tmp_path / "same.npz", images=images.numpy(), labels=pred.numpy())
+    np.savez(tmp_path / "off.npz", images=images.numpy(), labels=((pred + 1) % 10).numpy())
+    assert agreement(samples=str(tmp_path / "same.npz"), judge=judge)["agreement"] == 1.0
+    assert agreement(samples=str(tmp_path / "off.npz"), judge=judge)["agreement"] == 0.0
 
 
 def test_load_classifier_errors(tmp_path):

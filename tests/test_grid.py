@@ -109,6 +109,12 @@ def test_grid_runs_records_failures_and_resumes(tmp_path, capsys):
     assert sum(r["status"] == "skipped" for r in again.records) == 6
     assert again.summary == result.summary
 
+    # summary_only starts nothing and lists the runs that have no results as missing
+    summary = run_grid(str(path), summary_only=True)
+    assert len((out / "journal.txt").read_text().splitlines()) == len(journal) + 6
+    assert sorted({r["status"] for r in summary.records}) == ["missing", "skipped"]
+    assert summary.summary == result.summary
+
 
 def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
     path = _grid(tmp_path, seeds=[0])

@@ -31,10 +31,14 @@ def test_spatial_attention_gate_shape_and_range(x):
 def test_channel_attention_uses_max_descriptor():
     """Two inputs with equal channel means but different maxima must be gated differently."""
     ca = ChannelAttention(2, reduction=1, min_hidden=2)
+    with torch.no_grad():  # identity MLP, so the expected gates are known exactly
+        for conv in (ca.mlp[0], ca.mlp[2]):
+            conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
     a = torch.zeros(1, 2, 4, 4)
     b = torch.zeros(1, 2, 4, 4)
     b[0, :, 0, 0], b[0, :, 0, 1] = 1.0, -1.0  # same mean (0), larger max
-    assert not torch.allclose(ca.gate(a), ca.gate(b))
+    torch.testing.assert_close(ca.gate(a), torch.full((1, 2, 1, 1), 0.5))  # avg 0, max 0
+    torch.testing.assert_close(ca.gate(b), torch.sigmoid(torch.ones(1, 2, 1, 1)))  # avg 0, max 1
 
 
 def test_spatial_attention_is_position_dependent():

@@ -85,8 +85,8 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         logits, y = self._logits_and_target(batch)
         loss = self._loss(logits, y)
-        self.train_acc(logits, y)
-        self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
+        self.train_acc.update(logits.detach(), y)  # epoch-level metric: no per-step compute
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=y.shape[0])
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=y.shape[0])
         return loss
 

@@ -132,9 +132,14 @@ class ZooCLI(LightningCLI):
         if not path or not self.trainer.is_global_zero:
             return
         metrics = {**getattr(self, "_val_metrics", {}), **self._scalar_metrics(("val/", "test/"))}
-        ckpt = getattr(self.trainer.checkpoint_callback, "best_model_path", None)
+        callback = self.trainer.checkpoint_callback
+        ckpt = getattr(callback, "best_model_path", None)
+        score = getattr(callback, "best_model_score", None)
+        # val/ metrics are those of the last epoch; test/ ones are of the best checkpoint, whose
+        # own validation score is recorded separately so the two are never confused.
+        best = {"monitor": callback.monitor, "score": float(score)} if score is not None else None
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"metrics": metrics, "best_checkpoint": ckpt or None,
+        Path(path).write_text(json.dumps({"metrics": metrics, "best_checkpoint": ckpt or None, "best": best,
                                           "epochs": self.trainer.current_epoch}, indent=2))
 
 
@@ -149,6 +154,7 @@ def default_trainer() -> dict:
 
 
 def main(args: list[str] | None = None, run: bool = True) -> ZooCLI:
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures are logged, never shown: no GUI backend
     import_all()
     return ZooCLI(
         LightningModule,

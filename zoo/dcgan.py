@@ -424,13 +424,13 @@ class DCGAN(L.LightningModule):
         self._eval_epoch_end("test")
 
     # --- figures ---------------------------------------------------------------------------------
-    def sample_grid_figure(self):
+    def sample_grid_figure(self, title: str | None = None):
         """The fixed-noise grid: one row per class for a conditional model."""
         labels = self.fixed_labels if self.num_classes else None
         imgs = self.sample(labels=labels, z=self.fixed_z)
         captions = None
         return image_grid_figure(imgs, captions, ncol=self.hparams.samples_per_row, value_range=(-1.0, 1.0),
-                                 title=f"epoch {self.current_epoch + 1}")
+                                 title=title or f"epoch {self.current_epoch + 1}")
 
     def interpolation_figure(self):
         """Rows of spherical interpolations between two fixed latent codes (class fixed per row)."""

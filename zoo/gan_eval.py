@@ -11,7 +11,7 @@
 * Figures for the docs: sample grid and interpolation from a checkpoint, D/G loss curves from a
   CSVLogger ``metrics.csv``.
 
-Commands: ``fid``, ``fid-floor``, ``cas``, ``grid``, ``losses``, ``montage``.
+Commands: ``fid``, ``fid-floor``, ``cas``, ``agreement``, ``grid``, ``losses``, ``montage``.
 """
 
 from __future__ import annotations
@@ -166,6 +166,32 @@ def fid_floor(*, features: str, n: int = 10000, data_dir: str | None = None, see
     return out
 
 
+def agreement(*, samples: str, judge: str) -> dict:
+    """Label agreement: the fraction of samples that a zoo classifier trained on real MNIST assigns to
+    the class they were generated for (overall and per class). It separates the two ways CAS can
+    fail: wrong-class samples (low agreement) vs right-class samples too unlike real ones (high
+    agreement, low CAS).
+
+    Args:
+        samples: exported ``.npz`` sample file.
+        judge: zoo classifier checkpoint (e.g. the FID feature checkpoint).
+    """
+    model, data_hparams = load_classifier(judge)
+    norm = data_hparams.get("normalize")
+    if norm is None:
+        raise ValueError(f"{judge}: no datamodule 'normalize' hyperparameter; cannot prepare its inputs")
+    from datamodules.mnist import normalize
+
+    x01, y = _samples(samples)
+    with torch.no_grad():
+        pred = torch.cat([model(normalize(x01[i:i + 1000], norm)).argmax(1) for i in range(0, len(x01), 1000)])
+    hit = (pred == y).float()
+    out = {"agreement": float(hit.mean()),
+           "per_class": {int(c): round(float(hit[y == c].mean()), 4) for c in torch.unique(y)}}
+    print(out)
+    return out
+
+
 def cas(*, samples: str | None = None, per_class: int = 1000, epochs: int = 10, batch_size: int = 128,
         test_per_class: int | None = None, data_dir: str | None = None, seed: int = 0,
         accelerator: str = "cpu") -> dict:
@@ -227,7 +253,9 @@ def grid(*, checkpoint: str, out: str, interpolation_out: str | None = None) -> 
     from zoo.figures import save_figure
 
     model = load_dcgan(checkpoint)
-    print(save_figure(model.sample_grid_figure(), out))
+    epoch = torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch")
+    title = f"{Path(checkpoint).name} (after epoch {epoch + 1})" if epoch is not None else Path(checkpoint).name
+    print(save_figure(model.sample_grid_figure(title), out))
     if interpolation_out:
         print(save_figure(model.interpolation_figure(), interpolation_out))
 
@@ -307,7 +335,8 @@ def montage(*, images: list[str], out: str, titles: list[str] | None = None, wid
 def main(args: list[str] | None = None):
     from jsonargparse import auto_cli
 
-    return auto_cli({"fid": fid, "fid-floor": fid_floor, "cas": cas, "grid": grid, "losses": losses,
+    return auto_cli({"fid": fid, "fid-floor": fid_floor, "cas": cas, "agreement": agreement, "grid": grid,
+                     "losses": losses,
                      "montage": montage}, args=args)
 
 

@@ -234,7 +234,7 @@ def summarize(spec: GridSpec, records: list[dict[str, Any]]) -> dict[str, tuple[
         if values:
             mean, std = _stats(values)
             summary[cell.name] = (mean, std, len(values))
-            text = f"{fmt.format(mean)} ± {fmt.format(std)}"
+            text = f"{fmt.format(mean)} ± {fmt.format(std)}" if len(values) > 1 else f"{fmt.format(mean)} (1 run)"
         else:
             text = "n/a"
         lines.append(f"| {' | '.join(cells)} | {text} | {len(values)} | {failed} |")
@@ -264,7 +264,7 @@ def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Pat
             i, j = rows.index(c.overrides.get(k0)), cols.index(c.overrides.get(k1))
             mean, std, n = summary[c.name]
             grid[i, j] = mean
-            text[i][j] = f"{fmt.format(mean)}\n± {fmt.format(std)}"
+            text[i][j] = f"{fmt.format(mean)}\n± {fmt.format(std)}" if n > 1 else f"{fmt.format(mean)}\n(1 run)"
     fig, ax = plt.subplots(figsize=(1.5 * len(cols) + 2, 1.0 * len(rows) + 1.5))
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(cols)), [_cli_value(c) for c in cols])
@@ -279,11 +279,12 @@ def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Pat
                 ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8,
                         color="black" if grid[i, j] > mid else "white")
     fig.colorbar(im, ax=ax, label=spec.metric + (" (%)" if spec.percent else ""))
-    ax.set_title(f"{spec.group}: {spec.metric}, mean ± std over {len(spec.seeds)} seeds", fontsize=9)
+    ax.set_title(f"{spec.group}: {spec.metric}, mean ± std over up to {len(spec.seeds)} seeds", fontsize=9)
     return save_figure(fig, spec.out / "heatmap.png")
 
 
-def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False) -> GridResult:
+def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False,
+             summary_only: bool = False) -> GridResult:
     """Run every (cell, seed) of a grid YAML that has no results yet, then write runs.csv, table.md, heatmap.png.
 
     Args:
@@ -292,6 +293,8 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         max_parallel: how many runs at once (each is a separate process; mind the CPU cores).
         seeds_first: run the first seed of every cell, then the second, ... so that an interrupted
             grid still covers every cell (default: all seeds of a cell, then the next cell).
+        summary_only: run nothing; write runs.csv / table.md / heatmap.png from the finished runs
+            (runs without results are listed as "missing").
     """
     if max_parallel < 1:
         raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
@@ -310,6 +313,16 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
 
     total = len(jobs)
     counter = itertools.count(1)
+    if summary_only:
+        records = []
+        for cell, seed in jobs:
+            if (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists():
+                records.append(_run_one(spec, cell, seed))  # reads the finished run, starts nothing
+            else:
+                records.append({"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed,
+                                "status": "missing", "returncode": "", "seconds": "",
+                                "log": str(spec.logs / f"{run_id(cell, seed)}.log"), "metrics": {}})
+        jobs = []
 
     def work(job):
         record = _run_one(spec, *job)
@@ -318,7 +331,9 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         print(f"[{next(counter)}/{total}] {run_id(*job)}: {record['status']} {shown}", flush=True)
         return record
 
-    if max_parallel == 1:
+    if summary_only:
+        pass
+    elif max_parallel == 1:
         records = [work(job) for job in jobs]
     else:
         with ThreadPoolExecutor(max_parallel) as pool:

@@ -27,7 +27,9 @@ B and C have two ``mode`` settings:
   then frozen; the recursion feeds it its own codes, which it never saw in training, and the head is
   trained on the frozen final codes.
 * ``improved``: (1) codes are layer-normalised (zero mean, unit variance per code) so a code looks like a
-  standardised frame to the next step and cannot shrink to a trivially reconstructable zero; (2) the
+  standardised frame to the next step and cannot shrink to a trivially reconstructable zero; (1b) the
+  pair encoder is gated (a softmax mix of left, right and a new vector per coefficient, see
+  :class:`PairAutoencoder`), so information and gradients survive long recursions; (2) the
   reconstruction loss is taken at every merge *of the actual recursion / greedy tree* (the inputs of each
   merge, detached, are the targets), so the autoencoder is trained on the distribution it is applied to;
   (3) the cross-entropy of the head is back-propagated through the recursion / tree jointly with
