@@ -19,7 +19,6 @@ test clip's latent mean, and ``test/acc`` is the accuracy of those labels agains
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -31,6 +30,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.mnist import normalize as mnist_normalize
+from zoo.checkpoints import load_cli_checkpoint
 from zoo.classifier import configure_optimizers_from, default_optimizer
 from zoo.figures import image_grid_figure, log_audio, log_figure
 
@@ -65,32 +65,9 @@ def load_judge(path: str | Path | None, normalize: Normalize | None = None) -> t
             "of `python -m zoo fit --config configs/lenet_mnist.yaml`")
     if not path:
         raise ValueError(f"AudioToImageVAE: test/acc needs a judge, but judge_checkpoint is not set: {hint}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AudioToImageVAE: judge_checkpoint {path} does not exist: {hint}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"AudioToImageVAE: judge_checkpoint {path} is not a readable checkpoint ({e}): {hint}") from e
-    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    class_path = hp.get("_class_path")
-    if not class_path or "state_dict" not in ckpt:
-        raise ValueError(f"AudioToImageVAE: judge_checkpoint {path} does not record its model class (no "
-                         f"'_class_path' hyperparameter or no state_dict): {hint}")
-    module_name, _, cls_name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"AudioToImageVAE: judge_checkpoint {path} names class {class_path!r}, which cannot be "
-                         f"imported ({e})") from e
-    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
-        raise ValueError(f"AudioToImageVAE: judge_checkpoint {path} names {class_path!r}, not a LightningModule")
-    try:
-        model = cls.load_from_checkpoint(path, map_location="cpu")
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"AudioToImageVAE: judge_checkpoint {path} failed to load as {class_path} ({e})") from e
+    model, data_hparams = load_cli_checkpoint(path, what="AudioToImageVAE: judge_checkpoint", hint=hint)
     if normalize is None:
-        normalize = (ckpt.get("datamodule_hyper_parameters") or {}).get("normalize")
+        normalize = data_hparams.get("normalize")
         if normalize is None:
             raise ValueError(f"AudioToImageVAE: judge_checkpoint {path} does not say how its inputs were normalised "
                              "(no MNISTDataModule 'normalize' setting saved): set --model.judge_normalize")

@@ -17,7 +17,6 @@ Commands: ``fid``, ``fid-floor``, ``cas``, ``agreement``, ``grid``, ``losses``, 
 from __future__ import annotations
 
 import csv
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from zoo.checkpoints import load_cli_checkpoint
 from zoo.classifier import Classifier
 
 
@@ -32,21 +32,8 @@ from zoo.classifier import Classifier
 def load_classifier(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Classifier, dict]:
     """A zoo classifier from a ``python -m zoo fit`` checkpoint, plus the DataModule's hyperparameters
     (which say how its inputs were normalised)."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"classifier checkpoint {path} does not exist (train one with "
-                                "`python -m zoo fit --config configs/lenet_mnist.yaml`)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    class_path = ckpt.get("hyper_parameters", {}).get("_class_path")
-    if not class_path:
-        raise ValueError(f"{path}: no '_class_path' in its hyper_parameters; expected a checkpoint written by "
-                         "`python -m zoo fit` (LightningCLI), which records the model class")
-    module_name, _, cls_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    if not issubclass(cls, Classifier):
-        raise ValueError(f"{path}: {class_path} is not a zoo Classifier; FID features need a classifier")
-    model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=False)
-    return model.eval(), dict(ckpt.get("datamodule_hyper_parameters") or {})
+    return load_cli_checkpoint(checkpoint, base=Classifier, what="classifier checkpoint",
+                               map_location=map_location)
 
 
 class ClassifierFeatures(nn.Module):
