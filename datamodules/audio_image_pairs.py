@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from datamodules.audio import load_clips, pad_sequences
 from datamodules.mnist import MNISTDataModule
 from datamodules.spoken_digits import DIGIT_NAMES, SpokenDigits
+from datamodules.splits import SplitLoadersMixin
 
 NUM_DIGITS = 10
 
@@ -91,7 +92,7 @@ def collate_pairs(items):
     return feats, lengths, torch.stack([im for _, im, _ in items]), torch.stack([torch.as_tensor(y) for _, _, y in items])
 
 
-class SpokenDigitImagePairs(L.LightningDataModule):
+class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
     """``SpokenDigits`` MFCC clips paired with same-digit MNIST images; see the module docstring."""
 
     num_classes = NUM_DIGITS
@@ -172,19 +173,8 @@ class SpokenDigitImagePairs(L.LightningDataModule):
         sr = self.hparams.sample_rate
         return load_clips([meta[i]["path"] for i in indices], sr, progress=False), sr
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        # order comes from the epoch-seeded sampler (it redraws the pairing), not from shuffle
         return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, sampler=self.sampler(split),
                           num_workers=self.hparams.num_workers, collate_fn=collate_pairs,
                           persistent_workers=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -14,6 +14,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from datamodules.splits import SplitLoadersMixin
+
 _SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
 
@@ -39,7 +41,7 @@ def make_sines(n: int, length: int, freq_range: tuple[float, float], amp_range: 
     return x.unsqueeze(-1), torch.stack([freq, phase, amp], dim=1)
 
 
-class SineWaves(L.LightningDataModule):
+class SineWaves(SplitLoadersMixin, L.LightningDataModule):
     """Batches ``(x (B, length, 1), params (B, 3))``; ``params`` = (frequency, phase, amplitude) per sequence."""
 
     def __init__(self, n_train: int = 4000, n_val: int = 500, n_test: int = 500, length: int = 64,
@@ -78,15 +80,3 @@ class SineWaves(L.LightningDataModule):
         gen = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
         return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
                           num_workers=self.hparams.num_workers, generator=gen)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -42,6 +42,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from datamodules.audio import (FEATURES, FeatureExtractor, FeatureSettings, load_clips, pad_sequences,
                                spec_augment)
 from datamodules.paths import cache_root, data_root, missing_dataset
+from datamodules.splits import SplitLoadersMixin
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def collate_sequences(items):
     return feats, lengths, torch.stack([y for _, _, y in items])
 
 
-class SpokenDigits(L.LightningDataModule):
+class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
     """Spoken digits from ``source`` as ``feature`` batches; see the module docstring for layouts.
 
     Splits (validation is always disjoint from test and seeded by ``seed``):
@@ -508,21 +509,9 @@ class SpokenDigits(L.LightningDataModule):
                           num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
                           collate_fn=collate_sequences if self.settings.feature == "mfcc" else None)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer
         if self.hparams.spec_augment and trainer is not None and trainer.training:
             x, y = batch
             batch = (spec_augment(x, self.hparams.num_masks, self.hparams.mask_width), y)
         return batch
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
