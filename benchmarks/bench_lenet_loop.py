@@ -6,7 +6,7 @@ W&B) is excluded: the zoo run gets an :class:`EpochTimer` callback (``--trainer.
 timestamps each epoch start, and the hand loop times its own epochs; the first epoch is warm-up and
 dropped, the median of the rest is reported. Target: ratio <= 1.15.
 
-    python benchmarks/bench_lenet_loop.py [--epochs 4] [--threads 1] [--logger wandb|csv] [--with_breakdown true]
+    python benchmarks/bench_lenet_loop.py [--epochs 6] [--repeats 3] [--threads 1] [--logger wandb|csv] [--with_breakdown true]
 
 Run it on an otherwise idle machine: other processes competing for the cores make both numbers noisy.
 """
@@ -171,7 +171,7 @@ def breakdown(epochs: int, threads: int) -> None:
         print(f"  {what:60s} {cpu:.3f}  ({cpu / hand:.2f}x)")
 
 
-def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "wandb",
+def bench(epochs: int = 6, threads: int = 1, logger: Literal["wandb", "csv"] = "wandb", repeats: int = 3,
           with_breakdown: bool = False) -> float:
     """Print both timings and their ratio; returns the ratio.
 
@@ -179,25 +179,30 @@ def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "
         epochs: epochs per run; the first is warm-up and not counted.
         threads: torch threads on both sides.
         logger: the zoo run's logger (wandb = the zoo default, offline).
+        repeats: hand and zoo runs alternate this many times, so a slow patch of a shared machine
+            hits both sides; medians are over all counted epochs of all repeats.
         with_breakdown: also time in-process variants of the training step to show where overhead goes.
     """
     if epochs < 2:
         sys.exit("--epochs must be >= 2 (the first epoch is warm-up)")
+    if repeats < 1:
+        sys.exit("--repeats must be >= 1")
     os.environ.setdefault("ZOO_DATA_DIR", str(REPO.parent / "shared" / "data"))
+    hand_runs, zoo_runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        hand1 = hand_epochs(epochs, threads)[1:]
-        zoo = zoo_epochs(epochs, threads, logger, Path(tmp))[1:]
-        hand2 = hand_epochs(epochs, threads)[1:]
+        for r in range(repeats):
+            hand_runs += hand_epochs(epochs, threads)[1:]
+            zoo_runs += zoo_epochs(epochs, threads, logger, Path(tmp) / f"run{r}")[1:]
     print(f"LeNet-5 on ReducedMNIST (10k train images, batch 64), {threads} thread(s), logger={logger}; "
-          f"median over epochs 2..{epochs} (epoch 1 is warm-up)")
+          f"median over epochs 2..{epochs} of {repeats} alternating runs per side (epoch 1 is warm-up)")
     ratios = {}
     for k, what in enumerate(("wall", "cpu")):
-        hand = statistics.median(t[k] for t in hand1 + hand2)
-        zoo_s = statistics.median(t[k] for t in zoo)
+        hand = statistics.median(t[k] for t in hand_runs)
+        zoo_s = statistics.median(t[k] for t in zoo_runs)
         ratios[what] = zoo_s / hand
         print(f"  {what:4s} s/epoch: hand-written loop {hand:.3f} "
-              f"[{', '.join(f'{t[k]:.3f}' for t in hand1 + hand2)}]; "
-              f"python -m zoo fit {zoo_s:.3f} [{', '.join(f'{t[k]:.3f}' for t in zoo)}]; ratio {ratios[what]:.3f}")
+              f"[{', '.join(f'{t[k]:.3f}' for t in hand_runs)}]; "
+              f"python -m zoo fit {zoo_s:.3f} [{', '.join(f'{t[k]:.3f}' for t in zoo_runs)}]; ratio {ratios[what]:.3f}")
     ratio = ratios["wall"]
     print(f"ratio zoo / hand (wall) = {ratio:.3f} (target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'}); "
           f"CPU-time ratio {ratios['cpu']:.3f}")

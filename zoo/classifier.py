@@ -38,6 +38,21 @@ def configure_optimizers_from(module: L.LightningModule, optimizer: OptimizerCal
     return {"optimizer": opt, "lr_scheduler": config}
 
 
+def step_is_shown(module: L.LightningModule) -> bool:
+    """Whether a per-step value logged now would be seen: by the logger (every ``log_every_n_steps``,
+    and on fast_dev_run), or by a progress bar.
+
+    ``LightningModule.log`` costs about 1 ms per call (Lightning re-homes its result state each
+    time), as much as a whole LeNet-5 step on one CPU core; skipping calls nobody reads is what keeps
+    ``python -m zoo fit`` close to a hand-written loop (``benchmarks/bench_lenet_loop.py``).
+    """
+    trainer = module._trainer
+    if trainer is None or trainer.progress_bar_callback is not None or trainer.fast_dev_run:
+        return True
+    connector = getattr(trainer, "_logger_connector", None)
+    return bool(getattr(connector, "should_update_logs", True))
+
+
 class Classifier(L.LightningModule):
     """Base class: cross-entropy classification with the zoo's metrics and figures.
 
@@ -61,7 +76,9 @@ class Classifier(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # no per-step input checks on the train metric (they cost as much as a small model's step);
+        # val/test keep them, and a bad target still fails in cross_entropy first
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_metrics = MetricCollection({
             "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -85,10 +102,14 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         logits, y = self._logits_and_target(batch)
         loss = self._loss(logits, y)
-        self.train_acc.update(logits.detach(), y)  # epoch-level metric: no per-step compute
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=y.shape[0])
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=y.shape[0])
+        self.train_acc.update(logits.detach(), y)  # epoch-level metric: computed once in on_train_epoch_end
+        if step_is_shown(self):
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=y.shape[0])
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/acc", self.train_acc.compute())  # compute() syncs across DDP processes
+        self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         logits, y = self._logits_and_target(batch)

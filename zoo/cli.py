@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
@@ -104,6 +105,15 @@ class ZooCLI(LightningCLI):
             elif lg.class_path.endswith(("CSVLogger", "TensorBoardLogger")) and args.get("name") in (None, "lightning_logs"):
                 args.name = cfg.run.group or name
 
+
+    def instantiate_trainer(self, **kwargs):
+        """As LightningCLI's, but ``--trainer.enable_checkpointing false`` drops the default checkpoint
+        callback instead of failing on it."""
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        if config.get("enable_checkpointing") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return self._instantiate_trainer(config, callbacks)
 
     def _run_cfg(self):
         return (self.config[self.subcommand] if self.subcommand else self.config).run
