@@ -223,3 +223,24 @@ def spec_augment(x: torch.Tensor, num_masks: int = 2, mask_width: int = 8,
     freq = _band_mask(n, f, num_masks, min(mask_width, f), x.device, generator)[:, None, :, None]
     time = _band_mask(n, t, num_masks, min(mask_width, t), x.device, generator)[:, None, None, :]
     return x.masked_fill(freq | time, 0.0)
+
+
+def random_time_crop(x: torch.Tensor, min_keep: float = 0.85, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per sample, keep a random ``min_keep``-1.0 share of the time axis of ``(N, C, F, T)`` spectrogram
+    images and stretch it back to ``T`` frames (one batched ``grid_sample``).
+
+    Fixed-size log-mel images resize each whole utterance, silences included, to ``T`` frames, so how
+    much silence a recording kept at its ends shifts and scales the word along time. Training on random
+    time crops makes the classifier insensitive to that trimming; frequency rows are untouched.
+    """
+    if not 0.0 < min_keep <= 1.0:
+        raise ValueError(f"random_time_crop: min_keep must be in (0, 1], got {min_keep}")
+    if min_keep == 1.0:
+        return x
+    n = x.shape[0]
+    keep = min_keep + (1.0 - min_keep) * torch.rand(n, generator=generator)
+    centre = (torch.rand(n, generator=generator) * 2 - 1) * (1 - keep)  # crop stays inside [-1, 1]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1] = keep, centre, 1.0
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import download_and_extract_archive
 
 from datamodules.audio import (FEATURES, FeatureExtractor, FeatureSettings, load_clips, pad_sequences,
-                               spec_augment)
+                               random_time_crop, spec_augment)
 from datamodules.paths import cache_root, data_root, missing_dataset
 from datamodules.splits import SplitLoadersMixin
 
@@ -277,7 +277,8 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
                  batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  voices: list[str] | None = None, rates: list[int] | None = None,
                  pitches: list[int] | None = None, progress: bool = True,
-                 spec_augment: bool = False, num_masks: int = 2, mask_width: int = 8) -> None:
+                 spec_augment: bool = False, num_masks: int = 2, mask_width: int = 8,
+                 time_crop: float = 1.0) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -291,6 +292,9 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
                 2019): ``num_masks`` frequency and ``num_masks`` time bands of up to ``mask_width``
                 rows/columns, drawn per sample, set to 0 (the normalised mean). Applied on the
                 device after transfer, never to validation or test batches.
+            time_crop: ``logmel`` training batches keep a random ``time_crop``-1.0 share of each
+                image's time axis, stretched back to ``frames`` (1.0 = off); drawn per sample, on
+                the device, before the masking. Invariance to how much silence a clip kept at its ends.
         """
         super().__init__()
         for name, value, allowed in (("source", source, SOURCES), ("feature", feature, FEATURES),
@@ -313,6 +317,10 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             raise ValueError(f"SpokenDigits: batch_size must be >= 1, got {batch_size}")
         if spec_augment and feature != "logmel":
             raise ValueError(f"SpokenDigits: spec_augment=True needs feature='logmel', got feature={feature!r}")
+        if time_crop != 1.0 and feature != "logmel":
+            raise ValueError(f"SpokenDigits: time_crop < 1 needs feature='logmel', got feature={feature!r}")
+        if not 0.0 < time_crop <= 1.0:
+            raise ValueError(f"SpokenDigits: time_crop must be in (0, 1] (share of frames kept), got {time_crop}")
         if num_masks < 0 or mask_width < 0:
             raise ValueError(f"SpokenDigits: num_masks and mask_width must be >= 0, got {num_masks}, {mask_width}")
         self.save_hyperparameters()
@@ -511,7 +519,11 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer
-        if self.hparams.spec_augment and trainer is not None and trainer.training:
+        hp = self.hparams
+        if trainer is not None and trainer.training and (hp.spec_augment or hp.time_crop < 1.0):
             x, y = batch
-            batch = (spec_augment(x, self.hparams.num_masks, self.hparams.mask_width), y)
+            x = random_time_crop(x, hp.time_crop)
+            if hp.spec_augment:
+                x = spec_augment(x, hp.num_masks, hp.mask_width)
+            batch = (x, y)
         return batch

@@ -93,7 +93,7 @@ def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
     assert Path(metrics["best_checkpoint"]).name.startswith("best-")
     log_dir = Path(cli.trainer.logger.log_dir)
     header = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"train/loss", "val/loss", "val/acc", "test/acc"} <= set(header)
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= set(header)
     assert any(h.startswith("lr-") for h in header), header  # learning-rate monitor
     assert list((log_dir / "media").glob("test_confusion_matrix*.png")), "confusion matrix figure missing"
     saved = yaml.safe_load((log_dir / "config.yaml").read_text())
@@ -145,3 +145,42 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="fsdd"):
         run_cli(["fit", *small_cbam_args(tmp_path / "nowhere", tmp_path, "--trainer.max_epochs", "1"),
                  *csv_logger(tmp_path)])
+
+
+def test_enable_checkpointing_false_drops_the_default_checkpoint(fsdd_root, tmp_path):
+    results = tmp_path / "results.json"
+    cli = run_cli(["fit", *small_cbam_args(fsdd_root, tmp_path, "--trainer.max_epochs", "1",
+                                           "--trainer.enable_checkpointing", "false",
+                                           "--run.results_file", results), *csv_logger(tmp_path)])
+    assert cli.trainer.checkpoint_callback is None
+    assert not list(tmp_path.rglob("*.ckpt"))
+    metrics = json.loads(results.read_text())
+    assert metrics["best_checkpoint"] is None and "test/acc" in metrics["metrics"]  # tested the final weights
+
+
+@pytest.mark.parametrize("progress_bar", [False, True])
+def test_step_values_are_logged_only_where_shown(progress_bar, tmp_path):
+    """Per-step ``self.log`` calls are skipped on steps that neither the logger nor a bar would show."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from zoo.classifier import step_is_shown
+    from zoo.mnist_classifiers import LeNet5
+
+    class Recorder(LeNet5):
+        def training_step(self, batch, batch_idx):
+            self.shown = getattr(self, "shown", []) + [step_is_shown(self)]
+            return super().training_step(batch, batch_idx)
+
+    data = DataLoader(TensorDataset(torch.randn(14, 1, 28, 28), torch.arange(14) % 10), batch_size=2)
+    model = Recorder()
+    trainer = L.Trainer(max_epochs=2, log_every_n_steps=3, accelerator="cpu", enable_checkpointing=False,
+                        enable_progress_bar=progress_bar, enable_model_summary=False,
+                        logger=L.pytorch.loggers.CSVLogger(tmp_path))
+    trainer.fit(model, data)
+    if progress_bar:
+        assert all(model.shown)
+    else:  # the logger writes every 3rd step (global steps 2, 5, 8, 11 of 0..13)
+        assert [i for i, s in enumerate(model.shown) if s] == [2, 5, 8, 11]
+    assert 0.0 <= float(trainer.callback_metrics["train/acc"]) <= 1.0  # epoch-level, computed once
+    assert step_is_shown(LeNet5())  # outside a trainer every value counts

@@ -322,3 +322,25 @@ def test_loss_curve_figure(tmp_path):
     with pytest.raises(ValueError, match="no column 'train/d_loss'"):
         path.write_text("step,loss\n0,1\n")
         losses(metrics_csv=str(path), out=str(tmp_path / "x.png"))
+
+
+@pytest.mark.parametrize("arch,channels", [("mnist28", 1), ("dcgan64", 3)])
+def test_projection_discriminator_scores_the_label(arch, channels):
+    model = tiny(architecture=arch, image_channels=channels, conditional=True, conditioning="projection")
+    d = model.discriminator
+    first_conv = next(m for m in d.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == channels  # the label enters only through the projection term
+    torch.nn.init.normal_(d.project.weight)  # make the class embeddings clearly different
+    size = 28 if arch == "mnist28" else 64
+    x = torch.rand(2, channels, size, size) * 2 - 1
+    d.eval()
+    a, b = d(x, torch.tensor([0, 0])), d(x, torch.tensor([3, 3]))
+    assert a.shape == (2,) and not torch.allclose(a, b), "the score must depend on the requested class"
+    with pytest.raises(ValueError, match="labels are required"):
+        d(x)
+    d.train()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer(limit_train_batches=1, limit_val_batches=0).fit(model, loader(shape=(channels, size, size)))
+    assert all(not torch.equal(before[k], v) for k, v in model.named_parameters()), "some weights did not move"
+    with pytest.raises(ValueError, match="conditioning"):
+        tiny(conditional=True, conditioning="film")

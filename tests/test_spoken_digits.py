@@ -419,3 +419,39 @@ def test_spec_augment_hook_touches_training_batches_only():
     torch.manual_seed(0)
     x, y = dm.on_after_batch_transfer(batch, 0)
     assert (x == 0).any() and torch.equal(y, batch[1])
+
+
+def test_random_time_crop_stretches_time_only_and_per_sample():
+    from datamodules.audio import random_time_crop
+
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 40).expand(6, 1, 16, 40).contiguous()  # varies along time only
+    out = random_time_crop(ramp, min_keep=0.7, generator=g)
+    assert out.shape == ramp.shape
+    assert (out.diff(dim=-1) >= -1e-6).all(), "a time crop keeps the ramp monotone"
+    assert out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, ramp) and not torch.allclose(out[0], out[1]), "crops differ per sample"
+    bands = torch.linspace(-1, 1, 16)[:, None].expand(6, 1, 16, 40).contiguous()  # varies along frequency only
+    torch.testing.assert_close(random_time_crop(bands, 0.7, generator=g), bands)
+    torch.testing.assert_close(random_time_crop(ramp, 1.0), ramp)
+    with pytest.raises(ValueError, match="min_keep"):
+        random_time_crop(ramp, 0.0)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(time_crop=0.0), "time_crop"), (dict(time_crop=1.5), "time_crop"),
+                                          (dict(feature="mfcc", time_crop=0.8), "time_crop")])
+def test_time_crop_setting_is_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SpokenDigits(**kwargs)
+
+
+def test_time_crop_hook_touches_training_batches_only():
+    from types import SimpleNamespace
+
+    dm = SpokenDigits(time_crop=0.7)
+    batch = (torch.linspace(0, 1, 64).expand(4, 1, 64, 64).contiguous(), torch.arange(4))
+    dm.trainer = SimpleNamespace(training=False)
+    assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], batch[0])
+    dm.trainer = SimpleNamespace(training=True)
+    x, y = dm.on_after_batch_transfer(batch, 0)
+    assert x.shape == batch[0].shape and not torch.allclose(x, batch[0]) and torch.equal(y, batch[1])

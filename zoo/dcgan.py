@@ -18,7 +18,10 @@ without changing their shape. ``conditional=True`` feeds a one-hot label to both
 to the latent code of G, as constant extra image channels of D), so one model draws N samples of
 each class. ``conditioning="auxiliary"`` is the AC-GAN variant instead (Odena et al., 2017): D is
 not shown the label but has a second head that must classify real and fake images, and G is also
-rewarded for fakes that D classifies as the requested class (weight ``aux_weight``). Images are expected in [-1, 1] (the tanh range): ``--data.normalize minus_one_one``
+rewarded for fakes that D classifies as the requested class (weight ``aux_weight``).
+``conditioning="projection"`` is the projection discriminator (Miyato & Koyama, 2018): D scores
+"is this a real image *of this class*" as its unconditional logit plus the inner product of a class
+embedding with its last features. Images are expected in [-1, 1] (the tanh range): ``--data.normalize minus_one_one``
 (MNIST) or ``--data.normalization minus_one_one`` (image folders).
 """
 
@@ -46,7 +49,9 @@ def dcgan_adam(params) -> torch.optim.Optimizer:
 
 def dcgan_init(module: nn.Module) -> None:
     """Weights from N(0, 0.02), BN scales from N(1, 0.02), as in the DCGAN paper."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+    if isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
@@ -93,9 +98,10 @@ class DCGANDiscriminator28(nn.Module):
     """(image + one-hot label maps) -> conv 5x5/2 (w) -> conv 5x5/2 (2w) -> linear logit."""
 
     def __init__(self, channels: int = 1, width: int = 64, num_classes: int = 0, dropout: float = 0.3,
-                 aux_classes: int = 0) -> None:
+                 aux_classes: int = 0, proj_classes: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.project = nn.Embedding(proj_classes, 2 * width * 7 * 7) if proj_classes else None
         self.net = nn.Sequential(
             nn.Conv2d(channels + num_classes, width, 5, 2, 2), nn.LeakyReLU(0.2), nn.Dropout(dropout),
             nn.Conv2d(width, 2 * width, 5, 2, 2), nn.LeakyReLU(0.2), nn.Dropout(dropout),
@@ -104,7 +110,7 @@ class DCGANDiscriminator28(nn.Module):
         self.classify = nn.Linear(2 * width * 7 * 7, aux_classes) if aux_classes else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(_with_label_maps(x, labels, self.num_classes)).flatten()
+        return _discriminate(self, x, labels)
 
     def forward_with_classes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _adv_and_classes(self, x)
@@ -136,9 +142,10 @@ class DCGANDiscriminator64(nn.Module):
     """64x64xC -> 32x32xw -> 16x16x2w -> 8x8x4w -> 4x4x8w -> logit (BN everywhere but the first layer)."""
 
     def __init__(self, channels: int = 3, width: int = 64, num_classes: int = 0, dropout: float = 0.0,
-                 aux_classes: int = 0) -> None:
+                 aux_classes: int = 0, proj_classes: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.project = nn.Embedding(proj_classes, 8 * width * 4 * 4) if proj_classes else None
         layers, cin = [], channels + num_classes
         for i, mult in enumerate((1, 2, 4, 8)):
             layers.append(nn.Conv2d(cin, mult * width, 4, 2, 1, bias=False))
@@ -153,10 +160,23 @@ class DCGANDiscriminator64(nn.Module):
         self.classify = nn.Sequential(nn.Conv2d(cin, aux_classes, 4, 1, 0), nn.Flatten()) if aux_classes else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(_with_label_maps(x, labels, self.num_classes)).flatten()
+        return _discriminate(self, x, labels)
 
     def forward_with_classes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _adv_and_classes(self, x)
+
+
+def _discriminate(d: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The real/fake logit. A projection discriminator (Miyato & Koyama, 2018) adds the inner product
+    of a learned class embedding with the last features: the class enters as a *match score* on what
+    D has seen, so G is pushed to make the requested digit without AC-GAN's pull towards easy,
+    prototypical samples."""
+    if d.project is None:
+        return d.net(_with_label_maps(x, labels, d.num_classes)).flatten()
+    if labels is None:
+        raise ValueError("this is a class-conditional (projection) discriminator: labels are required")
+    h = d.net[:-1](x)
+    return d.net[-1](h).flatten() + (d.project(labels.long()) * h.flatten(1)).sum(1)
 
 
 def _adv_and_classes(d: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +219,7 @@ class DCGAN(L.LightningModule):
 
     def __init__(self, architecture: Architecture = "mnist28", latent_dim: int = 100, image_channels: int = 1,
                  width: int = 64, conditional: bool = False, num_classes: int = 10,
-                 conditioning: Literal["concat", "auxiliary"] = "concat", aux_weight: float = 1.0,
+                 conditioning: Literal["concat", "auxiliary", "projection"] = "concat", aux_weight: float = 1.0,
                  dropout: float = 0.3, real_label: float = 1.0,
                  generator_optimizer: OptimizerCallable = dcgan_adam,
                  discriminator_optimizer: OptimizerCallable = dcgan_adam,
@@ -217,8 +237,8 @@ class DCGAN(L.LightningModule):
                             ("interpolation_steps", interpolation_steps)):
             if value < 1:
                 raise ValueError(f"DCGAN: {name} must be >= 1, got {value}")
-        if conditioning not in ("concat", "auxiliary"):
-            raise ValueError(f"DCGAN: conditioning must be 'concat' or 'auxiliary', got {conditioning!r}")
+        if conditioning not in ("concat", "auxiliary", "projection"):
+            raise ValueError(f"DCGAN: conditioning must be 'concat', 'auxiliary' or 'projection', got {conditioning!r}")
         if conditional and num_classes < 2:
             raise ValueError(f"DCGAN: a conditional model needs num_classes >= 2, got {num_classes}")
         if not 0.5 < real_label <= 1.0:
@@ -234,13 +254,16 @@ class DCGAN(L.LightningModule):
         self.num_classes = num_classes if conditional else 0
         self.auxiliary = bool(self.num_classes) and conditioning == "auxiliary"
         # AC-GAN: D must *infer* the class, so it is not given the label maps
-        d_labels, d_aux = (0, self.num_classes) if self.auxiliary else (self.num_classes, 0)
+        # projection: the label enters D only through the projection term
+        projection = bool(self.num_classes) and conditioning == "projection"
+        d_labels = 0 if (self.auxiliary or projection) else self.num_classes
+        d_aux, d_proj = (self.num_classes if self.auxiliary else 0), (self.num_classes if projection else 0)
         if architecture == "mnist28":
             self.generator = DCGANGenerator28(latent_dim, image_channels, width, self.num_classes)
-            self.discriminator = DCGANDiscriminator28(image_channels, width, d_labels, dropout, d_aux)
+            self.discriminator = DCGANDiscriminator28(image_channels, width, d_labels, dropout, d_aux, d_proj)
         else:
             self.generator = DCGANGenerator64(latent_dim, image_channels, width, self.num_classes)
-            self.discriminator = DCGANDiscriminator64(image_channels, width, d_labels, dropout, d_aux)
+            self.discriminator = DCGANDiscriminator64(image_channels, width, d_labels, dropout, d_aux, d_proj)
         self.generator.apply(dcgan_init)
         self.discriminator.apply(dcgan_init)
         self.discriminator.latent_dim = latent_dim
