@@ -267,7 +267,19 @@ def test_dcgan_logs_val_fid_with_feature_checkpoint(tmp_path):
     sd = torch.load(tmp_path / "gan.ckpt", weights_only=False)["state_dict"]
     assert not any(k.startswith(("val_fid.", "test_fid.")) for k in sd)
     assert load_dcgan(str(tmp_path / "gan.ckpt")).val_fid is None
-    assert tiny().monitor == ("val/d_loss", "max")
+
+
+def test_without_fid_only_last_checkpoint_is_kept(tmp_path):
+    from zoo.callbacks import BestCheckpoint
+
+    model = tiny()
+    assert model.monitor is None  # val/d_loss says as much about D as about G: no "best" epoch
+    ckpt = BestCheckpoint(dirpath=tmp_path)
+    t = trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
+                enable_checkpointing=True, callbacks=[ckpt])
+    t.fit(model, loader(), loader(seed=1))
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt"]
+    assert ckpt.best_model_path == ""
 
 
 def test_label_agreement_counts_judge_hits(tmp_path):

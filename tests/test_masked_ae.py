@@ -134,3 +134,16 @@ def test_trainer_logs_all_metrics_and_the_figure(tmp_path):
     assert {"test/mse", "test/ssim", "test/psnr"} <= set(results)
     figures = list(tmp_path.rglob("*reconstructions*.png"))
     assert any("val" in f.name for f in figures) and any("test" in f.name for f in figures), figures
+
+
+def test_training_masks_follow_the_run_seed_unless_pinned():
+    x = torch.rand(2, 3, 32, 32)
+
+    def training_mask_seed(run_seed: int, **kw) -> int:
+        torch.manual_seed(run_seed)  # what seed_everything does
+        model = MaskedAE(image_size=32, hidden=32, bottleneck=8, **kw)
+        model.training_step((x,), 0)  # outside a trainer: self.log only warns
+        return model._train_gen.initial_seed()
+
+    assert training_mask_seed(0) == 0 and training_mask_seed(7) == 7
+    assert training_mask_seed(0, mask_seed=3) == training_mask_seed(7, mask_seed=3) == 3

@@ -163,3 +163,15 @@ def test_label_fraction_figure_draws_one_line_per_method():
     lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label() in ("probe", "scratch")]
     assert [len(ln.get_xdata()) for ln in lines] == [2, 3]
     assert list(lines[1].get_xdata()) == [1.0, 10.0, 100.0] and list(lines[1].get_ydata()) == [15.0, 30.0, 60.0]
+
+
+def test_augmentation_stream_follows_the_run_seed_unless_pinned():
+    x = torch.rand(4, 3, 32, 32)
+
+    def augmented(run_seed: int, **kw) -> torch.Tensor:
+        torch.manual_seed(run_seed)  # what seed_everything does
+        return ImageClassifier(**kw).augment(x)
+
+    assert torch.equal(augmented(0), augmented(0))
+    assert not torch.equal(augmented(0), augmented(1)), "grid seeds must not share one augmentation stream"
+    assert torch.equal(augmented(0, augment_seed=5), augmented(1, augment_seed=5))

@@ -10,8 +10,8 @@ class BestCheckpoint(ModelCheckpoint):
     """Keeps the best checkpoint on the module's own metric, plus ``last.ckpt`` (nothing lost on a crash).
 
     Each LightningModule declares what "best" means with a ``monitor = ("val/acc", "max")`` class
-    attribute, so one default callback serves classifiers and autoencoders alike. An explicit
-    ``monitor`` argument wins.
+    attribute, so one default callback serves classifiers and autoencoders alike; ``monitor = None``
+    means "no metric to select on" and keeps ``last.ckpt`` only. An explicit ``monitor`` argument wins.
     """
 
     def __init__(self, monitor: str | None = None, mode: str = "min", save_last: bool = True,
@@ -21,7 +21,10 @@ class BestCheckpoint(ModelCheckpoint):
         self._explicit = monitor is not None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if not self._explicit and hasattr(pl_module, "monitor"):
+        if not self._explicit and getattr(pl_module, "monitor", ()) is None:
+            # the module has no held-out metric worth selecting on: keep last.ckpt only
+            self.monitor, self.save_top_k = None, 0
+        elif not self._explicit and hasattr(pl_module, "monitor"):
             metric, mode = pl_module.monitor
             if mode not in ("min", "max"):
                 raise ValueError(f"{type(pl_module).__name__}.monitor mode must be 'min' or 'max', got {mode!r}")

@@ -210,9 +210,9 @@ class DCGAN(L.LightningModule):
 
     ``fid_features`` (a zoo classifier checkpoint, e.g. LeNet5 on MNIST) turns on ``val/fid`` and
     ``test/fid`` with that classifier's penultimate-layer features (:mod:`zoo.gan_eval`); without it
-    the only held-out signal is ``val/d_loss``: the discriminator's loss on real validation images
-    vs fresh fakes. The best checkpoint then keeps the epoch whose fakes D separated worst, a weak
-    proxy (``last.ckpt`` is kept too).
+    the only held-out signal is ``val/d_loss`` (the discriminator's loss on real validation images vs
+    fresh fakes), which measures D as much as G, so no "best" epoch is picked: only ``last.ckpt``
+    is kept, and test-after-fit scores the final weights.
     """
 
     monitor = ("val/fid", "min")
@@ -284,8 +284,9 @@ class DCGAN(L.LightningModule):
             self.test_fid = classifier_fid(fid_features)
             self.monitor = ("val/fid", "min")
         else:
+            # val/d_loss says how well D separates, not how good G is: no "best" epoch, keep the last
             self.val_fid = self.test_fid = None
-            self.monitor = ("val/d_loss", "max")
+            self.monitor = None
         self._checked_range = False
 
     # --- sampling --------------------------------------------------------------------------------

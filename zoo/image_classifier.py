@@ -21,10 +21,17 @@ from zoo.audio_cnn import CNN
 from zoo.classifier import default_optimizer
 
 
-def make_augment(augment: bool, hflip: float, contrast: float, translate: float, seed: int) -> nn.Module | None:
-    """The image augmentation shared by :class:`ImageClassifier` and fine-tuning; ``None`` when off."""
+def make_augment(augment: bool, hflip: float, contrast: float, translate: float,
+                 seed: int | None) -> nn.Module | None:
+    """The image augmentation shared by :class:`ImageClassifier` and fine-tuning; ``None`` when off.
+
+    ``seed=None`` takes the run's seed (``seed_everything`` / ``torch.manual_seed``), so runs of a
+    multi-seed grid draw different augmentations; an explicit seed pins the stream.
+    """
     if not augment:
         return None
+    if seed is None:
+        seed = torch.initial_seed()
     return BatchAugment(translate=translate, hflip=hflip, contrast=contrast, value_range=(0.0, 1.0),
                         padding_mode="reflection", seed=seed)
 
@@ -37,7 +44,7 @@ class ImageClassifier(CNN):
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (32, 64, 128, 256), hidden: int = 256,
                  dropout: float = 0.3, augment: bool = True, hflip: float = 0.5, contrast: float = 0.2,
-                 translate: float = 0.1, augment_seed: int = 0, num_classes: int = 10,
+                 translate: float = 0.1, augment_seed: int | None = None, num_classes: int = 10,
                  class_names: Sequence[str] | None = None, label_smoothing: float = 0.0, channels_last: bool = True,
                  optimizer: OptimizerCallable = default_optimizer,
                  scheduler: LRSchedulerCallable | None = None) -> None:

@@ -118,8 +118,10 @@ class MaskedAE(L.LightningModule):
 
     Metrics per stage on the reconstruction of the *clean* image: ``mse``, ``mae``, ``psnr``,
     ``ssim`` and ``pixel_acc`` (share of pixels within 0.1); ``loss`` is the training objective.
-    Validation/test corruption uses a generator seeded with ``mask_seed + batch_idx`` so every epoch and
-    every run sees the same masks; training draws fresh masks from a generator seeded with ``mask_seed``.
+    Validation/test corruption uses a generator seeded with ``mask_seed`` (0 if unset) and the batch
+    index, so every epoch and every run sees the same masks; training draws fresh masks from a
+    generator seeded with ``mask_seed``, or with the run's seed (``seed_everything``) when unset, so
+    the runs of a multi-seed grid see different training masks.
     """
 
     monitor = ("val/mse", "min")
@@ -128,7 +130,7 @@ class MaskedAE(L.LightningModule):
                  bottleneck: int = 128, hidden: int = 1024, conv_channels: Sequence[int] = (32, 64),
                  mask_type: MaskType = "pixel", mask_ratio: float = 0.5, patch_size: int = 4,
                  noise_sigma: float = 0.0, mask_value: float = 0.0, loss_on: Literal["all", "masked"] = "all",
-                 mask_seed: int = 0, num_figure_images: int = 8,
+                 mask_seed: int | None = None, num_figure_images: int = 8,
                  optimizer: OptimizerCallable = default_optimizer,
                  scheduler: LRSchedulerCallable | None = None) -> None:
         super().__init__()
@@ -192,7 +194,8 @@ class MaskedAE(L.LightningModule):
         x = batch[0]
         self._check_input(x)
         if self._train_gen is None:
-            self._train_gen = torch.Generator().manual_seed(self.hparams.mask_seed)
+            seed = self.hparams.mask_seed
+            self._train_gen = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         corrupted, mask = self.corrupt_batch(x, self._train_gen)
         recon = self(corrupted)
         loss = self._loss(recon, x, mask)
@@ -204,7 +207,7 @@ class MaskedAE(L.LightningModule):
     def _eval_step(self, stage: str, batch, batch_idx: int) -> None:
         x = batch[0]
         self._check_input(x)
-        gen = torch.Generator().manual_seed(self.hparams.mask_seed + 1_000_003 * (1 + batch_idx))
+        gen = torch.Generator().manual_seed((self.hparams.mask_seed or 0) + 1_000_003 * (1 + batch_idx))
         corrupted, mask = self.corrupt_batch(x, gen)
         recon = self(corrupted)
         metrics = self.metrics[stage]

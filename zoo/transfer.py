@@ -85,7 +85,7 @@ class EncoderClassifier(Classifier):
     def __init__(self, encoder_checkpoint: str, mode: Mode = "linear", mlp_hidden: int = 512, mlp_layers: int = 3,
                  dropout: float = 0.2, feature_batchnorm: bool = True, encoder_lr_scale: float = 1.0,
                  augment: bool = False, hflip: float = 0.5, contrast: float = 0.2, translate: float = 0.1,
-                 augment_seed: int = 0, num_classes: int = 10, class_names: Sequence[str] | None = None,
+                 augment_seed: int | None = None, num_classes: int = 10, class_names: Sequence[str] | None = None,
                  label_smoothing: float = 0.0, optimizer: OptimizerCallable = default_optimizer,
                  scheduler: LRSchedulerCallable | None = None) -> None:
         super().__init__(num_classes, class_names, label_smoothing, optimizer, scheduler)
