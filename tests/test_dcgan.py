@@ -186,10 +186,16 @@ def test_export_import_round_trip(tmp_path):
     images, labels = load_samples(out)
     assert images.dtype == np.uint8 and images.shape == (30, 28, 28)
     assert labels.tolist() == sorted(list(range(10)) * 3)
-    # the file holds exactly what the reloaded generator draws for those labels and that noise
+    # the file holds exactly what the reloaded generator draws for those labels and that noise,
+    # after re-estimating its batch-norm statistics (the exporter's default)
     reloaded = load_dcgan(ckpt)
+    reloaded.standing_statistics(batches=100, seed=5)
     z = torch.randn(30, 8, generator=torch.Generator().manual_seed(5))
     np.testing.assert_array_equal(images, to_uint8(reloaded.sample(labels=torch.from_numpy(labels), z=z)))
+    running = tmp_path / "running.npz"
+    export_main(["--checkpoint", ckpt, "--per_class", "3", "--out", str(running), "--seed", "5", "--bn_stats", "running"])
+    np.testing.assert_array_equal(load_samples(running)[0],
+                                  to_uint8(load_dcgan(ckpt).sample(labels=torch.from_numpy(labels), z=z)))
     # and it passes the MNIST DataModule's sample-file validation
     x, y = load_synthetic(out, per_class=3)
     assert x.shape == (30, 1, 28, 28) and sorted(y.tolist()) == labels.tolist()
@@ -316,8 +322,8 @@ def test_cas_rewards_correct_labels_only(tmp_path, shared_data):
     good, shuffled = tmp_path / "good.npz", tmp_path / "shuffled.npz"
     np.savez(good, images=images, labels=y.numpy())
     np.savez(shuffled, images=images, labels=np.random.default_rng(0).permutation(y.numpy()))
-    right = cas(samples=str(good), per_class=100, epochs=5, batch_size=32, test_per_class=100)["cas"]
-    wrong = cas(samples=str(shuffled), per_class=100, epochs=5, batch_size=32, test_per_class=100)["cas"]
+    right = cas(samples=str(good), per_class=100, epochs=5, batch_size=32, test_per_class=100, seeds=1)["cas"]
+    wrong = cas(samples=str(shuffled), per_class=100, epochs=5, batch_size=32, test_per_class=100, seeds=1)["cas"]
     assert right > 0.8 and wrong < 0.3, (right, wrong)
 
 
@@ -356,3 +362,18 @@ def test_projection_discriminator_scores_the_label(arch, channels):
     assert all(not torch.equal(before[k], v) for k, v in model.named_parameters()), "some weights did not move"
     with pytest.raises(ValueError, match="conditioning"):
         tiny(conditional=True, conditioning="film")
+
+
+def test_standing_statistics_average_training_mode_batches():
+    model = tiny(conditional=True)
+    bn = next(m for m in model.generator.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    seen = []
+    hook = bn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    model.standing_statistics(batches=3, batch_size=16, seed=0)
+    hook.remove()
+    assert len(seen) == 3 and bn.momentum == 0.1 and model.generator.training  # settings restored
+    torch.testing.assert_close(bn.running_mean, torch.stack([x.mean(0) for x in seen]).mean(0))
+    torch.testing.assert_close(bn.running_var, torch.stack([x.var(0) for x in seen]).mean(0))
+    assert int(bn.num_batches_tracked) == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        model.standing_statistics(batch_size=1)

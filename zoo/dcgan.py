@@ -314,6 +314,39 @@ class DCGAN(L.LightningModule):
         finally:
             self.generator.train(was_training)
 
+    @torch.no_grad()
+    def standing_statistics(self, batches: int = 100, batch_size: int = 128, seed: int = 0) -> None:
+        """Re-estimate the generator's batch-norm running statistics as the plain average over
+        ``batches`` training-mode batches of random codes (and random labels): "standing
+        statistics" (Brock et al., 2019).
+
+        G only ever runs on batch statistics while it trains; its running averages (momentum 0.1)
+        trail a network that changes every step, so eval-mode samples drift from what D was shown.
+        On MNIST this moved the Classification Accuracy Score by 3 points (docs/dcgan.md).
+        """
+        if batches < 1 or batch_size < 2:
+            raise ValueError(f"standing_statistics: need batches >= 1 and batch_size >= 2, got {batches}, {batch_size}")
+        norms = [m for m in self.generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        g = torch.Generator().manual_seed(seed)
+        saved = [m.momentum for m in norms]
+        was_training = self.generator.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: every batch counts the same
+        self.generator.train()
+        try:
+            for _ in range(batches):
+                z = torch.randn(batch_size, self.latent_dim, generator=g).to(self.device)
+                labels = (torch.randint(0, self.num_classes, (batch_size,), generator=g).to(self.device)
+                          if self.num_classes else None)
+                self.generator(z, labels)
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+            self.generator.train(was_training)
+
     # --- training ------------------------------------------------------------------------------
     def _unpack(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         if isinstance(batch, torch.Tensor):
