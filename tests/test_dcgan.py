@@ -377,3 +377,19 @@ def test_standing_statistics_average_training_mode_batches():
     assert int(bn.num_batches_tracked) == 3
     with pytest.raises(ValueError, match="batch_size"):
         model.standing_statistics(batch_size=1)
+
+
+def test_evaluation_refreshes_generator_statistics_once_per_step():
+    model = tiny(conditional=True, standing_batches=2)
+    bn = next(m for m in model.generator.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    t = trainer(limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0)
+    t.fit(model, loader(), loader(seed=1))
+    # standing statistics: a plain average of exactly 2 batches, recomputed after the last step
+    assert int(bn.num_batches_tracked) == 2 and model._bn_fresh_at == model.global_step
+    calls = []
+    model.standing_statistics = lambda **kw: calls.append(kw)
+    model._refresh_bn()  # same step: nothing to redo
+    assert calls == []
+    assert tiny(standing_batches=0).hparams.standing_batches == 0
+    with pytest.raises(ValueError, match="standing_batches"):
+        tiny(standing_batches=-1)

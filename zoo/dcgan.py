@@ -213,6 +213,11 @@ class DCGAN(L.LightningModule):
     the only held-out signal is ``val/d_loss`` (the discriminator's loss on real validation images vs
     fresh fakes), which measures D as much as G, so no "best" epoch is picked: only ``last.ckpt``
     is kept, and test-after-fit scores the final weights.
+
+    Every evaluation and sample grid first re-estimates G's batch-norm statistics from
+    ``standing_batches`` training-mode batches (:meth:`standing_statistics`), so ``val/fid`` and the
+    grids show what G produces rather than what its lagging running averages make of it; the
+    checkpoints then carry those statistics too. ``standing_batches=0`` keeps the running averages.
     """
 
     monitor = ("val/fid", "min")
@@ -227,11 +232,13 @@ class DCGAN(L.LightningModule):
                  discriminator_scheduler: LRSchedulerCallable | None = None,
                  gradient_clip_val: float | None = None, gradient_clip_algorithm: Literal["norm", "value"] = "norm",
                  fid_features: str | None = None, sample_every_n_epochs: int = 1, samples_per_row: int = 8,
-                 interpolation_steps: int = 10, seed: int = 0) -> None:
+                 interpolation_steps: int = 10, standing_batches: int = 50, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         if architecture not in IMAGE_SIZE:
             raise ValueError(f"DCGAN: architecture must be one of {sorted(IMAGE_SIZE)}, got {architecture!r}")
+        if standing_batches < 0:
+            raise ValueError(f"DCGAN: standing_batches must be >= 0 (0 = keep running averages), got {standing_batches}")
         for name, value in (("latent_dim", latent_dim), ("image_channels", image_channels), ("width", width),
                             ("sample_every_n_epochs", sample_every_n_epochs), ("samples_per_row", samples_per_row),
                             ("interpolation_steps", interpolation_steps)):
@@ -426,6 +433,8 @@ class DCGAN(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         for sched in self._schedulers():
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if self.monitor is None:
+                    raise ValueError("DCGAN: ReduceLROnPlateau needs a metric; set --model.fid_features")
                 metric = self.trainer.callback_metrics.get(self.monitor[0])
                 if metric is not None:
                     sched.step(metric)
@@ -468,6 +477,18 @@ class DCGAN(L.LightningModule):
         self.log(f"{stage}/fid", fid.compute(), prog_bar=True)
         fid.reset()
 
+    def _refresh_bn(self) -> None:
+        """Standing statistics before every evaluation and sample grid (once per training step)."""
+        if self.hparams.standing_batches and getattr(self, "_bn_fresh_at", None) != self.global_step:
+            self.standing_statistics(batches=self.hparams.standing_batches, seed=self.hparams.seed)
+            self._bn_fresh_at = self.global_step
+
+    def on_validation_epoch_start(self) -> None:
+        self._refresh_bn()
+
+    def on_test_epoch_start(self) -> None:
+        self._refresh_bn()
+
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
 
@@ -501,6 +522,7 @@ class DCGAN(L.LightningModule):
         return image_grid_figure(imgs, ncol=steps, value_range=(-1.0, 1.0), title="latent interpolation (slerp)")
 
     def log_samples(self) -> None:
+        self._refresh_bn()
         log_figure(self.trainer, "samples/fixed_noise", self.sample_grid_figure())
         log_figure(self.trainer, "samples/interpolation", self.interpolation_figure())
 

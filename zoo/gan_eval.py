@@ -248,18 +248,22 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
     return out
 
 
-def grid(*, checkpoint: str, out: str, interpolation_out: str | None = None) -> None:
+def grid(*, checkpoint: str, out: str, interpolation_out: str | None = None, standing_batches: int = 50) -> None:
     """Fixed-noise sample grid (one row per class if conditional) of a DCGAN checkpoint, as a PNG.
 
     Args:
         checkpoint: DCGAN checkpoint.
         out: PNG path of the sample grid.
         interpolation_out: optional PNG path of the latent interpolation figure.
+        standing_batches: re-estimate G's batch-norm statistics from this many training-mode
+            batches first (``DCGAN.standing_statistics``); 0 keeps the checkpoint's.
     """
     from zoo.dcgan import load_dcgan
     from zoo.figures import save_figure
 
     model = load_dcgan(checkpoint)
+    if standing_batches:
+        model.standing_statistics(batches=standing_batches)
     epoch = torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch")
     title = f"{Path(checkpoint).name} (after epoch {epoch + 1})" if epoch is not None else Path(checkpoint).name
     print(save_figure(model.sample_grid_figure(title), out))
