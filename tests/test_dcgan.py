@@ -393,3 +393,22 @@ def test_evaluation_refreshes_generator_statistics_once_per_step():
     assert tiny(standing_batches=0).hparams.standing_batches == 0
     with pytest.raises(ValueError, match="standing_batches"):
         tiny(standing_batches=-1)
+
+
+@pytest.mark.parametrize("arch,channels", [("mnist28", 1), ("dcgan64", 3)])
+def test_spectral_norm_discriminator(arch, channels):
+    model = tiny(architecture=arch, image_channels=channels, spectral_norm=True)
+    d = model.discriminator
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+    layers = [m for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert layers and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in layers)
+    size = 28 if arch == "mnist28" else 64
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer(limit_train_batches=2, limit_val_batches=0).fit(model, loader(shape=(channels, size, size)))
+    assert all(not torch.equal(before[k], v) for k, v in model.named_parameters()), "some weights did not move"
+    d.train()
+    for _ in range(30):  # power iterations run in training-mode forwards
+        d(torch.randn(2, channels, size, size))
+    for m in layers:
+        w = m.weight.detach().flatten(1)
+        assert torch.linalg.matrix_norm(w, ord=2) == pytest.approx(1.0, rel=0.05)

@@ -21,7 +21,9 @@ not shown the label but has a second head that must classify real and fake image
 rewarded for fakes that D classifies as the requested class (weight ``aux_weight``).
 ``conditioning="projection"`` is the projection discriminator (Miyato & Koyama, 2018): D scores
 "is this a real image *of this class*" as its unconditional logit plus the inner product of a class
-embedding with its last features. Images are expected in [-1, 1] (the tanh range): ``--data.normalize minus_one_one``
+embedding with its last features. ``spectral_norm=True`` constrains every layer of D to spectral norm 1
+(Miyato et al., 2018) instead of batch-normalizing it: a D that cannot sharpen without bound, the
+usual cure when D wins so fast that G's gradients vanish (what the 64x64 anime run did with BN). Images are expected in [-1, 1] (the tanh range): ``--data.normalize minus_one_one``
 (MNIST) or ``--data.normalization minus_one_one`` (image folders).
 """
 
@@ -35,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from zoo.figures import image_grid_figure, log_figure
 
@@ -52,12 +56,18 @@ def dcgan_init(module: nn.Module) -> None:
     if isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        weight = (module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight")
+                  else module.weight)
+        nn.init.normal_(weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def _maybe_sn(layer: nn.Module, spectral: bool) -> nn.Module:
+    return _spectral_norm(layer) if spectral else layer
 
 
 def one_hot(labels: torch.Tensor | None, num_classes: int, dtype: torch.dtype) -> torch.Tensor | None:
@@ -98,14 +108,14 @@ class DCGANDiscriminator28(nn.Module):
     """(image + one-hot label maps) -> conv 5x5/2 (w) -> conv 5x5/2 (2w) -> linear logit."""
 
     def __init__(self, channels: int = 1, width: int = 64, num_classes: int = 0, dropout: float = 0.3,
-                 aux_classes: int = 0, proj_classes: int = 0) -> None:
+                 aux_classes: int = 0, proj_classes: int = 0, spectral: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.project = nn.Embedding(proj_classes, 2 * width * 7 * 7) if proj_classes else None
         self.net = nn.Sequential(
-            nn.Conv2d(channels + num_classes, width, 5, 2, 2), nn.LeakyReLU(0.2), nn.Dropout(dropout),
-            nn.Conv2d(width, 2 * width, 5, 2, 2), nn.LeakyReLU(0.2), nn.Dropout(dropout),
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
+            _maybe_sn(nn.Conv2d(channels + num_classes, width, 5, 2, 2), spectral), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+            _maybe_sn(nn.Conv2d(width, 2 * width, 5, 2, 2), spectral), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+            nn.Flatten(), _maybe_sn(nn.Linear(2 * width * 7 * 7, 1), spectral),
         )
         self.classify = nn.Linear(2 * width * 7 * 7, aux_classes) if aux_classes else None
 
@@ -139,23 +149,24 @@ class DCGANGenerator64(nn.Module):
 
 
 class DCGANDiscriminator64(nn.Module):
-    """64x64xC -> 32x32xw -> 16x16x2w -> 8x8x4w -> 4x4x8w -> logit (BN everywhere but the first layer)."""
+    """64x64xC -> 32x32xw -> 16x16x2w -> 8x8x4w -> 4x4x8w -> logit (BN everywhere but the first layer,
+    or spectral normalization of every layer instead of BN with ``spectral=True``)."""
 
     def __init__(self, channels: int = 3, width: int = 64, num_classes: int = 0, dropout: float = 0.0,
-                 aux_classes: int = 0, proj_classes: int = 0) -> None:
+                 aux_classes: int = 0, proj_classes: int = 0, spectral: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.project = nn.Embedding(proj_classes, 8 * width * 4 * 4) if proj_classes else None
         layers, cin = [], channels + num_classes
         for i, mult in enumerate((1, 2, 4, 8)):
-            layers.append(nn.Conv2d(cin, mult * width, 4, 2, 1, bias=False))
-            if i > 0:
+            layers.append(_maybe_sn(nn.Conv2d(cin, mult * width, 4, 2, 1, bias=False), spectral))
+            if i > 0 and not spectral:
                 layers.append(nn.BatchNorm2d(mult * width))
             layers.append(nn.LeakyReLU(0.2, True))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             cin = mult * width
-        layers.append(nn.Conv2d(cin, 1, 4, 1, 0, bias=False))
+        layers.append(_maybe_sn(nn.Conv2d(cin, 1, 4, 1, 0, bias=False), spectral))
         self.net = nn.Sequential(*layers)
         self.classify = nn.Sequential(nn.Conv2d(cin, aux_classes, 4, 1, 0), nn.Flatten()) if aux_classes else None
 
@@ -225,7 +236,7 @@ class DCGAN(L.LightningModule):
     def __init__(self, architecture: Architecture = "mnist28", latent_dim: int = 100, image_channels: int = 1,
                  width: int = 64, conditional: bool = False, num_classes: int = 10,
                  conditioning: Literal["concat", "auxiliary", "projection"] = "concat", aux_weight: float = 1.0,
-                 dropout: float = 0.3, real_label: float = 1.0,
+                 dropout: float = 0.3, spectral_norm: bool = False, real_label: float = 1.0,
                  generator_optimizer: OptimizerCallable = dcgan_adam,
                  discriminator_optimizer: OptimizerCallable = dcgan_adam,
                  generator_scheduler: LRSchedulerCallable | None = None,
@@ -267,10 +278,12 @@ class DCGAN(L.LightningModule):
         d_aux, d_proj = (self.num_classes if self.auxiliary else 0), (self.num_classes if projection else 0)
         if architecture == "mnist28":
             self.generator = DCGANGenerator28(latent_dim, image_channels, width, self.num_classes)
-            self.discriminator = DCGANDiscriminator28(image_channels, width, d_labels, dropout, d_aux, d_proj)
+            self.discriminator = DCGANDiscriminator28(image_channels, width, d_labels, dropout, d_aux, d_proj,
+                                                      spectral_norm)
         else:
             self.generator = DCGANGenerator64(latent_dim, image_channels, width, self.num_classes)
-            self.discriminator = DCGANDiscriminator64(image_channels, width, d_labels, dropout, d_aux, d_proj)
+            self.discriminator = DCGANDiscriminator64(image_channels, width, d_labels, dropout, d_aux, d_proj,
+                                                      spectral_norm)
         self.generator.apply(dcgan_init)
         self.discriminator.apply(dcgan_init)
         self.discriminator.latent_dim = latent_dim
