@@ -281,9 +281,17 @@ def test_without_fid_only_last_checkpoint_is_kept(tmp_path):
     model = tiny()
     assert model.monitor is None  # val/d_loss says as much about D as about G: no "best" epoch
     ckpt = BestCheckpoint(dirpath=tmp_path)
-    t = trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
-                enable_checkpointing=True, callbacks=[ckpt])
+    seen = []  # last.ckpt must exist from the first epoch on: nothing lost on a crash
+
+    class Watch(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append((tmp_path / "last.ckpt").exists())
+
+    t = trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
+                enable_checkpointing=True, callbacks=[ckpt, Watch()])
     t.fit(model, loader(), loader(seed=1))
+    assert seen == [False, True, True]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt"]
     assert ckpt.best_model_path == ""
 

@@ -21,9 +21,10 @@ class BestCheckpoint(ModelCheckpoint):
         self._explicit = monitor is not None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        self._last_only = False
         if not self._explicit and getattr(pl_module, "monitor", ()) is None:
             # the module has no held-out metric worth selecting on: keep last.ckpt only
-            self.monitor, self.save_top_k = None, 0
+            self.monitor, self.save_top_k, self._last_only = None, 0, True
         elif not self._explicit and hasattr(pl_module, "monitor"):
             metric, mode = pl_module.monitor
             if mode not in ("min", "max"):
@@ -32,6 +33,22 @@ class BestCheckpoint(ModelCheckpoint):
             self.kth_value = torch.tensor(float("inf") if mode == "min" else -float("inf"))
             self.best_model_score = None
         super().setup(trainer, pl_module, stage)
+
+
+    # Lightning writes last.ckpt only in a step that also wrote a top-k checkpoint; with none to
+    # write (last-only mode) it must be written here, at the same point, so a crash loses one epoch.
+    def _save_last_only(self, trainer, at_train_epoch_end: bool) -> None:
+        if getattr(self, "_last_only", False) and not self._should_skip_saving_checkpoint(trainer) \
+                and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_only(trainer, at_train_epoch_end=True)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_only(trainer, at_train_epoch_end=False)
 
 
 class SafeLearningRateMonitor(LearningRateMonitor):
