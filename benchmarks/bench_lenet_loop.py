@@ -135,8 +135,8 @@ def breakdown(epochs: int, threads: int) -> None:
             self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
             return loss
 
-    class UpdateAcc(LeNet5):
-        """Classifier.training_step with ``train_acc.update`` (no per-step batch value) and detached values."""
+    class PerStepLogs(LeNet5):
+        """The zoo's earlier Classifier.training_step: ``self.log`` of the loss and of ``train_acc`` every step."""
 
         def training_step(self, batch, batch_idx):
             logits, y = self._logits_and_target(batch)
@@ -160,8 +160,8 @@ def breakdown(epochs: int, threads: int) -> None:
     hand = statistics.median(t[1] for t in hand_epochs(epochs, threads)[1:])
     print(f"  breakdown (CPU s/epoch, no validation): hand-written loop incl. validation {hand:.3f}")
     for cls, what in ((Bare, "Lightning loop, bare training_step"), (LogLoss, "+ self.log(train/loss) per step"),
-                      (LeNet5, "zoo Classifier.training_step (train_acc forward + 2 logs)"),
-                      (UpdateAcc, "Classifier step with train_acc.update + detached logs")):
+                      (PerStepLogs, "earlier Classifier step: loss + train_acc logged per step"),
+                      (LeNet5, "zoo Classifier.training_step (logs only where shown)")):
         timer = Timer()
         trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
