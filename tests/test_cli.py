@@ -184,3 +184,25 @@ def test_step_values_are_logged_only_where_shown(progress_bar, tmp_path):
         assert [i for i, s in enumerate(model.shown) if s] == [2, 5, 8, 11]
     assert 0.0 <= float(trainer.callback_metrics["train/acc"]) <= 1.0  # epoch-level, computed once
     assert step_is_shown(LeNet5())  # outside a trainer every value counts
+
+
+def test_last_checkpoint_follows_every_epoch_after_the_best(tmp_path):
+    """last.ckpt must hold the latest epoch even when the monitored metric stopped improving."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from zoo.callbacks import BestCheckpoint
+    from zoo.mnist_classifiers import LeNet5
+
+    class GetsWorse(LeNet5):
+        monitor = ("val/worse", "min")
+
+        def on_validation_epoch_end(self):
+            self.log("val/worse", float(self.current_epoch))  # best at epoch 0, never again
+
+    data = DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8) % 10), batch_size=4)
+    ckpt = BestCheckpoint(dirpath=tmp_path)
+    L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              num_sanity_val_steps=0, callbacks=[ckpt]).fit(GetsWorse(), data, data)
+    assert Path(ckpt.best_model_path).name == "best-epoch00.ckpt"
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2

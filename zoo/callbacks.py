@@ -21,10 +21,9 @@ class BestCheckpoint(ModelCheckpoint):
         self._explicit = monitor is not None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self._last_only = False
         if not self._explicit and getattr(pl_module, "monitor", ()) is None:
             # the module has no held-out metric worth selecting on: keep last.ckpt only
-            self.monitor, self.save_top_k, self._last_only = None, 0, True
+            self.monitor, self.save_top_k = None, 0
         elif not self._explicit and hasattr(pl_module, "monitor"):
             metric, mode = pl_module.monitor
             if mode not in ("min", "max"):
@@ -34,21 +33,21 @@ class BestCheckpoint(ModelCheckpoint):
             self.best_model_score = None
         super().setup(trainer, pl_module, stage)
 
-
-    # Lightning writes last.ckpt only in a step that also wrote a top-k checkpoint; with none to
-    # write (last-only mode) it must be written here, at the same point, so a crash loses one epoch.
-    def _save_last_only(self, trainer, at_train_epoch_end: bool) -> None:
-        if getattr(self, "_last_only", False) and not self._should_skip_saving_checkpoint(trainer) \
+    # Lightning 2.6 writes last.ckpt only in a step that also wrote a top-k checkpoint, so after the
+    # best epoch (or always, in last-only mode) last.ckpt would stop moving. Write it here, at the
+    # same point of every epoch, unless this step already saved: a crash loses at most one epoch.
+    def _ensure_last(self, trainer, at_train_epoch_end: bool) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
                 and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        self._save_last_only(trainer, at_train_epoch_end=True)
+        self._ensure_last(trainer, at_train_epoch_end=True)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
-        self._save_last_only(trainer, at_train_epoch_end=False)
+        self._ensure_last(trainer, at_train_epoch_end=False)
 
 
 class SafeLearningRateMonitor(LearningRateMonitor):

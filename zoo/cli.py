@@ -105,7 +105,6 @@ class ZooCLI(LightningCLI):
             elif lg.class_path.endswith(("CSVLogger", "TensorBoardLogger")) and args.get("name") in (None, "lightning_logs"):
                 args.name = cfg.run.group or name
 
-
     def instantiate_trainer(self, **kwargs):
         """As LightningCLI's, but ``--trainer.enable_checkpointing false`` drops the default checkpoint
         callback instead of failing on it."""

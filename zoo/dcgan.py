@@ -23,8 +23,10 @@ rewarded for fakes that D classifies as the requested class (weight ``aux_weight
 "is this a real image *of this class*" as its unconditional logit plus the inner product of a class
 embedding with its last features. ``spectral_norm=True`` constrains every layer of D to spectral norm 1
 (Miyato et al., 2018) instead of batch-normalizing it: a D that cannot sharpen without bound, the
-usual cure when D wins so fast that G's gradients vanish (what the 64x64 anime run did with BN). Images are expected in [-1, 1] (the tanh range): ``--data.normalize minus_one_one``
-(MNIST) or ``--data.normalization minus_one_one`` (image folders).
+usual cure when D wins so fast that G's gradients vanish (what the 64x64 anime run did with BN).
+
+Images are expected in [-1, 1] (the tanh range): ``--data.normalize minus_one_one`` (MNIST) or
+``--data.normalization minus_one_one`` (image folders).
 """
 
 from __future__ import annotations
