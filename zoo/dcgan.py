@@ -310,6 +310,7 @@ class DCGAN(L.LightningModule):
             self.val_fid = self.test_fid = None
             self.monitor = None
         self._checked_range = False
+        self._bn_fresh_at: int | None = None  # global step of the last standing-statistics refresh
 
     # --- sampling --------------------------------------------------------------------------------
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -494,7 +495,7 @@ class DCGAN(L.LightningModule):
 
     def _refresh_bn(self) -> None:
         """Standing statistics before every evaluation and sample grid (once per training step)."""
-        if self.hparams.standing_batches and getattr(self, "_bn_fresh_at", None) != self.global_step:
+        if self.hparams.standing_batches and self._bn_fresh_at != self.global_step:
             self.standing_statistics(batches=self.hparams.standing_batches, seed=self.hparams.seed)
             self._bn_fresh_at = self.global_step
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -219,17 +220,16 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
         (idx,) = stratified_split(yt, [test_per_class], torch.Generator().manual_seed(seed), what="cas test set")
         xt, yt = xt[idx], yt[idx]
     test = batch_loader(normalize(xt.unsqueeze(1).float().div(255), "standard"), yt, 1000, shuffle=False)
+    args = ["--config", recipe, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.accelerator", accelerator, "--trainer.devices", "1"]
+    if epochs is not None:
+        args += ["--trainer.max_epochs", str(epochs)]
+        if ((yaml.safe_load(Path(recipe).read_text()) or {}).get("model") or {}).get("init_args", {}).get("scheduler"):
+            args += ["--model.scheduler.init_args.T_max", str(epochs)]  # stretch the schedule with the epochs
     scores = []
     for s in range(seed, seed + seeds):
-        args = ["--config", recipe, "--seed_everything", str(s), "--trainer.logger", "false",
-                "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
-                "--trainer.enable_model_summary", "false", "--trainer.accelerator", accelerator,
-                "--trainer.devices", "1"]
-        if epochs is not None:
-            args += ["--trainer.max_epochs", str(epochs)]
-        cli = cli_main(args, run=False)
-        if epochs is not None and getattr(cli.model, "scheduler", None) is not None:
-            cli = cli_main(args + ["--model.scheduler.init_args.T_max", str(epochs)], run=False)
+        cli = cli_main(args + ["--seed_everything", str(s)], run=False)  # a fresh model per seed
         g = torch.Generator().manual_seed(s)
         if samples is not None:
             x01, y = load_synthetic(samples, per_class, g)
