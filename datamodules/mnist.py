@@ -187,7 +187,7 @@ def augment_per_class(images01: torch.Tensor, labels: torch.Tensor, per_class: i
 
 # --- serving ------------------------------------------------------------------------------------
 class TensorBatches(Dataset):
-    """A dataset indexed by *lists* of indices: one tensor gather per batch instead of per sample."""
+    """Images and labels held as two tensors; a whole batch is one tensor gather (``__getitems__``)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if len(x) != len(y):
@@ -197,19 +197,40 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, idx):
-        if not isinstance(idx, torch.Tensor):
-            idx = torch.as_tensor(idx)
-        idx = idx.to(self.x.device)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(idx).to(self.x.device)
         return self.x[idx], self.y[idx]
+
+
+class IndexBatchSampler(BatchSampler):
+    """A :class:`BatchSampler` whose batches are index *tensors*: the sampler's order is read once per
+    epoch and sliced, instead of 64 Python ints gathered and converted per step.
+
+    It keeps BatchSampler's constructor, so under DDP Lightning rebuilds it around a DistributedSampler
+    and every process still gets whole batches of its own shard.
+    """
+
+    def __iter__(self):
+        order = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        if self.drop_last:
+            order = order[:len(order) // self.batch_size * self.batch_size]
+        return iter(order.split(self.batch_size))
+
+
+def _as_is(batch):
+    """``collate_fn`` for :class:`TensorBatches`: ``__getitems__`` already returns the stacked batch."""
+    return batch
 
 
 def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, num_workers: int = 0,
                  drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     ds = TensorBatches(x, y)
     sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
-    return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=drop_last), batch_size=None,
-                      num_workers=num_workers, pin_memory=pin_memory and x.device.type == "cpu",
+    return DataLoader(ds, batch_sampler=IndexBatchSampler(sampler, batch_size, drop_last=drop_last),
+                      collate_fn=_as_is, num_workers=num_workers, pin_memory=pin_memory and x.device.type == "cpu",
                       persistent_workers=num_workers > 0)
 
 

@@ -74,6 +74,23 @@ def test_loader_serves_every_training_image_once_per_epoch(reduced):
     assert torch.allclose(seen, reduced.split("train")[0].flatten(1).sum(1).sort().values)
 
 
+
+def test_ddp_resharding_keeps_whole_batches_and_covers_the_split(reduced):
+    """Lightning swaps a DistributedSampler into the loader under DDP: each process must still get
+    batches (not single images), and the two shards together must cover every training image."""
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    loader = reduced.train_dataloader()
+    seen = []
+    for rank in range(2):
+        shard = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank, seed=0))
+        batches = list(shard)
+        assert [len(y) for _, y in batches] == [64] * 6 + [400 - 6 * 64]
+        assert batches[0][0].shape == (64, 1, 28, 28)
+        seen.append(torch.cat([x for x, _ in batches]).flatten(1).sum(1))
+    assert torch.allclose(torch.cat(seen).sort().values, reduced.split("train")[0].flatten(1).sum(1).sort().values)
+
 def test_augmented_images_are_new_warps_of_real_images_of_their_class(reduced, shared_data):
     x, y = reduced.split("train")
     src = reduced.train_sources
