@@ -53,12 +53,18 @@ def epoch_seconds(stamps: list) -> list[tuple[float, float]]:
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps, stamps[1:])]
 
 
-def zoo_epochs(epochs: int, threads: int, logger: str, workdir: Path) -> list[tuple[float, float]]:
+def zoo_epochs(epochs: int, threads: int, logger: str, workdir: Path, paired: bool = False) -> list:
+    """``python -m zoo fit`` in a subprocess; its per-epoch (wall, CPU) seconds.
+
+    ``paired``: a :class:`PairedHandLoop` callback runs one hand-loop epoch in the same process before
+    every zoo epoch; the result is then a list of (hand, zoo) pairs of (wall, CPU) seconds.
+    """
     stamps = workdir / "stamps.json"
+    timer = "PairedHandLoop" if paired else "EpochTimer"
     cmd = [sys.executable, "-m", "zoo", "fit", "--config", str(CONFIG), "--trainer.max_epochs", str(epochs),
            "--model.scheduler.init_args.T_max", str(epochs), "--trainer.enable_progress_bar", "false",
            "--trainer.default_root_dir", str(workdir), "--run.test_after_fit", "false",
-           "--trainer.callbacks+=bench_lenet_loop.EpochTimer", f"--trainer.callbacks.path={stamps}"]
+           f"--trainer.callbacks+=bench_lenet_loop.{timer}", f"--trainer.callbacks.path={stamps}"]
     if logger == "csv":
         cmd += ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(workdir)]
     else:
@@ -68,11 +74,95 @@ def zoo_epochs(epochs: int, threads: int, logger: str, workdir: Path) -> list[tu
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not stamps.exists():
         sys.exit(f"zoo fit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return epoch_seconds(json.loads(stamps.read_text()))
+    result = json.loads(stamps.read_text())
+    return result if paired else epoch_seconds(result)
+
+
+class HandLoop:
+    """The same training as configs/lenet_reduced_mnist.yaml, written as a plain PyTorch loop."""
+
+    def __init__(self, epochs: int, threads: int, data=None) -> None:
+        import torch
+        import yaml
+
+        from datamodules.mnist import MNISTDataModule
+        from zoo.mnist_classifiers import LeNet5
+
+        torch.set_num_threads(threads)
+        cfg = yaml.safe_load(CONFIG.read_text())
+        data_args, model_args = cfg["data"]["init_args"], cfg["model"]["init_args"]
+        torch.manual_seed(cfg.get("seed_everything", 0))
+        dm = data or MNISTDataModule(**{k: v for k, v in data_args.items() if k != "on_device"})
+        (self.x, self.y), (self.xv, self.yv) = dm.split("train"), dm.split("val")
+        self.model = LeNet5()
+        self.opt = torch.optim.AdamW(self.model.parameters(), **model_args["optimizer"]["init_args"])
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=epochs)
+        self.smoothing, self.bs = model_args.get("label_smoothing", 0.0), dm.batch_size
+
+    def epoch(self) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        model, opt, x, y, bs = self.model, self.opt, self.x, self.y, self.bs
+        model.train()
+        perm = torch.randperm(len(y))
+        for i in range(0, len(y), bs):
+            idx = perm[i:i + bs]
+            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=self.smoothing)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        self.sched.step()
+        model.eval()
+        with torch.no_grad():
+            correct = sum((model(self.xv[i:i + 1000]).argmax(1) == self.yv[i:i + 1000]).sum().item()
+                          for i in range(0, len(self.yv), 1000))
+        assert correct > 0
 
 
 def hand_epochs(epochs: int, threads: int) -> list[tuple[float, float]]:
-    """The same training as configs/lenet_reduced_mnist.yaml, written as a plain PyTorch loop."""
+    loop, stamps = HandLoop(epochs, threads), []
+    for _ in range(epochs):
+        stamps.append(_now())
+        loop.epoch()
+    stamps.append(_now())
+    return epoch_seconds(stamps)
+
+
+class PairedHandLoop(Callback):
+    """Runs one hand-loop epoch (own LeNet-5 and optimizer, the zoo run's data tensors) right before each
+    zoo epoch, inside the zoo process: both sides of a pair share the process and the minute, so the
+    speed drift of a shared VM cancels out of their ratio. Writes [(hand, zoo) (wall, CPU) s] to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.pairs, self.loop, self.zoo_start = path, [], None, None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        now = _now()
+        if self.zoo_start is not None:
+            self.pairs[-1].append([now[0] - self.zoo_start[0], now[1] - self.zoo_start[1]])
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # leave the zoo run's random stream untouched
+            if self.loop is None:
+                self.loop = HandLoop(trainer.max_epochs, torch.get_num_threads(), data=trainer.datamodule)
+            start = _now()
+            self.loop.epoch()
+            end = _now()
+        self.pairs.append([[end[0] - start[0], end[1] - start[1]]])
+        self.zoo_start = _now()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        now = _now()
+        self.pairs[-1].append([now[0] - self.zoo_start[0], now[1] - self.zoo_start[1]])
+        Path(self.path).write_text(json.dumps(self.pairs))
+
+
+def breakdown(epochs: int, threads: int) -> None:
+    """Where the overhead goes: in-process ``Trainer.fit`` (no logger, checkpoint, summary or progress bar)
+    with ever more of the zoo, each paired epoch by epoch with the hand loop (:class:`PairedHandLoop`).
+    Not part of the headline ratio."""
+    import lightning as L
     import torch
     import torch.nn.functional as F
     import yaml
@@ -81,98 +171,41 @@ def hand_epochs(epochs: int, threads: int) -> list[tuple[float, float]]:
     from zoo.mnist_classifiers import LeNet5
 
     torch.set_num_threads(threads)
-    cfg = yaml.safe_load(CONFIG.read_text())
-    data_args, model_args = cfg["data"]["init_args"], cfg["model"]["init_args"]
-    torch.manual_seed(cfg.get("seed_everything", 0))
-    dm = MNISTDataModule(**{k: v for k, v in data_args.items() if k != "on_device"})
-    (x, y), (xv, yv) = dm.split("train"), dm.split("val")
-    model = LeNet5()
-    opt = torch.optim.AdamW(model.parameters(), **model_args["optimizer"]["init_args"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    smoothing, bs = model_args.get("label_smoothing", 0.0), dm.batch_size
-    stamps = []
-    for _ in range(epochs):
-        stamps.append(_now())
-        model.train()
-        perm = torch.randperm(len(y))
-        for i in range(0, len(y), bs):
-            idx = perm[i:i + bs]
-            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=smoothing)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-        model.eval()
-        with torch.no_grad():
-            correct = sum((model(xv[i:i + 1000]).argmax(1) == yv[i:i + 1000]).sum().item()
-                          for i in range(0, len(yv), 1000))
-        assert correct > 0
-    stamps.append(_now())
-    return epoch_seconds(stamps)
-
-
-def breakdown(epochs: int, threads: int) -> None:
-    """Where the overhead goes: CPU s/epoch of in-process Trainer.fit (no logger, no checkpoints, no
-    validation) with ever fuller training steps, against the bare loop. Not part of the headline ratio."""
-    import lightning as L
-    import torch
-    import torch.nn.functional as F
-
-    from datamodules.mnist import MNISTDataModule
-    from zoo.mnist_classifiers import LeNet5
-
-    torch.set_num_threads(threads)
+    opt_args = yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["optimizer"]["init_args"]
 
     class Bare(LeNet5):
+        """Lightning's loop around the hand loop's step: ``return cross_entropy``, nothing logged."""
+
         def training_step(self, batch, batch_idx):
             x, y = batch
-            return F.cross_entropy(self(x), y)
+            return F.cross_entropy(self(x), y, label_smoothing=0.1)
 
-    class LogLoss(LeNet5):
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = F.cross_entropy(self(x), y)
-            self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
-            return loss
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), **opt_args)
 
-    class PerStepLogs(LeNet5):
-        """The zoo's earlier Classifier.training_step: ``self.log`` of the loss and of ``train_acc`` every step."""
+    class Zoo(LeNet5):
+        """The zoo's Classifier steps (train_acc, step loss where shown, val/loss and val/acc)."""
 
-        def training_step(self, batch, batch_idx):
-            logits, y = self._logits_and_target(batch)
-            loss = self._loss(logits, y)
-            self.train_acc.update(logits.detach(), y)
-            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=y.shape[0])
-            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=y.shape[0])
-            return loss
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), **opt_args)
 
-    class Timer(Callback):
-        def __init__(self):
-            self.stamps = []
-
-        def on_train_epoch_start(self, *args):
-            self.stamps.append(_now())
-
-        def on_train_end(self, *args):
-            self.stamps.append(_now())
-
-    dm = MNISTDataModule(real_per_class=1000, test_per_class=200, batch_size=64)
-    hand = statistics.median(t[1] for t in hand_epochs(epochs, threads)[1:])
-    print(f"  breakdown (CPU s/epoch, no validation): hand-written loop incl. validation {hand:.3f}")
-    for cls, what in ((Bare, "Lightning loop, bare training_step"), (LogLoss, "+ self.log(train/loss) per step"),
-                      (PerStepLogs, "earlier Classifier step: loss + train_acc logged per step"),
-                      (LeNet5, "zoo Classifier.training_step (logs only where shown)")):
-        timer = Timer()
-        trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                            callbacks=[timer])
-        trainer.fit(cls(), datamodule=dm)
-        cpu = statistics.median(t[1] for t in epoch_seconds(timer.stamps)[1:])
-        print(f"  {what:60s} {cpu:.3f}  ({cpu / hand:.2f}x)")
+    print(f"  breakdown, in-process, median (quartiles) of {epochs - 1} per-epoch CPU ratios to the paired hand loop:")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model, val, what in ((Bare(), False, "Lightning loop, bare training_step, no validation"),
+                                 (Bare(), True, "+ Lightning validation loop with the zoo's validation_step"),
+                                 (Zoo(label_smoothing=0.1), True, "+ the zoo's training_step (Classifier)")):
+            dm = MNISTDataModule(real_per_class=1000, test_per_class=200, batch_size=64)
+            pair = PairedHandLoop(str(Path(tmp) / "pairs.json"))
+            trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, limit_val_batches=None if val else 0, callbacks=[pair])
+            trainer.fit(model, datamodule=dm)
+            ratios = sorted(z[1] / h[1] for h, z in json.loads((Path(tmp) / "pairs.json").read_text())[1:])
+            print(f"    {what:62s} {statistics.median(ratios):.3f} "
+                  f"({ratios[len(ratios) // 4]:.3f}-{ratios[(3 * len(ratios)) // 4]:.3f})", flush=True)
 
 
 def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "wandb", repeats: int = 8,
-          with_breakdown: bool = False) -> float:
+          paired_epochs: int = 8, paired_repeats: int = 2, with_breakdown: bool = False) -> float:
     """Print both timings and their ratio; returns the ratio.
 
     Args:
@@ -182,14 +215,17 @@ def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "
         repeats: hand and zoo runs alternate this many times. On a shared VM a whole process runs
             up to ~10 % faster or slower than the next one (epochs within a run agree to ~2 %), so
             each run is summarised by its median epoch and each side by the median over its runs.
+        paired_epochs, paired_repeats: the paired measurement (:class:`PairedHandLoop`): zoo runs of
+            this many epochs with a hand-loop epoch before each of theirs, in the same process; 0 skips it.
         with_breakdown: also time in-process variants of the training step to show where overhead goes.
     """
-    if epochs < 2:
-        sys.exit("--epochs must be >= 2 (the first epoch is warm-up)")
+    if epochs < 2 or (paired_repeats and paired_epochs < 2):
+        sys.exit("--epochs and --paired_epochs must be >= 2 (the first epoch is warm-up)")
     if repeats < 1:
         sys.exit("--repeats must be >= 1")
     os.environ.setdefault("ZOO_DATA_DIR", str(REPO.parent / "shared" / "data"))
     runs = {"hand": [], "zoo": []}  # per run: (median wall, median CPU) s/epoch over its counted epochs
+    pairs = []  # per counted epoch of the paired runs: ((hand wall, CPU), (zoo wall, CPU))
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for side, epochs_of in (("hand", lambda: hand_epochs(epochs, threads)),
@@ -198,9 +234,11 @@ def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "
                 runs[side].append(tuple(statistics.median(t[k] for t in counted) for k in (0, 1)))
             print(f"  repeat {r + 1}/{repeats}: hand {runs['hand'][-1][0]:.3f}, zoo {runs['zoo'][-1][0]:.3f} s/epoch",
                   flush=True)
-    print(f"LeNet-5 on ReducedMNIST (10k train images, batch 64), {threads} thread(s), logger={logger}; "
-          f"{repeats} alternating runs per side of {epochs} epochs (epoch 1 is warm-up); "
-          f"per side: median over runs of each run's median epoch")
+        for r in range(paired_repeats):
+            pairs += zoo_epochs(paired_epochs, threads, logger, Path(tmp) / f"paired{r}", paired=True)[1:]
+    print(f"LeNet-5 on ReducedMNIST (10k train images, batch 64), {threads} thread(s), logger={logger}")
+    print(f"Separate processes: {repeats} alternating runs per side of {epochs} epochs (epoch 1 is warm-up); "
+          f"per side the median over runs of each run's median epoch")
     ratios = {}
     for k, what in enumerate(("wall", "cpu")):
         hand = statistics.median(run[k] for run in runs["hand"])
@@ -213,8 +251,17 @@ def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "
     ratio = ratios["wall"]
     print(f"ratio zoo / hand (wall) = {ratio:.3f} (target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'}); "
           f"CPU-time ratio {ratios['cpu']:.3f}")
+    if pairs:
+        print(f"Paired in one process: {paired_repeats} zoo runs of {paired_epochs} epochs, a hand-loop epoch before "
+              f"each zoo epoch (epoch 1 of each is warm-up); median of the {len(pairs)} per-epoch ratios")
+        for k, what in enumerate(("wall", "cpu")):
+            per_epoch = sorted(z[k] / h[k] for h, z in pairs)
+            q1, q3 = per_epoch[len(per_epoch) // 4], per_epoch[(3 * len(per_epoch)) // 4]
+            print(f"  {what:4s}: hand {statistics.median(h[k] for h, _ in pairs):.3f}, "
+                  f"zoo {statistics.median(z[k] for _, z in pairs):.3f} s/epoch; "
+                  f"ratio {statistics.median(per_epoch):.3f} (quartiles {q1:.3f}-{q3:.3f})")
     if with_breakdown:
-        breakdown(epochs, threads)
+        breakdown(paired_epochs, threads)
     return ratio
 
 
