@@ -59,6 +59,7 @@ def zoo_epochs(epochs: int, threads: int, logger: str, workdir: Path, paired: bo
     ``paired``: a :class:`PairedHandLoop` callback runs one hand-loop epoch in the same process before
     every zoo epoch; the result is then a list of (hand, zoo) pairs of (wall, CPU) seconds.
     """
+    workdir.mkdir(parents=True, exist_ok=True)
     stamps = workdir / "stamps.json"
     timer = "PairedHandLoop" if paired else "EpochTimer"
     cmd = [sys.executable, "-m", "zoo", "fit", "--config", str(CONFIG), "--trainer.max_epochs", str(epochs),
@@ -189,6 +190,41 @@ def breakdown(epochs: int, threads: int) -> None:
         def configure_optimizers(self):
             return torch.optim.AdamW(self.parameters(), **opt_args)
 
+    class StepCost(Callback):
+        """On batch 10 of the (uncounted) first epoch: Lightning's whole optimisation step (closure, hooks, zero_grad,
+        backward, optimizer step) against the hand loop's four lines on a LeNet-5 copy, interleaved 20x20."""
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if trainer.current_epoch != 0 or batch_idx != 10:
+                return
+            from collections import OrderedDict
+
+            loop, opt = trainer.fit_loop.epoch_loop.automatic_optimization, trainer.optimizers[0]
+            hand_model = LeNet5()
+            hand_opt = torch.optim.AdamW(hand_model.parameters(), **opt_args)
+            x, y = batch
+
+            def hand() -> None:
+                loss = F.cross_entropy(hand_model(x), y, label_smoothing=0.1)
+                hand_opt.zero_grad()
+                loss.backward()
+                hand_opt.step()
+
+            def lightning() -> None:
+                loop.run(opt, batch_idx, OrderedDict(batch=batch, batch_idx=batch_idx))
+
+            times = {"hand": [], "lightning": []}
+            for _ in range(20):
+                for name, step in (("hand", hand), ("lightning", lightning)):
+                    start = time.process_time()
+                    for _ in range(20):
+                        step()
+                    times[name].append((time.process_time() - start) / 20 * 1e3)
+            hand_ms, lightning_ms = (statistics.median(times[k]) for k in ("hand", "lightning"))
+            print(f"    one training step (batch 64): hand {hand_ms:.2f} ms, Lightning's automatic optimisation "
+                  f"with the zoo's training_step {lightning_ms:.2f} ms (+{lightning_ms - hand_ms:.2f} ms, "
+                  f"{lightning_ms / hand_ms:.3f}x)", flush=True)
+
     print(f"  breakdown, in-process, median (quartiles) of {epochs - 1} per-epoch CPU ratios to the paired hand loop:")
     with tempfile.TemporaryDirectory() as tmp:
         for model, val, what in ((Bare(), False, "Lightning loop, bare training_step, no validation"),
@@ -197,7 +233,8 @@ def breakdown(epochs: int, threads: int) -> None:
             dm = MNISTDataModule(real_per_class=1000, test_per_class=200, batch_size=64)
             pair = PairedHandLoop(str(Path(tmp) / "pairs.json"))
             trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                enable_model_summary=False, limit_val_batches=None if val else 0, callbacks=[pair])
+                                enable_model_summary=False, limit_val_batches=None if val else 0,
+                                callbacks=[pair, StepCost()] if isinstance(model, Zoo) else [pair])
             trainer.fit(model, datamodule=dm)
             ratios = sorted(z[1] / h[1] for h, z in json.loads((Path(tmp) / "pairs.json").read_text())[1:])
             print(f"    {what:62s} {statistics.median(ratios):.3f} "
