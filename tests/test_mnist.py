@@ -245,3 +245,38 @@ def test_models_learn_a_fixed_batch(reduced, cls):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0], losses
+
+
+def test_train_acc_is_the_epoch_accuracy_logged_once_and_skipped_when_nothing_was_classified(reduced):
+    """With a frozen model (lr 0) the epoch's train/acc must equal its accuracy on the training split;
+    an epoch whose step never updates the metric (e.g. autoencoder pretraining) logs none and warns not."""
+    import warnings
+
+    import lightning as L
+
+    class Frozen(LeNet5):
+        def __init__(self, classify_from_epoch: int = 0):
+            super().__init__(optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+            self.classify_from_epoch = classify_from_epoch
+
+        def training_step(self, batch, batch_idx):
+            if self.current_epoch < self.classify_from_epoch:  # "pretraining": no classification
+                return self(batch[0]).sum() * 0.0
+            return super().training_step(batch, batch_idx)
+
+    torch.manual_seed(0)
+    model = Frozen()
+    x, y = reduced.split("train")
+    with torch.no_grad():
+        expected = (model(x).argmax(1) == y).float().mean().item()
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=reduced)
+    assert trainer.callback_metrics["train/acc"].item() == pytest.approx(expected, abs=1e-6)
+
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*compute.*called before.*update")
+        trainer.fit(Frozen(classify_from_epoch=1), datamodule=reduced)
+    assert "train/acc" not in trainer.callback_metrics

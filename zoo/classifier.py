@@ -108,8 +108,9 @@ class Classifier(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/acc", self.train_acc.compute())  # compute() syncs across DDP processes
-        self.train_acc.reset()
+        if self.train_acc.update_count:  # none in epochs that train no classifier (AE pretraining)
+            self.log("train/acc", self.train_acc.compute())  # compute() syncs across DDP processes
+            self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         logits, y = self._logits_and_target(batch)

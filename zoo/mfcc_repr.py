@@ -385,10 +385,9 @@ class MFCCCodeClassifier(Classifier):
             recon = recon.mean()
             loss = ce + self.recon_weight * recon
             self.log("train/recon_loss", recon, batch_size=bs)
-        self.train_acc(logits, y)
+        self.train_acc.update(logits.detach(), y)  # train/acc: logged once an epoch by Classifier
         self.log("train/ce", ce, batch_size=bs)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
