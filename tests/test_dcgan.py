@@ -193,7 +193,7 @@ def test_export_import_round_trip(tmp_path):
     z = torch.randn(30, 8, generator=torch.Generator().manual_seed(5))
     np.testing.assert_array_equal(images, to_uint8(reloaded.sample(labels=torch.from_numpy(labels), z=z)))
     running = tmp_path / "running.npz"
-    export_main(["--checkpoint", ckpt, "--per_class", "3", "--out", str(running), "--seed", "5", "--bn_stats", "running"])
+    export_main(["--checkpoint", ckpt, "--per_class", "3", "--out", str(running), "--seed", "5", "--standing_batches", "0"])
     np.testing.assert_array_equal(load_samples(running)[0],
                                   to_uint8(load_dcgan(ckpt).sample(labels=torch.from_numpy(labels), z=z)))
     # and it passes the MNIST DataModule's sample-file validation

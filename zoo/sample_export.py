@@ -11,7 +11,6 @@ The file holds ``images``: uint8 ``(N, 28, 28)`` (0-255, digit white on black li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -25,8 +24,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def export_samples(*, checkpoint: str, per_class: int, out: str, seed: int = 0, batch_size: int = 500,
-                   bn_stats: Literal["standing", "running"] = "standing", standing_batches: int = 100,
-                   device: str = "cpu") -> Path:
+                   standing_batches: int = 100, device: str = "cpu") -> Path:
     """Write ``per_class`` samples of every class of a class-conditional DCGAN checkpoint to ``out``.
 
     Args:
@@ -35,11 +33,10 @@ def export_samples(*, checkpoint: str, per_class: int, out: str, seed: int = 0, 
         out: output ``.npz`` path (parent folders are created).
         seed: latent-noise seed (the same seed gives the same file).
         batch_size: samples generated per forward pass.
-        bn_stats: the generator's batch-norm statistics for sampling: ``standing`` re-estimates
-            them from ``standing_batches`` training-mode batches first (what G was trained with;
-            see :meth:`zoo.dcgan.DCGAN.standing_statistics`), ``running`` uses the checkpoint's
-            running averages as they are.
-        standing_batches: batches of 128 random codes for the standing statistics.
+        standing_batches: re-estimate the generator's batch-norm statistics from this many
+            training-mode batches of 128 random codes first (what G was trained with; see
+            :meth:`zoo.dcgan.DCGAN.standing_statistics`); 0 samples with the checkpoint's running
+            averages as they are. The same knob as ``DCGAN(standing_batches=...)`` and ``gan_eval grid``.
         device: torch device to generate on.
     """
     from zoo.dcgan import load_dcgan
@@ -55,9 +52,9 @@ def export_samples(*, checkpoint: str, per_class: int, out: str, seed: int = 0, 
     if model.image_channels != 1:
         raise ValueError(f"{checkpoint}: the sample-file format is gray (N, H, W); this model makes "
                          f"{model.image_channels}-channel images")
-    if bn_stats not in ("standing", "running"):
-        raise ValueError(f"bn_stats must be 'standing' or 'running', got {bn_stats!r}")
-    if bn_stats == "standing":
+    if standing_batches < 0:
+        raise ValueError(f"standing_batches must be >= 0 (0 = the checkpoint's running averages), got {standing_batches}")
+    if standing_batches:
         model.standing_statistics(batches=standing_batches, seed=seed)
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
