@@ -13,6 +13,7 @@ Run it on an otherwise idle machine: other processes competing for the cores mak
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -46,6 +47,27 @@ class EpochTimer(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.stamps.append(_now())
         Path(self.path).write_text(json.dumps(self.stamps))
+
+
+def _since(start: tuple[float, float]) -> list[float]:
+    now = _now()
+    return [now[0] - start[0], now[1] - start[1]]
+
+
+@functools.lru_cache(maxsize=None)
+def recipe() -> tuple[dict, dict, int]:
+    """(data init_args, model init_args, seed) of the benchmarked config."""
+    import yaml
+
+    cfg = yaml.safe_load(CONFIG.read_text())
+    return cfg["data"]["init_args"], cfg["model"]["init_args"], cfg.get("seed_everything", 0)
+
+
+def recipe_data():
+    """The benchmarked config's MNISTDataModule (``on_device`` dropped: no trainer places it here)."""
+    from datamodules.mnist import MNISTDataModule
+
+    return MNISTDataModule(**{k: v for k, v in recipe()[0].items() if k != "on_device"})
 
 
 def epoch_seconds(stamps: list) -> list[tuple[float, float]]:
@@ -84,35 +106,36 @@ class HandLoop:
 
     def __init__(self, epochs: int, threads: int, data=None) -> None:
         import torch
-        import yaml
 
-        from datamodules.mnist import MNISTDataModule
         from zoo.mnist_classifiers import LeNet5
 
         torch.set_num_threads(threads)
-        cfg = yaml.safe_load(CONFIG.read_text())
-        data_args, model_args = cfg["data"]["init_args"], cfg["model"]["init_args"]
-        torch.manual_seed(cfg.get("seed_everything", 0))
-        dm = data or MNISTDataModule(**{k: v for k, v in data_args.items() if k != "on_device"})
+        _, model_args, seed = recipe()
+        torch.manual_seed(seed)
+        dm = data or recipe_data()
         (self.x, self.y), (self.xv, self.yv) = dm.split("train"), dm.split("val")
         self.model = LeNet5()
         self.opt = torch.optim.AdamW(self.model.parameters(), **model_args["optimizer"]["init_args"])
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=epochs)
         self.smoothing, self.bs = model_args.get("label_smoothing", 0.0), dm.batch_size
 
-    def epoch(self) -> None:
-        import torch
+    def step(self, x, y) -> None:
         import torch.nn.functional as F
 
-        model, opt, x, y, bs = self.model, self.opt, self.x, self.y, self.bs
+        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.smoothing)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
+    def epoch(self) -> None:
+        import torch
+
+        model, x, y, bs = self.model, self.x, self.y, self.bs
         model.train()
         perm = torch.randperm(len(y))
         for i in range(0, len(y), bs):
             idx = perm[i:i + bs]
-            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=self.smoothing)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            self.step(x[idx], y[idx])
         self.sched.step()
         model.eval()
         with torch.no_grad():
@@ -139,9 +162,8 @@ class PairedHandLoop(Callback):
         self.path, self.pairs, self.loop, self.zoo_start = path, [], None, None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        now = _now()
         if self.zoo_start is not None:
-            self.pairs[-1].append([now[0] - self.zoo_start[0], now[1] - self.zoo_start[1]])
+            self.pairs[-1].append(_since(self.zoo_start))
         import torch
 
         with torch.random.fork_rng(devices=[]):  # leave the zoo run's random stream untouched
@@ -149,13 +171,11 @@ class PairedHandLoop(Callback):
                 self.loop = HandLoop(trainer.max_epochs, torch.get_num_threads(), data=trainer.datamodule)
             start = _now()
             self.loop.epoch()
-            end = _now()
-        self.pairs.append([[end[0] - start[0], end[1] - start[1]]])
+            self.pairs.append([_since(start)])
         self.zoo_start = _now()
 
     def on_train_end(self, trainer, pl_module) -> None:
-        now = _now()
-        self.pairs[-1].append([now[0] - self.zoo_start[0], now[1] - self.zoo_start[1]])
+        self.pairs[-1].append(_since(self.zoo_start))
         Path(self.path).write_text(json.dumps(self.pairs))
 
 
@@ -166,20 +186,19 @@ def breakdown(epochs: int, threads: int) -> None:
     import lightning as L
     import torch
     import torch.nn.functional as F
-    import yaml
 
-    from datamodules.mnist import MNISTDataModule
     from zoo.mnist_classifiers import LeNet5
 
     torch.set_num_threads(threads)
-    opt_args = yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["optimizer"]["init_args"]
+    model_args = recipe()[1]
+    opt_args, smoothing = model_args["optimizer"]["init_args"], model_args.get("label_smoothing", 0.0)
 
     class Bare(LeNet5):
         """Lightning's loop around the hand loop's step: ``return cross_entropy``, nothing logged."""
 
         def training_step(self, batch, batch_idx):
             x, y = batch
-            return F.cross_entropy(self(x), y, label_smoothing=0.1)
+            return F.cross_entropy(self(x), y, label_smoothing=smoothing)
 
         def configure_optimizers(self):
             return torch.optim.AdamW(self.parameters(), **opt_args)
@@ -200,15 +219,11 @@ def breakdown(epochs: int, threads: int) -> None:
             from collections import OrderedDict
 
             loop, opt = trainer.fit_loop.epoch_loop.automatic_optimization, trainer.optimizers[0]
-            hand_model = LeNet5()
-            hand_opt = torch.optim.AdamW(hand_model.parameters(), **opt_args)
-            x, y = batch
+            with torch.random.fork_rng(devices=[]):
+                hand_loop = HandLoop(trainer.max_epochs, torch.get_num_threads(), data=trainer.datamodule)
 
             def hand() -> None:
-                loss = F.cross_entropy(hand_model(x), y, label_smoothing=0.1)
-                hand_opt.zero_grad()
-                loss.backward()
-                hand_opt.step()
+                hand_loop.step(*batch)
 
             def lightning() -> None:
                 loop.run(opt, batch_idx, OrderedDict(batch=batch, batch_idx=batch_idx))
@@ -229,8 +244,8 @@ def breakdown(epochs: int, threads: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model, val, what in ((Bare(), False, "Lightning loop, bare training_step, no validation"),
                                  (Bare(), True, "+ Lightning validation loop with the zoo's validation_step"),
-                                 (Zoo(label_smoothing=0.1), True, "+ the zoo's training_step (Classifier)")):
-            dm = MNISTDataModule(real_per_class=1000, test_per_class=200, batch_size=64)
+                                 (Zoo(label_smoothing=smoothing), True, "+ the zoo's training_step (Classifier)")):
+            dm = recipe_data()
             pair = PairedHandLoop(str(Path(tmp) / "pairs.json"))
             trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, limit_val_batches=None if val else 0,
