@@ -85,6 +85,20 @@ def test_batched_greedy_merge_gradients_equal_reference():
         torch.testing.assert_close(g, p.grad)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_greedy_merge_runs_under_autocast_and_keeps_the_input_dtype(grad):
+    """bf16-mixed: the faithful pair AE (plain Linear output) returns bf16 codes into a float32 merge state."""
+    torch.manual_seed(0)
+    ae = PairAutoencoder(13, 16)
+    x, lengths = random_batch(B=6, T=10, seed=4)
+    x = x.float()
+    with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
+        res = greedy_merge(ae, x, lengths, with_recon=True)
+    assert res.codes.dtype == x.dtype and res.recon.dtype == x.dtype
+    assert torch.isfinite(res.codes).all() and torch.isfinite(res.recon).all()
+    assert ((res.order >= 0).sum(1) == lengths - 1).all()
+
+
 def test_greedy_order_on_hand_made_sequences():
     seqs = [[0, 10, 11, 30],   # (10,11) closest -> [0,10.5,30] -> (0,10.5) -> root
             [0, 1, 2, 3],      # all ties -> leftmost first: [0.5,2,3] -> (2,3) -> root

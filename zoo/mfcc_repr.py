@@ -237,8 +237,11 @@ def greedy_merge(ae: PairAutoencoder, x: torch.Tensor, lengths: torch.Tensor,
     nxt = (slot + 1).clamp(max=T).reshape(-1).clone()   # right neighbour slot
     prv = (slot - 1).reshape(-1).clone()                 # left neighbour slot (-1 at the start)
     inf = torch.tensor(float("inf"), dtype=x.dtype, device=dev)
+    # under autocast the pair AE returns reduced-precision codes and scores: the merge state (and the
+    # scores it takes argmins of) stays in the input's dtype, so casts go where the AE's outputs come in
     with torch.no_grad():
         cand, first = ae.score(x[:, :-1], x[:, 1:])           # candidate code and score of every pair
+        cand, first = cand.to(x.dtype), first.to(x.dtype)
         cand = F.pad(cand, (0, 0, 0, 2)).reshape(B * S, D)
         scores = F.pad(torch.where(slot[:, : T - 1] < (lengths - 1)[:, None], first, inf), (0, 2),
                        value=float("inf"))                     # (B, S)
@@ -255,9 +258,9 @@ def greedy_merge(ae: PairAutoencoder, x: torch.Tensor, lengths: torch.Tensor,
         fj = bk + j
         if grad or with_recon:
             left, right = seq.index_select(0, fi), seq.index_select(0, fj)
-            merged = ae.encode(left, right)
+            merged = ae.encode(left, right).to(seq.dtype)
             if with_recon:
-                recon = recon + F.pad(ae.recon_error(merged, left, right), (0, B - k))
+                recon = recon + F.pad(ae.recon_error(merged, left, right).to(recon.dtype), (0, B - k))
         else:
             merged = cand.index_select(0, fi)
         seq.index_copy_(0, fi, merged)
@@ -277,9 +280,9 @@ def greedy_merge(ae: PairAutoencoder, x: torch.Tensor, lengths: torch.Tensor,
             right_idx = torch.cat([bk + torch.where(ok_p, i, T), bk + torch.where(ok_i, nj, T)])
             src = seq.detach()
             codes, fresh = ae.score(src.index_select(0, left_idx), src.index_select(0, right_idx))
-            flat_scores.index_copy_(0, left_idx, torch.where(torch.cat([ok_p, ok_i]), fresh, inf))
+            flat_scores.index_copy_(0, left_idx, torch.where(torch.cat([ok_p, ok_i]), fresh.to(inf.dtype), inf))
             if not grad:
-                cand.index_copy_(0, left_idx, codes)
+                cand.index_copy_(0, left_idx, codes.to(cand.dtype))
     codes = seq.view(B, S, D)[:, 0].index_select(0, inv)
     if with_recon:
         recon = (recon / (lengths - 1).clamp(min=1).to(recon.dtype)).index_select(0, inv)
