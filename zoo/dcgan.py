@@ -2,8 +2,8 @@
 
 Why manual optimization: a GAN step is two coupled updates with different losses, and the
 discriminator must see *detached* fakes while the generator must see gradients through the
-discriminator. Writing both updates out (``toggle_optimizer`` / ``manual_backward`` /
-``clip_gradients`` / ``step``) keeps that ordering explicit and testable.
+discriminator. Writing both updates out (``toggle_optimizer`` / ``manual_backward`` / ``step``,
+gradients clipped in ``on_before_optimizer_step``) keeps that ordering explicit and testable.
 
 Two architectures (``architecture``):
 
@@ -402,10 +402,14 @@ class DCGAN(L.LightningModule):
     def _backward_and_step(self, opt, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        opt.step()  # clips in on_before_optimizer_step
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning calls this inside opt.step(), after 16-mixed has unscaled the gradients: clipping
+        # before opt.step() would bound the loss-scaled gradients (Lightning issue #18089)
         if self.hparams.gradient_clip_val is not None:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val,
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
                                 gradient_clip_algorithm=self.hparams.gradient_clip_algorithm)
-        opt.step()
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = self._unpack(batch)
