@@ -116,6 +116,16 @@ def test_grid_runs_records_failures_and_resumes(tmp_path, capsys):
     assert summary.summary == result.summary
 
 
+def test_list_valued_axis_gets_its_table_and_heatmap(tmp_path):
+    """As configs/grids/masked_ae_bottleneck.yaml: split_ratios is a list per cell."""
+    path = _grid(tmp_path, seeds=[0], axes={"data.real_per_class": [30, 40],
+                                            "data.split_ratios": [[0.8, 0.1, 0.1], [0.7, 0.2, 0.1]]})
+    result = run_grid(str(path))
+    assert len(result.summary) == 4 and not result.failed
+    assert "| 40 | [0.7, 0.2, 0.1] | 0.4000 (1 run) | 1 | 0 |" in (tmp_path / "out" / "table.md").read_text()
+    assert (tmp_path / "out" / "heatmap.png").stat().st_size > 1000
+
+
 def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
     path = _grid(tmp_path, seeds=[0])
     (tmp_path / "out" / "runs").mkdir(parents=True)

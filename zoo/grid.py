@@ -250,25 +250,27 @@ def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Pat
     """Mean (and std) of the metric per cell, rows = first axis, columns = second axis."""
     import numpy as np
 
-    from zoo.figures import save_figure  # sets the headless backend before pyplot is imported
-    import matplotlib.pyplot as plt  # noqa: E402
+    import matplotlib.pyplot as plt
+
+    from zoo.figures import save_figure
 
     k0, k1 = spec.keys
-    rows = list(dict.fromkeys(c.overrides.get(k0) for c in spec.cells))
-    cols = list(dict.fromkeys(c.overrides.get(k1) for c in spec.cells))
+    # axis values as the command line spells them: lists (e.g. split_ratios) are not hashable
+    rows = list(dict.fromkeys(_cli_value(c.overrides.get(k0)) for c in spec.cells))
+    cols = list(dict.fromkeys(_cli_value(c.overrides.get(k1)) for c in spec.cells))
     grid = np.full((len(rows), len(cols)), np.nan)
     text = [["" for _ in cols] for _ in rows]
     fmt = "{:.2f}" if spec.percent else "{:.4f}"
     for c in spec.cells:
         if c.name in summary:
-            i, j = rows.index(c.overrides.get(k0)), cols.index(c.overrides.get(k1))
+            i, j = rows.index(_cli_value(c.overrides.get(k0))), cols.index(_cli_value(c.overrides.get(k1)))
             mean, std, n = summary[c.name]
             grid[i, j] = mean
             text[i][j] = f"{fmt.format(mean)}\n± {fmt.format(std)}" if n > 1 else f"{fmt.format(mean)}\n(1 run)"
     fig, ax = plt.subplots(figsize=(1.5 * len(cols) + 2, 1.0 * len(rows) + 1.5))
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(cols)), [_cli_value(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [_cli_value(r) for r in rows])
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(k1)
     ax.set_ylabel(k0)
     finite = grid[np.isfinite(grid)]
@@ -354,6 +356,9 @@ def main(args: list[str] | None = None) -> None:
     """Exit status 1 when any run failed, so scripts notice."""
     from jsonargparse import auto_cli
 
+    from zoo.figures import use_file_backend
+
+    use_file_backend()
     result = auto_cli(run_grid, args=args)
     sys.exit(1 if result.failed else 0)
 
