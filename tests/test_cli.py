@@ -120,6 +120,33 @@ def test_wandb_offline_run_carries_name_group_tags_and_config(fsdd_root, tmp_pat
         wandb.finish()
 
 
+def built(args: list) -> "ZooCLI":
+    """The CLI with its trainer, model and data built from ``args`` (no subcommand, nothing run)."""
+    from unittest import mock
+
+    from zoo.cli import main
+
+    with mock.patch("sys.argv", ["zoo"]):
+        return main([str(a) for a in args], run=False)
+
+
+def test_wandb_files_follow_default_root_dir_unless_save_dir_is_given(tmp_path):
+    base = ["--config", REPO / "configs" / "lenet_reduced_mnist.yaml", "--trainer.default_root_dir", tmp_path / "root"]
+    assert Path(built(base).trainer.logger.save_dir) == tmp_path / "root"
+    given = built([*base, "--trainer.logger.init_args.save_dir", tmp_path / "wb"])
+    assert Path(given.trainer.logger.save_dir) == tmp_path / "wb"
+
+
+@pytest.mark.parametrize("logger", ["CSVLogger", "TensorBoardLogger"])
+def test_csv_and_tensorboard_logs_are_filed_under_group_and_run_name(logger, tmp_path):
+    base = ["--config", REPO / "configs" / "lenet_reduced_mnist.yaml",  # its run.group is reduced-mnist
+            "--trainer.logger", logger, "--trainer.logger.save_dir", tmp_path]
+    assert built(base).trainer.logger.name == "reduced-mnist"  # docs' <group>/version_N paths
+    named = built([*base, "--run.name", "lenet-a"]).trainer.logger
+    assert named.name == "reduced-mnist/lenet-a"
+    assert Path(named.log_dir) == tmp_path / "reduced-mnist" / "lenet-a" / "version_0"
+
+
 def test_bf16_mixed_precision_on_cpu(fsdd_root, tmp_path):
     cli = run_cli(["fit", *small_cbam_args(fsdd_root, tmp_path, "--trainer.max_epochs", "1",
                                            "--trainer.precision", "bf16-mixed"), *csv_logger(tmp_path)])
@@ -206,3 +233,22 @@ def test_last_checkpoint_follows_every_epoch_after_the_best(tmp_path):
               num_sanity_val_steps=0, callbacks=[ckpt]).fit(GetsWorse(), data, data)
     assert Path(ckpt.best_model_path).name == "best-epoch00.ckpt"
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_entry_points_draw_to_files_unless_mplbackend_says_otherwise(monkeypatch):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from zoo.figures import use_file_backend
+
+    before = matplotlib.get_backend()
+    try:
+        plt.switch_backend("svg")
+        monkeypatch.setenv("MPLBACKEND", "svg")
+        use_file_backend()
+        assert matplotlib.get_backend().lower() == "svg"
+        monkeypatch.delenv("MPLBACKEND")
+        use_file_backend()
+        assert matplotlib.get_backend().lower() == "agg"
+    finally:
+        plt.switch_backend(before)

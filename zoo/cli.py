@@ -32,6 +32,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from zoo.callbacks import BestCheckpoint, SafeLearningRateMonitor
+from zoo.figures import use_file_backend
 
 PACKAGES = ("zoo", "datamodules")
 _SKIP = {"zoo.cli", "zoo.__main__"}
@@ -71,7 +72,8 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 class ZooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run.name", type=str | None, default=None,
-                            help="Run name for the logger (default: <Model>-<Data>-seed<N>).")
+                            help="Run name for the logger (default: <Model>-<Data>-seed<N>); CSV and "
+                                 "TensorBoard logs go to <group>/<name>/version_N when it is given.")
         parser.add_argument("--run.group", type=str | None, default=None,
                             help="Group of runs belonging to one study (W&B group).")
         parser.add_argument("--run.tags", type=list[str], default=[], help="Tags for filtering runs on W&B.")
@@ -98,12 +100,15 @@ class ZooCLI(LightningCLI):
             args = lg.init_args
             if lg.class_path.endswith("WandbLogger"):
                 args.name = args.get("name") or name
+                if args.get("save_dir") in (None, "."):  # not given: the run's files go under default_root_dir
+                    args.save_dir = str(cfg.trainer.get("default_root_dir") or "runs")
                 if cfg.run.group:
                     args.group = cfg.run.group
                 if cfg.run.tags:
                     args.tags = list(cfg.run.tags)
             elif lg.class_path.endswith(("CSVLogger", "TensorBoardLogger")) and args.get("name") in (None, "lightning_logs"):
-                args.name = cfg.run.group or name
+                # <group>/<run name>/version_N: a named run never overwrites another one's logs
+                args.name = "/".join(part for part in (cfg.run.group, cfg.run.name) if part) or name
 
     def instantiate_trainer(self, **kwargs):
         """As LightningCLI's, but ``--trainer.enable_checkpointing false`` drops the default checkpoint
@@ -157,14 +162,14 @@ def default_trainer() -> dict:
         "default_root_dir": "runs",
         "logger": {
             "class_path": "lightning.pytorch.loggers.WandbLogger",
-            "init_args": {"project": "zoo", "save_dir": "runs", "offline": wandb_offline_default()},
+            "init_args": {"project": "zoo", "offline": wandb_offline_default()},  # save_dir: default_root_dir
         },
     }
 
 
 def main(args: list[str] | None = None, run: bool = True) -> ZooCLI:
-    os.environ.setdefault("MPLBACKEND", "Agg")  # figures are logged, never shown: no GUI backend
     import_all()
+    use_file_backend()
     return ZooCLI(
         LightningModule,
         LightningDataModule,

@@ -137,6 +137,13 @@ def confusion_matrix_figure(cm: torch.Tensor, class_names: Sequence[str] | None 
     return fig
 
 
+def use_file_backend() -> None:
+    """For command-line entry points: figures are logged or saved, never shown, so no GUI backend
+    (a display would otherwise get windows and a GUI event loop); an explicit ``MPLBACKEND`` wins."""
+    if "MPLBACKEND" not in os.environ:
+        plt.switch_backend("Agg")
+
+
 def save_figure(fig: "plt.Figure", path: str | os.PathLike, close: bool = True) -> Path:
     """Write a figure for the docs (results pages)."""
     path = Path(path)

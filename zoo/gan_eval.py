@@ -346,6 +346,9 @@ def montage(*, images: list[str], out: str, titles: list[str] | None = None, wid
 def main(args: list[str] | None = None):
     from jsonargparse import auto_cli
 
+    from zoo.figures import use_file_backend
+
+    use_file_backend()
     return auto_cli({"fid": fid, "fid-floor": fid_floor, "cas": cas, "agreement": agreement, "grid": grid,
                      "losses": losses,
                      "montage": montage}, args=args)
