@@ -182,8 +182,8 @@ class ImageTensorDataModule(L.LightningDataModule):
             raise ValueError(f"normalization must be 'zero_one' or 'minus_one_one', got {normalization!r}")
         if split_ratios is not None and len(split_ratios) != 3:
             raise ValueError(f"split_ratios must be [train, val, test], got {split_ratios}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0.0 < val_fraction < 1.0:  # 0 would leave no validation split to select checkpoints on
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         if limit_per_class is not None and limit_per_class < 1:
             raise ValueError(f"limit_per_class must be >= 1, got {limit_per_class}")
         self.data_dir, self.cache_dir = data_dir, cache_dir

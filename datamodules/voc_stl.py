@@ -83,11 +83,17 @@ class VOC2007DataModule(ImageTensorDataModule):
         return self.folder / "VOCdevkit" / "VOC2007"
 
     def prepare_data(self) -> None:
-        if self.voc_dir.is_dir() or not self.download:
+        """Fetches each of trainval and test whose id list is missing (the two come as separate archives)."""
+        if not self.download:
+            return
+        main = self.voc_dir / "ImageSets" / "Main"
+        lists = {"trainval": ("train.txt", "val.txt"), "test": ("test.txt",)}  # the id lists _ids() reads
+        missing = [s for s, names in lists.items() if not all((main / n).is_file() for n in names)]
+        if not missing:
             return
         from torchvision.datasets import VOCDetection
 
-        for image_set in ("trainval", "test"):
+        for image_set in missing:
             VOCDetection(str(self.folder), year="2007", image_set=image_set, download=True)
 
     def scan_class_names(self) -> list[str]:

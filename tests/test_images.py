@@ -126,6 +126,8 @@ def test_missing_folder_and_bad_settings(tmp_path):
         _dm(tmp_path, root="nowhere").setup()
     with pytest.raises(ValueError, match="normalization"):
         _dm(tmp_path, normalization="imagenet")
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), got 0.0"):
+        _dm(tmp_path, val_fraction=0.0)
     with pytest.raises(ValueError, match="split ratios"):
         stratified_split(np.zeros(10), [0.5, 0.2, 0.2], 0)
 
@@ -179,6 +181,19 @@ def test_voc_errors(voc_tree, tmp_path):
         voc_largest_object(xml)
     with pytest.raises(DatasetNotFoundError, match="VOC 2007"):
         VOC2007DataModule(data_dir=str(tmp_path / "empty"), cache_dir=str(tmp_path / "c")).setup()
+
+
+def test_voc_download_fetches_only_the_missing_image_set(voc_tree, monkeypatch):
+    import torchvision.datasets
+
+    calls = []
+    monkeypatch.setattr(torchvision.datasets, "VOCDetection", lambda root, **kw: calls.append(kw["image_set"]))
+    dm = VOC2007DataModule(data_dir=str(voc_tree), cache_dir=str(voc_tree / "cache"), download=True)
+    dm.prepare_data()
+    assert calls == []
+    (voc_tree / "voc" / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
+    dm.prepare_data()  # trainval present, test archive not yet fetched
+    assert calls == ["test"]
 
 
 # --- STL-10 (torchvision binary format) ---------------------------------------------------------
