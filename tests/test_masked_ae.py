@@ -89,6 +89,10 @@ def test_loss_on_masked_pixels_ignores_visible_ones():
     assert MaskedAE(architecture="dense", image_size=8, hidden=16, bottleneck=4)._loss(recon, x, mask).item() > 0
     with pytest.raises(ValueError, match="loss_on='masked'"):
         MaskedAE(mask_type="none", loss_on="masked")
+    # 3 % of 16 patches of 8x8 rounds to none hidden: the masked loss would be a mean over nothing (NaN)
+    with pytest.raises(ValueError, match="hides none of the 16 cells"):
+        MaskedAE(image_size=32, mask_type="patch", patch_size=8, mask_ratio=0.03, loss_on="masked")
+    MaskedAE(image_size=32, mask_type="patch", patch_size=8, mask_ratio=0.04, loss_on="masked")  # hides 1
 
 
 @pytest.mark.parametrize("architecture", ["dense", "conv"])

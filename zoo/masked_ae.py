@@ -139,14 +139,17 @@ class MaskedAE(L.LightningModule):
             raise ValueError(f"mask_type must be 'none', 'pixel' or 'patch', got {mask_type!r}")
         if loss_on not in ("all", "masked"):
             raise ValueError(f"loss_on must be 'all' or 'masked', got {loss_on!r}")
-        if loss_on == "masked" and (mask_type == "none" or mask_ratio == 0):
-            raise ValueError("loss_on='masked' needs hidden pixels: set mask_type to 'pixel'/'patch' and mask_ratio > 0")
         if noise_sigma < 0:
             raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
         if mask_type == "patch" and image_size % patch_size:
             raise ValueError(f"patch masking needs image_size={image_size} divisible by patch_size={patch_size}")
         if not 0.0 <= mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
+        cells = (image_size // (patch_size if mask_type == "patch" else 1)) ** 2
+        if loss_on == "masked" and (mask_type == "none" or round(mask_ratio * cells) < 1):
+            raise ValueError(f"loss_on='masked' needs hidden pixels, but mask_type={mask_type!r} with "
+                             f"mask_ratio={mask_ratio} hides none of the {cells} cells: raise mask_ratio "
+                             "(or use loss_on='all')")
         self.image_size, self.channels = image_size, channels
         self.optimizer, self.scheduler = optimizer, scheduler
         if architecture == "dense":
