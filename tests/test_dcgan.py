@@ -177,11 +177,21 @@ def test_bad_batches_raise_clear_errors():
         trainer(limit_train_batches=1, limit_val_batches=0).fit(tiny(conditional=True), unlabelled)
     with pytest.raises(ValueError, match="architecture"):
         DCGAN(architecture="mnist32")
+    with pytest.raises(ValueError, match="dropout"):
+        tiny(dropout=1.0)
+
+
+@pytest.mark.parametrize("arch,channels,rate", [("mnist28", 1, 0.3), ("dcgan64", 3, 0.0)])
+def test_default_dropout_is_each_architectures_published_one(arch, channels, rate):
+    rates = [m.p for m in tiny(architecture=arch, image_channels=channels).discriminator.modules()
+             if isinstance(m, torch.nn.Dropout)]
+    assert rates == ([rate] * len(rates) if rate else []) and (rates or not rate)
 
 
 def _checkpoint(model: DCGAN, path) -> str:
     t = trainer(limit_train_batches=1, limit_val_batches=0)
-    t.fit(model, loader())
+    size = model.image_size
+    t.fit(model, loader(shape=(model.image_channels, size, size)))
     t.save_checkpoint(path)
     return str(path)
 
@@ -213,10 +223,15 @@ def test_export_import_round_trip(tmp_path):
                           torch.sort(torch.from_numpy(images).float().div(255).flatten(1).sum(1)).values)
 
 
-def test_export_refuses_unconditional_model(tmp_path):
+def test_export_refuses_unconditional_and_non_mnist_models(tmp_path):
     ckpt = _checkpoint(tiny(), tmp_path / "u.ckpt")
     with pytest.raises(ValueError, match="unconditional"):
         export_main(["--checkpoint", ckpt, "--per_class", "2", "--out", str(tmp_path / "x.npz")])
+    # a gray 64x64 conditional model would write a file the MNIST DataModule then rejects
+    ckpt = _checkpoint(tiny(architecture="dcgan64", image_channels=1, conditional=True), tmp_path / "g64.ckpt")
+    with pytest.raises(ValueError, match="1-channel 64x64"):
+        export_main(["--checkpoint", ckpt, "--per_class", "2", "--out", str(tmp_path / "x.npz")])
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_load_samples_rejects_bad_files(tmp_path):

@@ -238,7 +238,7 @@ class DCGAN(L.LightningModule):
     def __init__(self, architecture: Architecture = "mnist28", latent_dim: int = 100, image_channels: int = 1,
                  width: int = 64, conditional: bool = False, num_classes: int = 10,
                  conditioning: Literal["concat", "auxiliary", "projection"] = "concat", aux_weight: float = 1.0,
-                 dropout: float = 0.3, spectral_norm: bool = False, real_label: float = 1.0,
+                 dropout: float | None = None, spectral_norm: bool = False, real_label: float = 1.0,
                  generator_optimizer: OptimizerCallable = dcgan_adam,
                  discriminator_optimizer: OptimizerCallable = dcgan_adam,
                  generator_scheduler: LRSchedulerCallable | None = None,
@@ -265,6 +265,10 @@ class DCGAN(L.LightningModule):
             raise ValueError(f"DCGAN: real_label (one-sided label smoothing) must be in (0.5, 1], got {real_label}")
         if gradient_clip_val is not None and gradient_clip_val <= 0:
             raise ValueError(f"DCGAN: gradient_clip_val must be positive or None, got {gradient_clip_val}")
+        if dropout is None:  # each architecture's published D: the tutorial's dropout 0.3, the paper's none
+            dropout = 0.3 if architecture == "mnist28" else 0.0
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"DCGAN: dropout must be in [0, 1), got {dropout}")
         self.automatic_optimization = False
         # the callables themselves (under the CLI, hparams hold their config, not the objects)
         self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer

@@ -49,9 +49,10 @@ def export_samples(*, checkpoint: str, per_class: int, out: str, seed: int = 0, 
     if not model.num_classes:
         raise ValueError(f"{checkpoint}: the model is unconditional (conditional=False); per-class samples need "
                          "a model trained with --model.conditional true")
-    if model.image_channels != 1:
-        raise ValueError(f"{checkpoint}: the sample-file format is gray (N, H, W); this model makes "
-                         f"{model.image_channels}-channel images")
+    if model.image_channels != 1 or model.image_size != 28:
+        raise ValueError(f"{checkpoint}: the sample file is for the MNIST DataModule, gray 28x28 (N, 28, 28); "
+                         f"this model makes {model.image_channels}-channel {model.image_size}x{model.image_size} "
+                         "images (train with --model.architecture mnist28 --model.image_channels 1)")
     if standing_batches < 0:
         raise ValueError(f"standing_batches must be >= 0 (0 = the checkpoint's running averages), got {standing_batches}")
     if standing_batches:
