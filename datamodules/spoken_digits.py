@@ -206,7 +206,8 @@ def stratified_order(strata: Sequence, seed: int) -> list[int]:
 
     Members of each stratum are shuffled and spread evenly over (0, 1) with a random offset
     (systematic sampling); sorting by that position means the first ``k`` indices contain each
-    stratum in proportion, rounded up or down by at most one, and ``k`` is exact.
+    stratum close to its share (within one of it for two strata or for equal-sized ones; unequal
+    strata beyond two can be off by a little more), and ``k`` is exact.
     """
     rng = np.random.default_rng(seed)
     groups: dict = defaultdict(list)
@@ -285,7 +286,7 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             test_fraction: share of speakers in the test set for speaker-disjoint ``"official"``
                 splits (AudioMNIST, TTS); FSDD's official split is fixed by take number.
             voices, rates, pitches: ``tts`` only: espeak-ng voice names (``+fN``/``+mN`` variants
-                set the gender), speaking rates (words per minute) and pitches (0-100); every
+                set the gender), speaking rates (words per minute) and pitches (0-99); every
                 combination is one speaker. Defaults: 8 voices (4 female) x 3 rates x 3 pitches.
             progress: show tqdm bars while reading audio and computing features.
             spec_augment: ``logmel`` training batches get SpecAugment-style masking (Park et al.,
