@@ -75,8 +75,14 @@ def epoch_seconds(stamps: list) -> list[tuple[float, float]]:
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps, stamps[1:])]
 
 
-def zoo_epochs(epochs: int, threads: int, logger: str, workdir: Path, paired: bool = False) -> list:
-    """``python -m zoo fit`` in a subprocess; its per-epoch (wall, CPU) seconds.
+# ``python -m zoo fit`` with everything a run keeps besides its weights in memory turned off
+BARE_CLI = ("--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+            "--trainer.enable_model_summary", "false")
+
+
+def zoo_epochs(epochs: int, threads: int, logger: str, workdir: Path, paired: bool = False,
+               extra: tuple[str, ...] = ()) -> list:
+    """``python -m zoo fit`` (plus ``extra`` CLI arguments) in a subprocess; its per-epoch (wall, CPU) seconds.
 
     ``paired``: a :class:`PairedHandLoop` callback runs one hand-loop epoch in the same process before
     every zoo epoch; the result is then a list of (hand, zoo) pairs of (wall, CPU) seconds.
@@ -88,10 +94,12 @@ def zoo_epochs(epochs: int, threads: int, logger: str, workdir: Path, paired: bo
            "--model.scheduler.init_args.T_max", str(epochs), "--trainer.enable_progress_bar", "false",
            "--trainer.default_root_dir", str(workdir), "--run.test_after_fit", "false",
            f"--trainer.callbacks+=bench_lenet_loop.{timer}", f"--trainer.callbacks.path={stamps}"]
-    if logger == "csv":
-        cmd += ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(workdir)]
+    if "--trainer.logger" in extra:
+        cmd += list(extra)
+    elif logger == "csv":
+        cmd += ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(workdir), *extra]
     else:
-        cmd += ["--trainer.logger.init_args.save_dir", str(workdir)]
+        cmd += ["--trainer.logger.init_args.save_dir", str(workdir), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -240,6 +248,36 @@ def breakdown(epochs: int, threads: int) -> None:
                   f"with the zoo's training_step {lightning_ms:.2f} ms (+{lightning_ms - hand_ms:.2f} ms, "
                   f"{lightning_ms / hand_ms:.3f}x)", flush=True)
 
+    class BetweenSteps(Callback):
+        """CPU time from one training batch's end to the next one's start (Lightning's data fetch, batch transfer
+        and loop bookkeeping), against what the hand loop does there: shuffle and slice."""
+
+        def __init__(self) -> None:
+            self.gaps, self.last = [], None
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self.gaps.append(0.0)
+            self.last = None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if self.last is not None:
+                self.gaps[-1] += time.process_time() - self.last
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.last = time.process_time()
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            x, y = trainer.datamodule.split("train")
+            bs, start = trainer.datamodule.batch_size, time.process_time()
+            perm = torch.randperm(len(y))
+            for i in range(0, len(y), bs):
+                idx = perm[i:i + bs]
+                x[idx], y[idx]
+            hand, lightning = time.process_time() - start, statistics.median(self.gaps[1:])
+            gaps = -(-len(y) // bs) - 1
+            print(f"    between training steps: Lightning {lightning * 1e3:.1f} ms an epoch ({lightning / gaps * 1e6:.0f} us "
+                  f"a batch); the hand loop's shuffle and slicing {hand * 1e3:.1f} ms", flush=True)
+
     print(f"  breakdown, in-process, median (quartiles) of {epochs - 1} per-epoch CPU ratios to the paired hand loop:")
     with tempfile.TemporaryDirectory() as tmp:
         for model, val, what in ((Bare(), False, "Lightning loop, bare training_step, no validation"),
@@ -249,11 +287,25 @@ def breakdown(epochs: int, threads: int) -> None:
             pair = PairedHandLoop(str(Path(tmp) / "pairs.json"))
             trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, limit_val_batches=None if val else 0,
-                                callbacks=[pair, StepCost()] if isinstance(model, Zoo) else [pair])
+                                callbacks=[pair, StepCost(), BetweenSteps()] if isinstance(model, Zoo) else [pair])
             trainer.fit(model, datamodule=dm)
             ratios = sorted(z[1] / h[1] for h, z in json.loads((Path(tmp) / "pairs.json").read_text())[1:])
             print(f"    {what:62s} {statistics.median(ratios):.3f} "
                   f"({ratios[len(ratios) // 4]:.3f}-{ratios[(3 * len(ratios)) // 4]:.3f})", flush=True)
+
+
+def cli_without_extras(epochs: int, threads: int, logger: str, repeats: int) -> None:
+    """What the default logger, checkpoints and model summary cost: paired ``python -m zoo fit`` runs with them
+    (as configured) and without them (:data:`BARE_CLI`), alternating so both see the same minutes."""
+    ratios = {"as configured": [], "logger, checkpointing, model summary off": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for (what, got), extra in zip(ratios.items(), ((), BARE_CLI)):
+                pairs = zoo_epochs(epochs, threads, logger, Path(tmp) / f"{r}{bool(extra)}", paired=True, extra=extra)
+                got.append(statistics.median(z[1] / h[1] for h, z in pairs[1:]))
+    print(f"  python -m zoo fit, paired, median CPU ratio of each of {repeats} alternating runs per variant:")
+    for what, got in ratios.items():
+        print(f"    {what:62s} {', '.join(f'{x:.3f}' for x in got)}", flush=True)
 
 
 def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "wandb", repeats: int = 8,
@@ -269,7 +321,8 @@ def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "
             each run is summarised by its median epoch and each side by the median over its runs.
         paired_epochs, paired_repeats: the paired measurement (:class:`PairedHandLoop`): zoo runs of
             this many epochs with a hand-loop epoch before each of theirs, in the same process; 0 skips it.
-        with_breakdown: also time in-process variants of the training step to show where overhead goes.
+        with_breakdown: also time in-process variants of the training step, and the CLI without its
+            logger, checkpoints and summary, to show where the overhead goes.
     """
     if epochs < 2 or (paired_repeats and paired_epochs < 2):
         sys.exit("--epochs and --paired_epochs must be >= 2 (the first epoch is warm-up)")
@@ -317,6 +370,7 @@ def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "
           f"(target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})")
     if with_breakdown:
         breakdown(paired_epochs, threads)
+        cli_without_extras(paired_epochs, threads, logger, max(paired_repeats, 2))
     return ratio
 
 
