@@ -6,7 +6,7 @@ W&B) is excluded: the zoo run gets an :class:`EpochTimer` callback (``--trainer.
 timestamps each epoch start, and the hand loop times its own epochs; the first epoch is warm-up and
 dropped. Target: ratio <= 1.15.
 
-    python benchmarks/bench_lenet_loop.py [--epochs 4] [--repeats 8] [--threads 1] [--logger wandb|csv] [--with_breakdown true]
+    python benchmarks/bench_lenet_loop.py [--epochs 4] [--repeats 8] [--threads 1] [--logger wandb|csv] [--with_breakdown true] [--batch_size N]
 
 Run it on an otherwise idle machine: other processes competing for the cores make both numbers noisy.
 """
@@ -63,11 +63,12 @@ def recipe() -> tuple[dict, dict, int]:
     return cfg["data"]["init_args"], cfg["model"]["init_args"], cfg.get("seed_everything", 0)
 
 
-def recipe_data():
+def recipe_data(batch_size: int | None = None):
     """The benchmarked config's MNISTDataModule (``on_device`` dropped: no trainer places it here)."""
     from datamodules.mnist import MNISTDataModule
 
-    return MNISTDataModule(**{k: v for k, v in recipe()[0].items() if k != "on_device"})
+    args = {k: v for k, v in recipe()[0].items() if k != "on_device"}
+    return MNISTDataModule(**{**args, "batch_size": batch_size or args["batch_size"]})
 
 
 def epoch_seconds(stamps: list) -> list[tuple[float, float]]:
@@ -152,8 +153,8 @@ class HandLoop:
         assert correct > 0
 
 
-def hand_epochs(epochs: int, threads: int) -> list[tuple[float, float]]:
-    loop, stamps = HandLoop(epochs, threads), []
+def hand_epochs(epochs: int, threads: int, batch_size: int | None = None) -> list[tuple[float, float]]:
+    loop, stamps = HandLoop(epochs, threads, data=recipe_data(batch_size)), []
     for _ in range(epochs):
         stamps.append(_now())
         loop.epoch()
@@ -309,7 +310,8 @@ def cli_without_extras(epochs: int, threads: int, logger: str, repeats: int) -> 
 
 
 def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "wandb", repeats: int = 8,
-          paired_epochs: int = 8, paired_repeats: int = 2, with_breakdown: bool = False) -> float:
+          paired_epochs: int = 8, paired_repeats: int = 2, with_breakdown: bool = False,
+          batch_size: int | None = None) -> float:
     """Print both measurements and their ratios; returns the headline ratio (paired, unless skipped).
 
     Args:
@@ -323,25 +325,31 @@ def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "
             this many epochs with a hand-loop epoch before each of theirs, in the same process; 0 skips it.
         with_breakdown: also time in-process variants of the training step, and the CLI without its
             logger, checkpoints and summary, to show where the overhead goes.
+        batch_size: another batch size than the config's, on both sides: Lightning's cost is per batch,
+            so this shows how the ratio scales with the work per step (the headline uses the config's).
     """
     if epochs < 2 or (paired_repeats and paired_epochs < 2):
         sys.exit("--epochs and --paired_epochs must be >= 2 (the first epoch is warm-up)")
     if repeats < 1:
         sys.exit("--repeats must be >= 1")
     os.environ.setdefault("ZOO_DATA_DIR", str(REPO.parent / "shared" / "data"))
+    batch_arg = ("--data.init_args.batch_size", str(batch_size)) if batch_size else ()
     runs = {"hand": [], "zoo": []}  # per run: (median wall, median CPU) s/epoch over its counted epochs
     pairs = []  # per counted epoch of the paired runs: ((hand wall, CPU), (zoo wall, CPU))
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
-            for side, epochs_of in (("hand", lambda: hand_epochs(epochs, threads)),
-                                    ("zoo", lambda: zoo_epochs(epochs, threads, logger, Path(tmp) / f"run{r}"))):
+            for side, epochs_of in (("hand", lambda: hand_epochs(epochs, threads, batch_size)),
+                                    ("zoo", lambda: zoo_epochs(epochs, threads, logger, Path(tmp) / f"run{r}",
+                                                               extra=batch_arg))):
                 counted = epochs_of()[1:]
                 runs[side].append(tuple(statistics.median(t[k] for t in counted) for k in (0, 1)))
             print(f"  repeat {r + 1}/{repeats}: hand {runs['hand'][-1][0]:.3f}, zoo {runs['zoo'][-1][0]:.3f} s/epoch",
                   flush=True)
         for r in range(paired_repeats):
-            pairs += zoo_epochs(paired_epochs, threads, logger, Path(tmp) / f"paired{r}", paired=True)[1:]
-    print(f"LeNet-5 on ReducedMNIST (10k train images, batch 64), {threads} thread(s), logger={logger}")
+            pairs += zoo_epochs(paired_epochs, threads, logger, Path(tmp) / f"paired{r}", paired=True,
+                                extra=batch_arg)[1:]
+    print(f"LeNet-5 on ReducedMNIST (10k train images, batch {batch_size or recipe()[0]['batch_size']}), "
+          f"{threads} thread(s), logger={logger}")
     print(f"Separate processes: {repeats} alternating runs per side of {epochs} epochs (epoch 1 is warm-up); "
           f"per side the median over runs of each run's median epoch")
     ratios = {}
