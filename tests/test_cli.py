@@ -89,8 +89,9 @@ def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
     cli = run_cli(["fit", *small_cbam_args(fsdd_root, tmp_path, "--trainer.max_epochs", "3",
                                            "--run.results_file", results), *csv_logger(tmp_path)])
     metrics = json.loads(results.read_text())
-    assert {"val/acc", "val/loss", "test/acc", "test/f1", "test/loss"} <= set(metrics["metrics"])
+    assert {"val/acc", "val/loss", "test/acc", "test/f1", "test/balanced_acc", "test/loss"} <= set(metrics["metrics"])
     assert Path(metrics["best_checkpoint"]).name.startswith("best-")
+    assert cli.trainer.ckpt_path == metrics["best_checkpoint"]  # test/ came from the best weights, not the last
     log_dir = Path(cli.trainer.logger.log_dir)
     header = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= set(header)
@@ -213,8 +214,10 @@ def test_step_values_are_logged_only_where_shown(progress_bar, tmp_path):
     assert step_is_shown(LeNet5())  # outside a trainer every value counts
 
 
-def test_last_checkpoint_follows_every_epoch_after_the_best(tmp_path):
-    """last.ckpt must hold the latest epoch even when the monitored metric stopped improving."""
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_last_checkpoint_follows_every_epoch_after_the_best(mode, tmp_path):
+    """The best epoch follows the module's own monitor mode; last.ckpt must hold the latest epoch even
+    when the monitored metric stopped improving."""
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -222,10 +225,10 @@ def test_last_checkpoint_follows_every_epoch_after_the_best(tmp_path):
     from zoo.mnist_classifiers import LeNet5
 
     class GetsWorse(LeNet5):
-        monitor = ("val/worse", "min")
+        monitor = ("val/worse", mode)
 
-        def on_validation_epoch_end(self):
-            self.log("val/worse", float(self.current_epoch))  # best at epoch 0, never again
+        def on_validation_epoch_end(self):  # best at epoch 0, never again
+            self.log("val/worse", float(self.current_epoch) * (1 if mode == "min" else -1))
 
     data = DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8) % 10), batch_size=4)
     ckpt = BestCheckpoint(dirpath=tmp_path)

@@ -445,3 +445,19 @@ def test_spectral_norm_discriminator(arch, channels):
     for m in layers:
         w = m.weight.detach().flatten(1)
         assert torch.linalg.matrix_norm(w, ord=2) == pytest.approx(1.0, rel=0.05)
+
+
+def test_one_sided_label_smoothing_targets_only_real_images(monkeypatch):
+    """real_label=0.9: D's targets are 0.9 for real images, 0 for fakes, and G still aims at 1."""
+    import zoo.dcgan as dcgan
+
+    targets = []
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def recording(logits, target, *args, **kwargs):
+        targets.append(sorted(set(target.flatten().tolist())))
+        return bce(logits, target, *args, **kwargs)
+
+    monkeypatch.setattr(dcgan.F, "binary_cross_entropy_with_logits", recording)
+    trainer(limit_train_batches=1, limit_val_batches=0).fit(tiny(real_label=0.9), loader())
+    assert targets[:3] == [[pytest.approx(0.9)], [0.0], [1.0]]  # D on real, D on fake, G's step

@@ -49,6 +49,26 @@ def test_spatial_attention_is_position_dependent():
     assert not torch.allclose(g, g[0, 0].expand_as(g))
 
 
+def test_spatial_attention_uses_mean_and_max_maps():
+    """With a 1x1 conv reading only one of the two maps, the gate is sigmoid of that map."""
+    sa = SpatialAttention(1)
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 0, 0, 0], x[0, 1, 0, 0] = 1.0, -1.0  # mean 0 everywhere; max 1 at (0, 0), 0 elsewhere
+    expected = torch.sigmoid(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    with torch.no_grad():
+        sa.conv.weight.copy_(torch.tensor([0.0, 1.0]).view(1, 2, 1, 1))  # the max map only
+    torch.testing.assert_close(sa.gate(x)[0, 0], expected)
+    with torch.no_grad():
+        sa.conv.weight.copy_(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))  # the mean map only
+    torch.testing.assert_close(sa.gate(x)[0, 0], torch.full((2, 2), 0.5))
+
+
+def test_cbam_applies_channel_then_spatial_attention(x):
+    cbam = CBAM(16, reduction=4)
+    torch.testing.assert_close(cbam(x), cbam.spatial(cbam.channel(x)))
+    assert not torch.allclose(cbam(x), cbam.channel(cbam.spatial(x)))
+
+
 def test_cbam_preserves_shape_and_gradients_reach_every_parameter(x):
     cbam = CBAM(16, reduction=4)
     x = x.clone().requires_grad_(True)

@@ -151,3 +151,16 @@ def test_training_masks_follow_the_run_seed_unless_pinned():
 
     assert training_mask_seed(0) == 0 and training_mask_seed(7) == 7
     assert training_mask_seed(0, mask_seed=3) == training_mask_seed(7, mask_seed=3) == 3
+
+
+def test_validation_masks_are_the_same_every_time():
+    """val/mse picks the best checkpoint: it must not depend on the global random state."""
+    torch.manual_seed(0)
+    model = MaskedAE(architecture="dense", image_size=8, hidden=16, bottleneck=4)
+    data = DataLoader(TensorDataset(torch.rand(6, 3, 8, 8)), batch_size=3)
+    seen = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        seen.append(trainer.validate(model, data, verbose=False)[0])
+    assert seen[0]["val/mse"] == seen[1]["val/mse"] and seen[0]["val/loss"] == seen[1]["val/loss"]

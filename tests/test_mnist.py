@@ -280,3 +280,20 @@ def test_train_acc_is_the_epoch_accuracy_logged_once_and_skipped_when_nothing_wa
         warnings.filterwarnings("error", message=".*compute.*called before.*update")
         trainer.fit(Frozen(classify_from_epoch=1), datamodule=reduced)
     assert "train/acc" not in trainer.callback_metrics
+
+
+def test_classifier_balanced_accuracy_and_label_smoothing():
+    """test/balanced_acc averages per-class recall (unlike test/acc on imbalanced data); the loss is
+    cross-entropy with the configured label smoothing."""
+    import torch.nn.functional as F
+
+    model = LeNet5(label_smoothing=0.1)
+    y = torch.tensor([0] * 8 + [1] * 2)
+    logits = torch.zeros(10, 10)
+    logits[:, 0] = 5.0  # every image called a 0: all eight 0s right, both 1s wrong
+    metrics = model.test_metrics(logits, y)
+    assert metrics["test/acc"].item() == pytest.approx(0.8)
+    assert metrics["test/balanced_acc"].item() == pytest.approx(0.5)  # recall 1.0 for 0s, 0.0 for 1s
+    smoothed = F.cross_entropy(logits, y, label_smoothing=0.1)
+    assert torch.allclose(model._loss(logits, y), smoothed)
+    assert not torch.allclose(smoothed, F.cross_entropy(logits, y))

@@ -112,6 +112,17 @@ def test_logmel_batches(tmp_path, fsdd_root):
     assert torch.allclose(train.std(dim=(0, 1, 3)), torch.ones(32), atol=1e-2)
 
 
+def test_mfcc_normalised_with_train_statistics_only(tmp_path, fsdd_root):
+    dm = make(tmp_path, fsdd_root, feature="mfcc", batch_size=8)
+    dm.setup("fit")
+    frames = lambda stage: torch.cat([item[0][: int(item[1])] for item in dm.dataset(stage)])  # noqa: E731
+    train = frames("train")
+    assert torch.allclose(train.mean(0), torch.zeros(13), atol=1e-4)
+    assert torch.allclose(train.std(0), torch.ones(13), atol=1e-3)
+    # statistics from all clips (a test leak) would not leave the train frames exactly standardised
+    assert not torch.allclose(frames("test").mean(0), torch.zeros(13), atol=1e-2)
+
+
 def test_mfcc_batches_are_padded_with_true_lengths(tmp_path, fsdd_root):
     dm = make(tmp_path, fsdd_root, feature="mfcc", batch_size=8, normalize=False)
     feats, lengths, y = next(iter(dm.test_dataloader()))
