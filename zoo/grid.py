@@ -254,16 +254,16 @@ def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Pat
 
     from zoo.figures import save_figure
 
-    k0, k1 = spec.keys
-    # axis values as the command line spells them: lists (e.g. split_ratios) are not hashable
-    rows = list(dict.fromkeys(_cli_value(c.overrides.get(k0)) for c in spec.cells))
-    cols = list(dict.fromkeys(_cli_value(c.overrides.get(k1)) for c in spec.cells))
+    # each cell's axis values as the command line spells them: lists (e.g. split_ratios) are not hashable
+    at = {c.name: tuple(_cli_value(c.overrides.get(k)) for k in spec.keys) for c in spec.cells}
+    rows = list(dict.fromkeys(r for r, _ in at.values()))
+    cols = list(dict.fromkeys(col for _, col in at.values()))
     grid = np.full((len(rows), len(cols)), np.nan)
     text = [["" for _ in cols] for _ in rows]
     fmt = "{:.2f}" if spec.percent else "{:.4f}"
     for c in spec.cells:
         if c.name in summary:
-            i, j = rows.index(_cli_value(c.overrides.get(k0))), cols.index(_cli_value(c.overrides.get(k1)))
+            i, j = rows.index(at[c.name][0]), cols.index(at[c.name][1])
             mean, std, n = summary[c.name]
             grid[i, j] = mean
             text[i][j] = f"{fmt.format(mean)}\n± {fmt.format(std)}" if n > 1 else f"{fmt.format(mean)}\n(1 run)"
@@ -271,8 +271,8 @@ def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Pat
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel(k1)
-    ax.set_ylabel(k0)
+    ax.set_xlabel(spec.keys[1])
+    ax.set_ylabel(spec.keys[0])
     finite = grid[np.isfinite(grid)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0
     for i in range(len(rows)):
