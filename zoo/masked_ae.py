@@ -30,6 +30,17 @@ MaskType = Literal["none", "pixel", "patch"]
 
 
 # --- corruption ------------------------------------------------------------------------------
+def mask_grid(h: int, w: int, mask_type: MaskType, patch_size: int = 4) -> tuple[int, int, int]:
+    """``(rows, columns, cell size)`` of the cells a mask hides: pixels, or ``patch_size`` squares."""
+    if mask_type == "pixel":
+        return h, w, 1
+    if mask_type == "patch":
+        if patch_size < 1 or h % patch_size or w % patch_size:
+            raise ValueError(f"patch masking needs the image size ({h}x{w}) divisible by patch_size={patch_size}")
+        return h // patch_size, w // patch_size, patch_size
+    raise ValueError(f"mask_type must be 'none', 'pixel' or 'patch', got {mask_type!r}")
+
+
 def make_mask(shape: Sequence[int], mask_ratio: float, mask_type: MaskType = "pixel", patch_size: int = 4,
               generator: torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """Boolean ``(N, 1, H, W)`` mask, ``True`` = hidden, shared across channels.
@@ -43,14 +54,7 @@ def make_mask(shape: Sequence[int], mask_ratio: float, mask_type: MaskType = "pi
         raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
     if mask_type == "none":
         return torch.zeros((n, 1, h, w), dtype=torch.bool, device=device)
-    if mask_type == "pixel":
-        gh, gw, p = h, w, 1
-    elif mask_type == "patch":
-        if patch_size < 1 or h % patch_size or w % patch_size:
-            raise ValueError(f"patch masking needs the image size ({h}x{w}) divisible by patch_size={patch_size}")
-        gh, gw, p = h // patch_size, w // patch_size, patch_size
-    else:
-        raise ValueError(f"mask_type must be 'none', 'pixel' or 'patch', got {mask_type!r}")
+    gh, gw, p = mask_grid(h, w, mask_type, patch_size)
     cells = gh * gw
     k = int(round(mask_ratio * cells))
     ranks = torch.rand((n, cells), generator=generator).argsort(dim=1).argsort(dim=1)
@@ -141,11 +145,11 @@ class MaskedAE(L.LightningModule):
             raise ValueError(f"loss_on must be 'all' or 'masked', got {loss_on!r}")
         if noise_sigma < 0:
             raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
-        if mask_type == "patch" and image_size % patch_size:
-            raise ValueError(f"patch masking needs image_size={image_size} divisible by patch_size={patch_size}")
         if not 0.0 <= mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
-        cells = (image_size // (patch_size if mask_type == "patch" else 1)) ** 2
+        gh, gw, _ = (image_size, image_size, 1) if mask_type == "none" else \
+            mask_grid(image_size, image_size, mask_type, patch_size)  # checks patch_size divides image_size
+        cells = gh * gw
         if loss_on == "masked" and (mask_type == "none" or round(mask_ratio * cells) < 1):
             raise ValueError(f"loss_on='masked' needs hidden pixels, but mask_type={mask_type!r} with "
                              f"mask_ratio={mask_ratio} hides none of the {cells} cells: raise mask_ratio "
