@@ -100,8 +100,9 @@ class ZooCLI(LightningCLI):
             args = lg.init_args
             if lg.class_path.endswith("WandbLogger"):
                 args.name = args.get("name") or name
-                if args.get("save_dir") in (None, "."):  # not given: the run's files go under default_root_dir
-                    args.save_dir = str(cfg.trainer.get("default_root_dir") or "runs")
+                root = cfg.trainer.get("default_root_dir")
+                if args.get("save_dir") in (None, ".") and root:  # not given: the run's files go under root
+                    args.save_dir = str(root)
                 if cfg.run.group:
                     args.group = cfg.run.group
                 if cfg.run.tags:
