@@ -148,6 +148,27 @@ def test_csv_and_tensorboard_logs_are_filed_under_group_and_run_name(logger, tmp
     assert Path(named.log_dir) == tmp_path / "reduced-mnist" / "lenet-a" / "version_0"
 
 
+@pytest.mark.parametrize("logger", ["CSVLogger", "TensorBoardLogger"])
+def test_file_loggers_write_under_default_root_dir_unless_save_dir_is_given(logger, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where Lightning's save_dir "." would put them
+    base = ["--config", REPO / "configs" / "lenet_reduced_mnist.yaml", "--trainer.logger", logger,
+            "--trainer.default_root_dir", tmp_path / "root"]
+    assert Path(built(base).trainer.logger.log_dir) == tmp_path / "root" / "reduced-mnist" / "version_0"
+    given = built([*base, "--trainer.logger.save_dir", tmp_path / "elsewhere"]).trainer.logger
+    assert Path(given.log_dir) == tmp_path / "elsewhere" / "reduced-mnist" / "version_0"
+
+
+def test_runs_started_together_get_their_own_log_version(tmp_path):
+    """Both runs are configured before either has written a line (two folds launched at once)."""
+    args = ["--config", REPO / "configs" / "lenet_reduced_mnist.yaml", "--trainer.logger", "CSVLogger",
+            "--trainer.logger.save_dir", tmp_path]
+    first, second = built(args).trainer, built(args).trainer
+    assert (first.logger.version, second.logger.version) == (0, 1)
+    assert {Path(t.logger.log_dir) for t in (first, second)} == {tmp_path / "reduced-mnist" / f"version_{v}" for v in (0, 1)}
+    assert all(Path(t.logger.log_dir).is_dir() for t in (first, second))  # claimed on disk, not just in memory
+    assert built([*args, "--trainer.logger.version", "7"]).trainer.logger.version == 7  # an explicit one wins
+
+
 def test_bf16_mixed_precision_on_cpu(fsdd_root, tmp_path):
     cli = run_cli(["fit", *small_cbam_args(fsdd_root, tmp_path, "--trainer.max_epochs", "1",
                                            "--trainer.precision", "bf16-mixed"), *csv_logger(tmp_path)])

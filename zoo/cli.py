@@ -29,6 +29,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from zoo.callbacks import BestCheckpoint, SafeLearningRateMonitor
@@ -49,6 +50,25 @@ def import_all(packages=PACKAGES) -> list[str]:
             importlib.import_module(info.name)
             names.append(info.name)
     return names
+
+
+def claim_version(parent: Path) -> int:
+    """Create and return the next free ``parent/version_N``.
+
+    Lightning picks the version when the logger is first asked and creates the folder only when it
+    first writes, seconds later; two runs started together (two folds of one study) both got
+    ``version_0`` and interleaved their metrics and checkpoints. ``mkdir`` either creates the folder
+    or fails, so exactly one process gets each version.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (parent / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
 
 
 def wandb_offline_default() -> bool:
@@ -94,22 +114,26 @@ class ZooCLI(LightningCLI):
         model = str(cfg.model.class_path).rsplit(".", 1)[-1] if cfg.get("model") else "model"
         data = str(cfg.data.class_path).rsplit(".", 1)[-1] if cfg.get("data") else "data"
         name = cfg.run.name or f"{model}-{data}-seed{cfg.seed_everything}"
+        root = cfg.trainer.get("default_root_dir")
         for lg in loggers:
             if not hasattr(lg, "class_path"):
                 continue
             args = lg.init_args
+            if "save_dir" in args and args.save_dir in (None, ".") and root:  # not given: files go under root
+                args.save_dir = str(root)
             if lg.class_path.endswith("WandbLogger"):
                 args.name = args.get("name") or name
-                root = cfg.trainer.get("default_root_dir")
-                if args.get("save_dir") in (None, ".") and root:  # not given: the run's files go under root
-                    args.save_dir = str(root)
                 if cfg.run.group:
                     args.group = cfg.run.group
                 if cfg.run.tags:
                     args.tags = list(cfg.run.tags)
-            elif lg.class_path.endswith(("CSVLogger", "TensorBoardLogger")) and args.get("name") in (None, "lightning_logs"):
-                # <group>/<run name>/version_N: a named run never overwrites another one's logs
-                args.name = "/".join(part for part in (cfg.run.group, cfg.run.name) if part) or name
+            elif lg.class_path.endswith(("CSVLogger", "TensorBoardLogger")):
+                if args.get("name") in (None, "lightning_logs"):
+                    # <group>/<run name>/version_N: a named run never overwrites another one's logs
+                    args.name = "/".join(part for part in (cfg.run.group, cfg.run.name) if part) or name
+                if args.get("version") is None and rank_zero_only.rank == 0 and not cfg.trainer.get("fast_dev_run") \
+                        and self.subcommand != "predict":
+                    args.version = claim_version(Path(args.save_dir or ".", args.name))
 
     def instantiate_trainer(self, **kwargs):
         """As LightningCLI's, but ``--trainer.enable_checkpointing false`` drops the default checkpoint
