@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: install test bench docs clean
+.PHONY: install test bench clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -16,5 +16,6 @@ test:
 bench:
 	WANDB_MODE=offline $(PY) benchmarks/run_all.py $(BENCH)
 
+# caches only: runs/ holds your checkpoints, logs and W&B files and is never removed here
 clean:
-	rm -rf .pytest_cache lightning_logs wandb zoo_runs
+	rm -rf .pytest_cache lightning_logs wandb

@@ -108,12 +108,36 @@ def test_grid_runs_records_failures_and_resumes(tmp_path, capsys):
     assert len(journal2) == 6 and all("--data.real_per_class 13" in line for line in journal2)
     assert sum(r["status"] == "skipped" for r in again.records) == 6
     assert again.summary == result.summary
+    # a skipped run still reports the wall time it took when it ran, from its results JSON
+    took = {(r["cell"], r["seed"]): r["seconds"] for r in result.records if r["status"] == "ok"}
+    assert all(isinstance(s, float) for s in took.values())
+    assert {(r["cell"], r["seed"]): r["seconds"] for r in again.records if r["status"] == "skipped"} == took
+    first_ok = next(r for r in result.records if r["status"] == "ok")
+    assert json.loads((out / "runs" / f"{first_ok['cell']}-seed{first_ok['seed']}.json").read_text())["grid"]["seconds"] \
+        == first_ok["seconds"]
 
     # summary_only starts nothing and lists the runs that have no results as missing
     summary = run_grid(str(path), summary_only=True)
     assert len((out / "journal.txt").read_text().splitlines()) == len(journal) + 6
     assert sorted({r["status"] for r in summary.records}) == ["missing", "skipped"]
     assert summary.summary == result.summary
+    rows = {(r["cell"], int(r["seed"])): r for r in csv.DictReader(open(out / "runs.csv"))}
+    assert all(float(rows[key]["seconds"]) == seconds for key, seconds in took.items())
+
+
+def test_runs_finished_before_json_timing_keep_seconds_from_the_previous_runs_csv(tmp_path):
+    path = _grid(tmp_path, axes={"data.real_per_class": [30]}, seeds=[0])
+    out = tmp_path / "out"
+    run_grid(str(path))
+    result = out / "runs" / "real_per_class=30-seed0.json"
+    result.write_text(json.dumps({k: v for k, v in json.loads(result.read_text()).items() if k != "grid"}))
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    rows[0]["seconds"] = "123.4"
+    with open(out / "runs.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert run_grid(str(path), summary_only=True).records[0]["seconds"] == 123.4
 
 
 def test_list_valued_axis_gets_its_table_and_heatmap(tmp_path):
@@ -170,3 +194,19 @@ def test_real_zoo_run_end_to_end(tmp_path, shared_data, monkeypatch):
     metrics = json.loads((out / "runs" / "real_per_class=5-seed0.json").read_text())["metrics"]
     assert 0.0 <= metrics["test/acc"] <= 1.0 and result.summary["real_per_class=5"][2] == 1
     assert "| 5 |" in (out / "table.md").read_text()
+
+
+def test_out_override_reruns_a_finished_study_elsewhere(tmp_path):
+    path = _grid(tmp_path, axes={"data.real_per_class": [30]}, seeds=[0, 1])
+    run_grid(str(path))
+    again = run_grid(str(path), out=str(tmp_path / "repro"))
+    assert [r["status"] for r in again.records] == ["ok", "ok"]  # nothing skipped: the study ran again
+    assert (tmp_path / "repro" / "table.md").exists() and (tmp_path / "repro" / "logs" / "real_per_class=30-seed0.log").exists()
+    assert len(list((tmp_path / "repro" / "runs").glob("*.json"))) == 2
+    assert len((tmp_path / "out" / "journal.txt").read_text().splitlines()) == 2  # the first study was left alone
+
+
+def test_grid_file_given_as_config_is_a_clear_error(tmp_path):
+    path = _grid(tmp_path)
+    with pytest.raises(SystemExit, match="is a grid file: pass it as the argument"):
+        main(["--config", str(path)])

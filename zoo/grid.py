@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,16 +180,30 @@ def _read_metrics(path: Path) -> dict[str, float]:
                          "delete it to re-run") from e
 
 
-def _run_one(spec: GridSpec, cell: Cell, seed: int) -> dict[str, Any]:
+def _previous_seconds(spec: GridSpec) -> dict[tuple[str, int], Any]:
+    """Wall seconds per (cell, seed) from an existing runs.csv: runs finished before the results
+    JSON carried its own time."""
+    try:
+        with open(spec.out / "runs.csv", newline="") as fh:
+            return {(row["cell"], int(row["seed"])): float(row["seconds"]) for row in csv.DictReader(fh)
+                    if row.get("seconds")}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def _run_one(spec: GridSpec, cell: Cell, seed: int, previous: dict[tuple[str, int], Any] | None = None) -> dict[str, Any]:
+    previous = previous or {}
     rid = run_id(cell, seed)
     result = spec.out / "runs" / f"{rid}.json"
     log = spec.logs / f"{rid}.log"
     record: dict[str, Any] = {"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed}
     if result.exists():
-        return {**record, "status": "skipped", "returncode": 0, "seconds": "", "log": str(log),
+        seconds = json.loads(result.read_text()).get("grid", {}).get("seconds", previous.get((cell.name, seed), ""))
+        return {**record, "status": "skipped", "returncode": 0, "seconds": seconds, "log": str(log),
                 "metrics": _read_metrics(result)}
     cmd = build_command(spec, cell, seed)
     log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"started {rid} (log: {log})", flush=True)
     start = time.time()
     with open(log, "w") as fh:
         fh.write("$ " + " ".join(cmd) + "\n\n")
@@ -196,8 +211,11 @@ def _run_one(spec: GridSpec, cell: Cell, seed: int) -> dict[str, Any]:
         rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
     seconds = round(time.time() - start, 1)
     if rc == 0 and result.exists():
-        return {**record, "status": "ok", "returncode": 0, "seconds": seconds, "log": str(log),
-                "metrics": _read_metrics(result)}
+        metrics = _read_metrics(result)
+        # the run's wall time travels with its results, so a re-run that skips it still reports it
+        data = json.loads(result.read_text())
+        result.write_text(json.dumps({**data, "grid": {"seconds": seconds, "command": cmd}}, indent=2))
+        return {**record, "status": "ok", "returncode": 0, "seconds": seconds, "log": str(log), "metrics": metrics}
     status = "failed" if rc != 0 else "failed (no results file)"
     return {**record, "status": status, "returncode": rc, "seconds": seconds, "log": str(log), "metrics": {}}
 
@@ -286,7 +304,7 @@ def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Pat
 
 
 def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False,
-             summary_only: bool = False) -> GridResult:
+             summary_only: bool = False, out: str | None = None) -> GridResult:
     """Run every (cell, seed) of a grid YAML that has no results yet, then write runs.csv, table.md, heatmap.png.
 
     Args:
@@ -297,10 +315,14 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
             grid still covers every cell (default: all seeds of a cell, then the next cell).
         summary_only: run nothing; write runs.csv / table.md / heatmap.png from the finished runs
             (runs without results are listed as "missing").
+        out: results (and logs, in ``<out>/logs``) go here instead of the grid's ``out``: a study
+            whose results are committed re-runs from scratch with ``--out runs/repro/<name>``.
     """
     if max_parallel < 1:
         raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
     spec = load_grid(grid)
+    if out is not None:
+        spec = dataclasses.replace(spec, out=Path(out), logs=Path(out) / "logs")
     if seeds_first:
         jobs = [(cell, seed) for seed in spec.seeds for cell in spec.cells]
     else:
@@ -315,11 +337,12 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
 
     total = len(jobs)
     counter = itertools.count(1)
+    previous = _previous_seconds(spec)
     if summary_only:
         records = []
         for cell, seed in jobs:
             if (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists():
-                records.append(_run_one(spec, cell, seed))  # reads the finished run, starts nothing
+                records.append(_run_one(spec, cell, seed, previous))  # reads the finished run, starts nothing
             else:
                 records.append({"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed,
                                 "status": "missing", "returncode": "", "seconds": "",
@@ -327,7 +350,7 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         jobs = []
 
     def work(job):
-        record = _run_one(spec, *job)
+        record = _run_one(spec, *job, previous)
         value = record["metrics"].get(spec.metric)
         shown = f"{spec.metric}={value:.4f}" if value is not None else f"see {record['log']}"
         print(f"[{next(counter)}/{total}] {run_id(*job)}: {record['status']} {shown}", flush=True)
@@ -359,6 +382,14 @@ def main(args: list[str] | None = None) -> None:
     from zoo.figures import use_file_backend
 
     use_file_backend()
+    argv = list(sys.argv[1:] if args is None else args)
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"] + \
+        [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in given:  # `--config` (as for `python -m zoo fit`) reads the runner's own options, not a grid
+        raw = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+        if isinstance(raw, dict) and ("axes" in raw or "cells" in raw):
+            sys.exit(f"{path} is a grid file: pass it as the argument, python -m zoo.grid {path} "
+                     "(--config reads the runner's own options, such as max_parallel)")
     result = auto_cli(run_grid, args=args)
     sys.exit(1 if result.failed else 0)
 
