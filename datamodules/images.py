@@ -318,7 +318,7 @@ class ImageFolderDataModule(ImageTensorDataModule):
         """File list, labels, own split (or None) and class names; decoding nothing."""
         folder = self.folder
         if not folder.is_dir():
-            raise missing_dataset(f"image folder '{self.root}'", folder, "--data.root / --data.data_dir")
+            raise missing_dataset(f"image folder '{self.root}' (--data.root, relative to the data directory)", folder, None)
         subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         if {"train", "test"} <= {p.name for p in subdirs}:
             names = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())

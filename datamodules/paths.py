@@ -27,8 +27,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is missing and downloading was not allowed; the message says how to fix it."""
 
 
-def missing_dataset(name: str, expected: Path, setting: str = "--data.download true") -> DatasetNotFoundError:
+def missing_dataset(name: str, expected: Path, setting: str | None = "--data.download true") -> DatasetNotFoundError:
+    """``setting``: the option that allows a download, or None for a dataset that has none."""
+    fix = f", or allow the download with {setting}" if setting else ""
     return DatasetNotFoundError(
         f"{name} not found: expected it at {expected}. Point --data.data_dir (or $ZOO_DATA_DIR) at the folder "
-        f"that contains it, or allow the download with {setting}."
+        f"that contains it{fix}."
     )

@@ -122,8 +122,9 @@ def test_corrupt_image_error_names_the_file(folder_tree):
 
 
 def test_missing_folder_and_bad_settings(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="nowhere"):
+    with pytest.raises(DatasetNotFoundError, match="nowhere") as err:
         _dm(tmp_path, root="nowhere").setup()
+    assert "download" not in str(err.value)  # an image folder has none to offer
     with pytest.raises(ValueError, match="normalization"):
         _dm(tmp_path, normalization="imagenet")
     with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\), got 0.0"):

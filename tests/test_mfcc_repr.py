@@ -326,3 +326,14 @@ def test_predict_exports_codes(tmp_path):
     assert np.isfinite(codes["code"]).all()
     with pytest.raises(ValueError, match=".npz"):
         CodeWriter("codes.csv")
+
+
+def test_svm_refuses_more_than_one_process_before_ddp_wraps_it():
+    from types import SimpleNamespace
+
+    svm = MFCCStatsSVM()
+    svm._trainer = SimpleNamespace(world_size=2)
+    with pytest.raises(ValueError, match="--trainer.devices 1"):
+        svm.setup("fit")
+    svm._trainer = SimpleNamespace(world_size=1)
+    svm.setup("fit")  # one process: fine

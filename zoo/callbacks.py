@@ -12,6 +12,13 @@ class BestCheckpoint(ModelCheckpoint):
     Each LightningModule declares what "best" means with a ``monitor = ("val/acc", "max")`` class
     attribute, so one default callback serves classifiers and autoencoders alike; ``monitor = None``
     means "no metric to select on" and keeps ``last.ckpt`` only. An explicit ``monitor`` argument wins.
+
+    Args:
+        monitor: metric that picks the best checkpoint; None (default): the module's own ``monitor``.
+        mode: "min" or "max" for an explicit ``monitor``; otherwise the module's own mode is used.
+        save_last: also keep ``last.ckpt``, rewritten every epoch.
+        save_top_k: how many best checkpoints to keep.
+        filename: name pattern of the best checkpoint.
     """
 
     def __init__(self, monitor: str | None = None, mode: str = "min", save_last: bool = True,

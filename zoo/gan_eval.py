@@ -17,6 +17,7 @@ Commands: ``fid``, ``fid-floor``, ``cas``, ``agreement``, ``grid``, ``losses``, 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,13 +134,15 @@ def fid(*, samples: str, features: str, data_dir: str | None = None) -> dict:
     fake, _ = _samples(samples)
     real = _real("test", data_dir, None, 0)
     out = {"fid": fid_between(features, real, fake), "n_fake": len(fake), "n_real": len(real)}
-    print(out)
+    print(json.dumps(out, indent=2))
     return out
 
 
 def fid_floor(*, features: str, n: int = 10000, data_dir: str | None = None, seed: int = 0) -> dict:
-    """Real-vs-real FID: ``n`` real *training* images scored against the real test set, i.e. what a
-    generator that samples the data distribution exactly would get with the same features and sizes.
+    """Real-vs-real FID: the best score possible with these features and sample sizes.
+
+    ``n`` real *training* images scored against the real test set, i.e. what a generator that samples
+    the data distribution exactly would get.
 
     Args:
         features: zoo classifier checkpoint (same as for ``fid``).
@@ -150,13 +153,15 @@ def fid_floor(*, features: str, n: int = 10000, data_dir: str | None = None, see
     real = _real("test", data_dir, None, 0)
     other = _real("train", data_dir, n, seed)
     out = {"fid_real_vs_real": fid_between(features, real, other), "n_fake": len(other), "n_real": len(real)}
-    print(out)
+    print(json.dumps(out, indent=2))
     return out
 
 
 def agreement(*, samples: str, judge: str) -> dict:
-    """Label agreement: the fraction of samples that a zoo classifier trained on real MNIST assigns to
-    the class they were generated for (overall and per class). It separates the two ways CAS can
+    """Label agreement: how many samples a real-MNIST classifier puts in the class they were made for.
+
+    The fraction, overall and per class, of samples that a zoo classifier trained on real MNIST assigns
+    to the class they were generated for. It separates the two ways CAS can
     fail: wrong-class samples (low agreement) vs right-class samples too unlike real ones (high
     agreement, low CAS).
 
@@ -176,7 +181,7 @@ def agreement(*, samples: str, judge: str) -> dict:
     hit = (pred == y).float()
     out = {"agreement": float(hit.mean()),
            "per_class": {int(c): round(float(hit[y == c].mean()), 4) for c in torch.unique(y)}}
-    print(out)
+    print(json.dumps(out, indent=2))
     return out
 
 
@@ -184,9 +189,11 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
         epochs: int | None = None, batch_size: int | None = None, seeds: int = 3,
         test_per_class: int | None = None, data_dir: str | None = None, seed: int = 0,
         accelerator: str = "cpu") -> dict:
-    """Classification Accuracy Score: LeNet-5 trained on ``per_class`` generated images per class
-    only (no real data is seen before testing), tested on the 10,000 real MNIST test images; mean
-    and sample std over ``seeds`` classifier seeds.
+    """Classification Accuracy Score: test accuracy on real MNIST of a LeNet-5 trained on samples only.
+
+    LeNet-5 trained on ``per_class`` generated images per class (no real data is seen before
+    testing), tested on the 10,000 real MNIST test images; mean and sample std over ``seeds``
+    classifier seeds.
 
     The classifier is built and trained as ``recipe`` (a ``python -m zoo fit`` config) says: by
     default the ReducedMNIST LeNet-5 recipe, tuned for 1,000 real images per class. A classifier
@@ -244,7 +251,7 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
     out = {"cas" if samples else "real_reference_acc": mean, "std": std, "per_seed": scores,
            "train_images": len(y), "test_images": len(yt), "recipe": recipe,
            "source": samples or f"real MNIST ({per_class}/class)"}
-    print(out)
+    print(json.dumps(out, indent=2))
     return out
 
 

@@ -542,6 +542,12 @@ class MFCCStatsSVM(Classifier):
         self._feats: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
 
+    def setup(self, stage: str) -> None:
+        # before the strategy wraps the model: DDP itself would fail later with a message about parameters
+        if self.trainer.world_size > 1:
+            raise ValueError(f"MFCCStatsSVM fits one scikit-learn SVM in one process and has nothing to train in "
+                             f"parallel; run it with --trainer.devices 1 (got world_size={self.trainer.world_size})")
+
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         check_batch(x, lengths, self.n_mfcc)
         return mfcc_statistics(x.float(), lengths, self.hparams.deltas)
