@@ -1,28 +1,73 @@
-"""``make bench``: run every ``benchmarks/bench_*.py`` in turn and report which failed.
+"""``make bench``: run every ``benchmarks/bench_*.py`` in turn, report which failed, keep their output.
 
 Benchmarks are plain scripts that print their own measurements (and ratios against a
-reference); they are not tests and never run in ``make test``.
+reference); they are not tests and never run in ``make test``. Each script's output is shown as
+it runs and also written, with the date, commit, machine and load, to
+``docs/results/benchmarks/<script>.txt``: the figures the docs quote stay with their provenance.
+
+    python benchmarks/run_all.py [name-filter ...] [-- script arguments]
+    python benchmarks/run_all.py lenet -- --with_breakdown true
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "docs" / "results" / "benchmarks"
+
+
+def _git(*args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def header(script: Path, args: list[str]) -> str:
+    import torch
+
+    dirty = " (uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
+    return (f"# {script.name}, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n"
+            f"# commit {_git('rev-parse', '--short', 'HEAD')}{dirty}; python {platform.python_version()}, "
+            f"torch {torch.__version__}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at start\n"
+            f"# command: python {' '.join([str(script.relative_to(HERE.parent)), *args])}\n\n")
+
+
+def run(script: Path, args: list[str]) -> int:
+    """Run one script, echoing its output and saving it with a header; returns its exit status."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    text = [header(script, args)]
+    start = time.perf_counter()
+    with subprocess.Popen([sys.executable, str(script), *args], cwd=HERE.parent, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            text.append(line)
+    text.append(f"\n# exit {proc.returncode} after {time.perf_counter() - start:.1f} s; "
+                f"load average {os.getloadavg()[0]:.2f} at the end\n")
+    (OUT / f"{script.stem}.txt").write_text("".join(text))
+    return proc.returncode
+
 
 def main() -> int:
-    here = Path(__file__).resolve().parent
-    scripts = sorted(here.glob("bench_*.py"))
-    if len(sys.argv) > 1:
-        scripts = [s for s in scripts if any(k in s.stem for k in sys.argv[1:])]
+    argv = sys.argv[1:]
+    filters, args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    scripts = sorted(HERE.glob("bench_*.py"))
+    if filters:
+        scripts = [s for s in scripts if any(k in s.stem for k in filters)]
+    if args and len(scripts) != 1:
+        sys.exit(f"arguments after -- go to one script; the filters {filters} select {len(scripts)}")
     failed = []
     for script in scripts:
         print(f"\n=== {script.name} ===", flush=True)
         start = time.perf_counter()
-        code = subprocess.call([sys.executable, str(script)], cwd=here.parent)
-        print(f"--- {script.name}: exit {code}, {time.perf_counter() - start:.1f} s", flush=True)
+        code = run(script, args)
+        print(f"--- {script.name}: exit {code}, {time.perf_counter() - start:.1f} s "
+              f"(output kept in {(OUT / f'{script.stem}.txt').relative_to(HERE.parent)})", flush=True)
         if code:
             failed.append(script.name)
     if failed:

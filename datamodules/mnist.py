@@ -30,6 +30,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from datamodules.augment import random_affine_matrices, random_geometric
@@ -341,6 +342,9 @@ class MNISTDataModule(L.LightningDataModule):
             test_idx = torch.arange(len(yt))
         self._splits["test"] = (normalize(xt.unsqueeze(1).float().div_(255), self.normalize), yt)
         self.indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+        made = [f"{int((src == k).sum())} {what}" for k, what in ((1, "augmented"), (2, "synthetic")) if (src == k).any()]
+        rank_zero_info(f"MNISTDataModule: train {len(ty)} ({', '.join([f'{len(train_idx)} real', *made])}), "
+                       f"val {len(val_idx)}, test {len(yt)}")
 
     def setup(self, stage: str | None = None) -> None:
         if not self._splits:

@@ -92,6 +92,10 @@ def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
     assert {"val/acc", "val/loss", "test/acc", "test/f1", "test/balanced_acc", "test/loss"} <= set(metrics["metrics"])
     assert Path(metrics["best_checkpoint"]).name.startswith("best-")
     assert cli.trainer.ckpt_path == metrics["best_checkpoint"]  # test/ came from the best weights, not the last
+    # the file alone says what ran: seed, resolved config, code version and packages
+    assert metrics["seed"] == 0 and metrics["config"]["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
+    assert metrics["config"]["trainer"]["max_epochs"] == 3 and metrics["command"][:4] == ["python", "-m", "zoo", "fit"]
+    assert metrics["provenance"]["torch"] == torch.__version__ and len(metrics["provenance"]["git_commit"] or "x" * 40) == 40
     log_dir = Path(cli.trainer.logger.log_dir)
     header = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= set(header)
@@ -117,6 +121,11 @@ def test_wandb_offline_run_carries_name_group_tags_and_config(fsdd_root, tmp_pat
         assert run.config["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
         assert run.config["data"]["init_args"]["source"] == "fsdd"
         assert (Path(run.dir) / "zoo_config.yaml").exists()
+        # the local copy sits with this run's checkpoints, not in one save_dir/config.yaml that every run overwrites
+        ckpt_dir = Path(cli.trainer.checkpoint_callback.dirpath)
+        assert ckpt_dir == tmp_path / "wb" / "zoo" / run.id / "checkpoints"
+        saved = yaml.safe_load((ckpt_dir.parent / "config.yaml").read_text())
+        assert saved["run"]["group"] == "study-x" and not (tmp_path / "wb" / "config.yaml").exists()
     finally:
         wandb.finish()
 

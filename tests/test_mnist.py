@@ -120,14 +120,17 @@ def test_normalize_ranges_and_round_trip(shared_data, mode, lo, hi):
 
 # --- synthetic files ----------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype, shape", [(np.uint8, (28, 28)), (np.float32, (1, 28, 28))])
-def test_synthetic_file_is_mixed_into_training(shared_data, tmp_path, dtype, shape):
+def test_synthetic_file_is_mixed_into_training(shared_data, tmp_path, dtype, shape, monkeypatch):
     path = _synthetic_npz(tmp_path / "s.npz", per_class=6, dtype=dtype, shape=shape)
     x, y = load_synthetic(path, per_class=4)
     assert x.shape == (40, 1, 28, 28) and x.min() >= 0 and x.max() <= 1 and torch.bincount(y).tolist() == [4] * 10
     everything, labels = load_synthetic(path, per_class=6)
     dm = MNISTDataModule(real_per_class=10, test_per_class=5, synthetic_per_class=6, synthetic_path=str(path),
                          normalize="zero_one")
+    said = []
+    monkeypatch.setattr("datamodules.mnist.rank_zero_info", said.append)
     tx, ty = dm.split("train")
+    assert said == ["MNISTDataModule: train 160 (100 real, 60 synthetic), val 10, test 50"]  # what the run trains on
     src = dm.train_sources
     assert torch.bincount(src.long()).tolist() == [100, 0, 60]
     order = lambda t: t.flatten(1).sum(1).argsort()  # noqa: E731

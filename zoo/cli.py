@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import pkgutil
+import sys
 from pathlib import Path
 
 import yaml
@@ -71,20 +72,61 @@ def claim_version(parent: Path) -> int:
             version += 1
 
 
+def provenance() -> dict:
+    """Git commit (with a flag for uncommitted changes) and the versions that decide a run's numbers."""
+    import platform
+    import subprocess
+
+    import lightning
+    import torch
+    import torchmetrics
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                                  text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+            "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
+            "torchmetrics": torchmetrics.__version__}
+
+
 def wandb_offline_default() -> bool:
     return os.environ.get("WANDB_MODE", "offline").lower() not in ("online", "run")
 
 
+def _is_wandb(logger) -> bool:
+    return type(logger).__name__ == "WandbLogger"
+
+
 class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Also stores the full resolved config with the run (W&B config panel + ``zoo_config.yaml`` run file)."""
+    """Also stores the full resolved config with the run (W&B config panel + ``zoo_config.yaml`` run file).
+
+    With W&B first, Lightning would write ``config.yaml`` to the logger's ``save_dir``, one file that every
+    run overwrites; it goes next to the run's checkpoints instead, ``<save_dir>/<project>/<run id>/``.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.loggers and _is_wandb(trainer.loggers[0]):
+            self.save_to_log_dir = False  # written per run by save_config
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-        for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+        for i, logger in enumerate(trainer.loggers):
+            if _is_wandb(logger):
                 run = logger.experiment
                 run.config.update(config, allow_val_change=True)
                 Path(run.dir, "zoo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+                if i == 0:
+                    run_dir = Path(logger.save_dir or ".", str(logger.name), str(logger.version))
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    self.parser.save(self.config, run_dir / self.config_filename, skip_none=False, overwrite=True,
+                                     multifile=self.multifile)
             else:
                 logger.log_hyperparams({"config": config})
 
@@ -104,6 +146,11 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SafeLearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
+
+    def parse_arguments(self, parser, args) -> None:
+        given = sys.argv[1:] if args is None else args
+        self._command = ["python", "-m", "zoo", *map(str, given)] if isinstance(given, (list, tuple)) else None
+        super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -177,9 +224,14 @@ class ZooCLI(LightningCLI):
         # val/ metrics are those of the last epoch; test/ ones are of the best checkpoint, whose
         # own validation score is recorded separately so the two are never confused.
         best = {"monitor": callback.monitor, "score": float(score)} if score is not None else None
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"metrics": metrics, "best_checkpoint": ckpt or None, "best": best,
-                                          "epochs": self.trainer.current_epoch}, indent=2))
+        Path(path).write_text(json.dumps({
+            "metrics": metrics, "best_checkpoint": ckpt or None, "best": best, "epochs": self.trainer.current_epoch,
+            # enough to redo the run without the logger's files: what ran, on which code and packages
+            "seed": cfg.get("seed_everything"), "command": self._command, "provenance": provenance(),
+            "config": yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False)),
+        }, indent=2, default=str))
 
 
 def default_trainer() -> dict:
