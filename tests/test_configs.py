@@ -40,6 +40,9 @@ def test_config_fast_dev_run(config: Path, tmp_path: Path, shared_data):
               *extra_args(config, tmp_path)]
     cli = run_cli(["fit", *common, "--run.test_after_fit", "false"])
     assert cli.trainer.state.finished, "fit did not finish"
+    ckpt = cli.trainer.checkpoint_callback
+    if ckpt is not None and ckpt.dirpath:  # a smoke run writes no checkpoint (it could replace a real run's)
+        assert not list(Path(ckpt.dirpath).glob("*.ckpt")), sorted(Path(ckpt.dirpath).glob("*.ckpt"))
     assert "train/loss" in cli.trainer.callback_metrics or any(
         k.startswith("train/") for k in cli.trainer.callback_metrics), sorted(cli.trainer.callback_metrics)
     if is_overridden("test_step", cli.model):

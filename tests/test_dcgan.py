@@ -131,7 +131,9 @@ def test_gradient_clipping_is_applied(fp16):
 def test_schedulers_are_stepped_each_epoch():
     model = tiny(generator_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.5),
                  discriminator_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.1))
-    trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=0).fit(model, loader())
+    fitted = trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=0)
+    fitted.fit(model, loader())
+    assert [c.name for c in fitted.lr_scheduler_configs] == ["lr-discriminator", "lr-generator"]  # the LR monitor's keys
     opt_d, opt_g = model.optimizers()
     assert opt_g.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.25)
     assert opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.01)

@@ -56,6 +56,12 @@ class BestCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         self._ensure_last(trainer, at_train_epoch_end=False)
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        # Lightning 2.6 writes last.ckpt here even under fast_dev_run ("checkpointing is suppressed"),
+        # which let a smoke test replace the last.ckpt of a real run in the same folder
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
 
 class SafeLearningRateMonitor(LearningRateMonitor):
     """LearningRateMonitor that stays quiet (instead of raising) when logging is turned off."""

@@ -554,8 +554,11 @@ class DCGAN(L.LightningModule):
     def configure_optimizers(self):
         opt_d = self.discriminator_optimizer(self.discriminator.parameters())
         opt_g = self.generator_optimizer(self.generator.parameters())
-        scheds = [s(o) for s, o in ((self.discriminator_scheduler, opt_d),
-                                    (self.generator_scheduler, opt_g)) if s is not None]
+        # named, so the learning-rate monitor logs lr-discriminator / lr-generator instead of lr-Adam / lr-Adam-1
+        # (an optimizer without a scheduler keeps Lightning's name: D's is the first, G's the second)
+        scheds = [{"scheduler": s(o), "name": f"lr-{who}"}
+                  for s, o, who in ((self.discriminator_scheduler, opt_d, "discriminator"),
+                                    (self.generator_scheduler, opt_g, "generator")) if s is not None]
         return ([opt_d, opt_g], scheds) if scheds else [opt_d, opt_g]
 
     _FID_PREFIXES = ("val_fid.", "test_fid.")

@@ -2,4 +2,5 @@
 
 
 def extra_args(tmp_path):
-    return ["--data.init_args.limit_per_class", "10"]
+    # the config's own checkpoint folder is the real encoder's (runs/checkpoints/...): keep the test out of it
+    return ["--data.init_args.limit_per_class", "10", "--checkpoint.dirpath", str(tmp_path / "checkpoints")]
