@@ -185,7 +185,7 @@ def agreement(*, samples: str, judge: str) -> dict:
     return out
 
 
-def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "configs/lenet_reduced_mnist.yaml",
+def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "configs/lenet_cas.yaml",
         epochs: int | None = None, batch_size: int | None = None, seeds: int = 3,
         test_per_class: int | None = None, data_dir: str | None = None, seed: int = 0,
         accelerator: str = "cpu") -> dict:
@@ -196,7 +196,7 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
     classifier seeds.
 
     The classifier is built and trained as ``recipe`` (a ``python -m zoo fit`` config) says: by
-    default the ReducedMNIST LeNet-5 recipe, tuned for 1,000 real images per class. A classifier
+    default ``configs/lenet_cas.yaml``, a LeNet-5 recipe tuned for 1,000 real images per class. A classifier
     trained on synthetic data and tested on real data varies with its seed by 1-3 points, hence
     several seeds.
 
@@ -221,7 +221,7 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
         raise ValueError(f"cas: seeds must be >= 1, got {seeds}")
     if not Path(recipe).is_file():
         raise FileNotFoundError(f"cas: recipe {recipe} does not exist; expected a zoo config such as "
-                                "configs/lenet_reduced_mnist.yaml")
+                                "configs/lenet_cas.yaml")
     xt, yt = load_mnist(data_dir, train=False)
     if test_per_class is not None:
         (idx,) = stratified_split(yt, [test_per_class], torch.Generator().manual_seed(seed), what="cas test set")
