@@ -49,8 +49,14 @@ def run(script: Path, args: list[str]) -> int:
             text.append(line)
     text.append(f"\n# exit {proc.returncode} after {time.perf_counter() - start:.1f} s; "
                 f"load average {os.getloadavg()[0]:.2f} at the end\n")
-    (OUT / f"{script.stem}.txt").write_text("".join(text))
+    output_file(script, args).write_text("".join(text))
     return proc.returncode
+
+
+def output_file(script: Path, args: list[str]) -> Path:
+    """``<script>.txt``, or ``<script>__<arguments>.txt`` for a run with arguments (e.g. ``--batch_size 64``)."""
+    suffix = "__" + "_".join(a.lstrip("-") for a in args) if args else ""
+    return OUT / f"{script.stem}{''.join(c if c.isalnum() or c in '._-' else '-' for c in suffix)}.txt"
 
 
 def main() -> int:
@@ -67,7 +73,7 @@ def main() -> int:
         start = time.perf_counter()
         code = run(script, args)
         print(f"--- {script.name}: exit {code}, {time.perf_counter() - start:.1f} s "
-              f"(output kept in {(OUT / f'{script.stem}.txt').relative_to(HERE.parent)})", flush=True)
+              f"(output kept in {output_file(script, args).relative_to(HERE.parent)})", flush=True)
         if code:
             failed.append(script.name)
     if failed:
