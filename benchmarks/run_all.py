@@ -12,7 +12,6 @@ it runs and also written, with the date, commit, machine and load, to
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -22,18 +21,14 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "docs" / "results" / "benchmarks"
 
 
-def _git(*args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
-
-
 def header(script: Path, args: list[str]) -> str:
-    import torch
+    from zoo.cli import provenance
 
-    dirty = " (uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
+    prov = provenance()
+    dirty = " (uncommitted code changes)" if prov["git_dirty"] else ""
     return (f"# {script.name}, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n"
-            f"# commit {_git('rev-parse', '--short', 'HEAD')}{dirty}; python {platform.python_version()}, "
-            f"torch {torch.__version__}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at start\n"
+            f"# commit {(prov['git_commit'] or 'unknown')[:7]}{dirty}; python {prov['python']}, torch {prov['torch']}, "
+            f"lightning {prov['lightning']}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at start\n"
             f"# command: python {' '.join([str(script.relative_to(HERE.parent)), *args])}\n\n")
 
 
@@ -42,14 +37,18 @@ def run(script: Path, args: list[str]) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     text = [header(script, args)]
     start = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its lines appear as they are printed
     with subprocess.Popen([sys.executable, str(script), *args], cwd=HERE.parent, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+                          stderr=subprocess.STDOUT, text=True, bufsize=1, env=env) as proc:
         for line in proc.stdout:
             print(line, end="", flush=True)
             text.append(line)
     text.append(f"\n# exit {proc.returncode} after {time.perf_counter() - start:.1f} s; "
                 f"load average {os.getloadavg()[0]:.2f} at the end\n")
-    output_file(script, args).write_text("".join(text))
+    out = output_file(script, args)
+    if proc.returncode:  # a failed run does not replace the last good measurement
+        out = out.with_suffix(".failed.txt")
+    out.write_text("".join(text))
     return proc.returncode
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +96,9 @@ def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
     # the file alone says what ran: seed, resolved config, code version and packages
     assert metrics["seed"] == 0 and metrics["config"]["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
     assert metrics["config"]["trainer"]["max_epochs"] == 3 and metrics["command"][:4] == ["python", "-m", "zoo", "fit"]
-    assert metrics["provenance"]["torch"] == torch.__version__ and len(metrics["provenance"]["git_commit"] or "x" * 40) == 40
+    assert metrics["provenance"]["torch"] == torch.__version__
+    if (REPO / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}", metrics["provenance"]["git_commit"]), metrics["provenance"]
     log_dir = Path(cli.trainer.logger.log_dir)
     header = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= set(header)
@@ -176,6 +179,41 @@ def test_runs_started_together_get_their_own_log_version(tmp_path):
     assert {Path(t.logger.log_dir) for t in (first, second)} == {tmp_path / "reduced-mnist" / f"version_{v}" for v in (0, 1)}
     assert all(Path(t.logger.log_dir).is_dir() for t in (first, second))  # claimed on disk, not just in memory
     assert built([*args, "--trainer.logger.version", "7"]).trainer.logger.version == 7  # an explicit one wins
+    # the claim is this process's: the config it saves still says "next free version", so a run started
+    # again from that config.yaml claims a new folder instead of writing into this one
+    assert built(args).config.trainer.logger.init_args.version is None
+
+
+def test_claimed_versions_nothing_was_written_to_are_released(tmp_path):
+    from zoo.cli import release_unused_versions
+
+    args = ["--config", REPO / "configs" / "lenet_reduced_mnist.yaml", "--trainer.logger", "CSVLogger",
+            "--trainer.logger.save_dir", tmp_path]
+    used, unused = (Path(built(args).trainer.logger.log_dir) for _ in range(2))
+    (used / "metrics.csv").write_text("epoch\n")
+    release_unused_versions()  # what happens at exit: a run that failed before logging leaves no empty folder
+    assert used.is_dir() and not unused.exists()
+
+
+def test_only_the_rank_zero_process_claims_a_version(tmp_path, monkeypatch):
+    monkeypatch.setattr("zoo.cli.rank_zero_only.rank", 1)  # a DDP child re-running the command
+    built(["--config", REPO / "configs" / "lenet_reduced_mnist.yaml", "--trainer.logger", "CSVLogger",
+           "--trainer.logger.save_dir", tmp_path])
+    assert not list(tmp_path.rglob("version_*"))
+
+
+def test_results_file_keeps_the_metrics_when_provenance_fails(tmp_path, monkeypatch):
+    def broken():
+        raise RuntimeError("no git here")
+
+    monkeypatch.setattr("zoo.cli.provenance", broken)
+    cli = built(["--config", REPO / "configs" / "lenet_reduced_mnist.yaml", "--trainer.logger", "false",
+                 "--trainer.default_root_dir", tmp_path, "--run.results_file", tmp_path / "r.json"])
+    cli.trainer.callback_metrics["val/acc"] = torch.tensor(0.5)
+    cli._write_results()
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["metrics"] == {"val/acc": 0.5} and "no git here" in record["provenance"]["error"]
+    assert record["config"]["data"]["init_args"]["batch_size"] == 128
 
 
 def test_bf16_mixed_precision_on_cpu(fsdd_root, tmp_path):

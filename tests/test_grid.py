@@ -210,3 +210,13 @@ def test_grid_file_given_as_config_is_a_clear_error(tmp_path):
     path = _grid(tmp_path)
     with pytest.raises(SystemExit, match="is a grid file: pass it as the argument"):
         main(["--config", str(path)])
+
+
+def test_a_corrupt_results_file_is_named_with_what_to_do(tmp_path):
+    path = _grid(tmp_path, axes={"data.real_per_class": [30]}, seeds=[0])
+    run_grid(str(path))
+    result = tmp_path / "out" / "runs" / "real_per_class=30-seed0.json"
+    assert not list(result.parent.glob("*.tmp"))  # the timing was added in place, nothing left behind
+    result.write_text('{"metrics": {"test/acc": 0.3')  # cut off mid-write
+    with pytest.raises(ValueError, match=r"real_per_class=30-seed0.json is not valid JSON.*delete it to re-run"):
+        run_grid(str(path))

@@ -19,6 +19,7 @@ Defaults a user expects, all overridable from a config or the command line:
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
@@ -53,23 +54,41 @@ def import_all(packages=PACKAGES) -> list[str]:
     return names
 
 
+_CLAIMED: list[Path] = []
+
+
 def claim_version(parent: Path) -> int:
     """Create and return the next free ``parent/version_N``.
 
     Lightning picks the version when the logger is first asked and creates the folder only when it
     first writes, seconds later; two runs started together (two folds of one study) both got
     ``version_0`` and interleaved their metrics and checkpoints. ``mkdir`` either creates the folder
-    or fails, so exactly one process gets each version.
+    or fails, so exactly one process gets each version. A claimed folder that is still empty when the
+    process ends (the run failed before writing, or never logged) is removed again.
     """
+    parent = Path(os.path.expandvars(os.path.expanduser(str(parent))))  # as TensorBoard resolves its log_dir
     parent.mkdir(parents=True, exist_ok=True)
     taken = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
     version = max(taken, default=-1) + 1
     while True:
         try:
             (parent / f"version_{version}").mkdir()
-            return version
         except FileExistsError:
             version += 1
+            continue
+        if not _CLAIMED:
+            atexit.register(release_unused_versions)
+        _CLAIMED.append(parent / f"version_{version}")
+        return version
+
+
+def release_unused_versions() -> None:
+    """Remove the claimed version folders nothing was written to."""
+    while _CLAIMED:
+        try:
+            _CLAIMED.pop().rmdir()  # only succeeds on an empty folder
+        except OSError:
+            pass
 
 
 def provenance() -> dict:
@@ -90,7 +109,9 @@ def provenance() -> dict:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+    # changed or new code and configs (docs and results do not change what a run computes)
+    changed = git("status", "--porcelain", "--untracked-files=all", "--", "*.py", "*.yaml", "*.yml", "*.toml")
+    return {"git_commit": commit, "git_dirty": bool(changed) if commit else None,
             "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
             "torchmetrics": torchmetrics.__version__}
 
@@ -107,11 +128,13 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
     """Also stores the full resolved config with the run (W&B config panel + ``zoo_config.yaml`` run file).
 
     With W&B first, Lightning would write ``config.yaml`` to the logger's ``save_dir``, one file that every
-    run overwrites; it goes next to the run's checkpoints instead, ``<save_dir>/<project>/<run id>/``.
+    run overwrites; it goes to the run's own folder instead, ``<save_dir>/<project>/<run id>/``, where its
+    checkpoints also go unless ``--checkpoint.dirpath`` sends them elsewhere.
     """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if trainer.loggers and _is_wandb(trainer.loggers[0]):
+        self._per_run = self.save_to_log_dir and bool(trainer.loggers) and _is_wandb(trainer.loggers[0])
+        if self._per_run:
             self.save_to_log_dir = False  # written per run by save_config
         super().setup(trainer, pl_module, stage)
 
@@ -122,7 +145,7 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
                 run = logger.experiment
                 run.config.update(config, allow_val_change=True)
                 Path(run.dir, "zoo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-                if i == 0:
+                if i == 0 and getattr(self, "_per_run", False):
                     run_dir = Path(logger.save_dir or ".", str(logger.name), str(logger.version))
                     run_dir.mkdir(parents=True, exist_ok=True)
                     self.parser.save(self.config, run_dir / self.config_filename, skip_none=False, overwrite=True,
@@ -162,6 +185,8 @@ class ZooCLI(LightningCLI):
         data = str(cfg.data.class_path).rsplit(".", 1)[-1] if cfg.get("data") else "data"
         name = cfg.run.name or f"{model}-{data}-seed{cfg.seed_everything}"
         root = cfg.trainer.get("default_root_dir")
+        claimed: dict[Path, int] = {}  # a CSV and a TensorBoard logger of one run share their version
+        self._claimed_versions = []
         for lg in loggers:
             if not hasattr(lg, "class_path"):
                 continue
@@ -178,9 +203,19 @@ class ZooCLI(LightningCLI):
                 if args.get("name") in (None, "lightning_logs"):
                     # <group>/<run name>/version_N: a named run never overwrites another one's logs
                     args.name = "/".join(part for part in (cfg.run.group, cfg.run.name) if part) or name
-                if args.get("version") is None and rank_zero_only.rank == 0 and not cfg.trainer.get("fast_dev_run") \
-                        and self.subcommand != "predict":
-                    args.version = claim_version(Path(args.save_dir or ".", args.name))
+                if args.get("version") is None and rank_zero_only.rank == 0 and not cfg.trainer.get("fast_dev_run"):
+                    parent = Path(args.save_dir or ".", args.name)
+                    if parent not in claimed:
+                        claimed[parent] = claim_version(parent)
+                    args.version = claimed[parent]
+                    self._claimed_versions.append(args)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # the claimed version was for this process only: the saved config keeps "next free version", so a
+        # run started again from it (`--config .../config.yaml`) claims its own instead of reusing this one
+        for args in getattr(self, "_claimed_versions", []):
+            args.version = None
 
     def instantiate_trainer(self, **kwargs):
         """As LightningCLI's, but ``--trainer.enable_checkpointing false`` drops the default checkpoint
@@ -225,13 +260,19 @@ class ZooCLI(LightningCLI):
         # own validation score is recorded separately so the two are never confused.
         best = {"monitor": callback.monitor, "score": float(score)} if score is not None else None
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        record = {"metrics": metrics, "best_checkpoint": ckpt or None, "best": best,
+                  "epochs": self.trainer.current_epoch, "seed": cfg.get("seed_everything"), "command": self._command}
+        # enough to redo the run without the logger's files; a failure here must not cost the metrics
+        try:
+            record["provenance"] = provenance()
+        except Exception as e:  # noqa: BLE001
+            record["provenance"] = {"error": repr(e)}
+        try:
+            record["config"] = yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False))
+        except Exception as e:  # noqa: BLE001
+            record["config"] = {"error": repr(e)}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({
-            "metrics": metrics, "best_checkpoint": ckpt or None, "best": best, "epochs": self.trainer.current_epoch,
-            # enough to redo the run without the logger's files: what ran, on which code and packages
-            "seed": cfg.get("seed_everything"), "command": self._command, "provenance": provenance(),
-            "config": yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False)),
-        }, indent=2, default=str))
+        Path(path).write_text(json.dumps(record, indent=2, default=str))
 
 
 def default_trainer() -> dict:

@@ -172,10 +172,12 @@ def build_command(spec: GridSpec, cell: Cell, seed: int) -> list[str]:
     return cmd
 
 
-def _read_metrics(path: Path) -> dict[str, float]:
+def _read_result(path: Path) -> dict[str, Any]:
     try:
-        return dict(json.loads(path.read_text()).get("metrics", {}))
-    except (OSError, ValueError) as e:
+        data = json.loads(path.read_text())
+        dict(data.get("metrics", {}))
+        return data
+    except (OSError, ValueError, AttributeError, TypeError) as e:
         raise ValueError(f"results file {path} is not valid JSON from --run.results_file ({e}); "
                          "delete it to re-run") from e
 
@@ -198,9 +200,10 @@ def _run_one(spec: GridSpec, cell: Cell, seed: int, previous: dict[tuple[str, in
     log = spec.logs / f"{rid}.log"
     record: dict[str, Any] = {"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed}
     if result.exists():
-        seconds = json.loads(result.read_text()).get("grid", {}).get("seconds", previous.get((cell.name, seed), ""))
+        data = _read_result(result)
+        seconds = data.get("grid", {}).get("seconds", previous.get((cell.name, seed), ""))
         return {**record, "status": "skipped", "returncode": 0, "seconds": seconds, "log": str(log),
-                "metrics": _read_metrics(result)}
+                "metrics": dict(data.get("metrics", {}))}
     cmd = build_command(spec, cell, seed)
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"started {rid} (log: {log})", flush=True)
@@ -211,10 +214,13 @@ def _run_one(spec: GridSpec, cell: Cell, seed: int, previous: dict[tuple[str, in
         rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
     seconds = round(time.time() - start, 1)
     if rc == 0 and result.exists():
-        metrics = _read_metrics(result)
-        # the run's wall time travels with its results, so a re-run that skips it still reports it
-        data = json.loads(result.read_text())
-        result.write_text(json.dumps({**data, "grid": {"seconds": seconds, "command": cmd}}, indent=2))
+        data = _read_result(result)
+        metrics = dict(data.get("metrics", {}))
+        # the run's wall time travels with its results, so a re-run that skips it still reports it;
+        # replaced in one step, so an interrupt cannot leave half a file
+        tmp = result.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({**data, "grid": {"seconds": seconds, "command": cmd}}, indent=2))
+        os.replace(tmp, result)
         return {**record, "status": "ok", "returncode": 0, "seconds": seconds, "log": str(log), "metrics": metrics}
     status = "failed" if rc != 0 else "failed (no results file)"
     return {**record, "status": status, "returncode": rc, "seconds": seconds, "log": str(log), "metrics": {}}
