@@ -93,7 +93,24 @@ def collate_pairs(items):
 
 
 class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
-    """``SpokenDigits`` MFCC clips paired with same-digit MNIST images; see the module docstring."""
+    """``SpokenDigits`` MFCC clips paired with same-digit MNIST images; see the module docstring.
+
+    Args:
+        source: where the clips come from: "fsdd", "audiomnist" or "tts" (as in SpokenDigits).
+        split: "official" or "speaker" clip split (as in SpokenDigits).
+        test_speaker: with split="speaker", the speaker whose clips form the test set.
+        data_dir: data root folder with the audio dataset and ``MNIST/``; None: $ZOO_DATA_DIR, else ./data.
+        cache_dir: where audio features are cached; None: $ZOO_CACHE_DIR, else ~/.cache/zoo.
+        download: download the audio dataset and MNIST when missing.
+        sample_rate: rate in Hz every clip is resampled to before MFCC extraction.
+        n_mfcc: MFCC coefficients per frame; must match the model's n_mfcc.
+        val_fraction: share of the clips held out for validation (as in SpokenDigits), in (0, 1).
+        mnist_per_class: draw images from only this many MNIST training images per class; None: all of them.
+        batch_size: batch size of all loaders.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        seed: seed of the clip split, the MNIST split and the clip-image pairing.
+        progress: show progress bars while reading audio and computing features.
+    """
 
     num_classes = NUM_DIGITS
     class_names = list(DIGIT_NAMES)

@@ -240,6 +240,27 @@ class MNISTDataModule(L.LightningDataModule):
 
     Batches are ``(x, y)``: ``x`` float32 ``(B, 1, 28, 28)`` in the ``normalize`` range, ``y`` int64.
     ``on_device`` keeps every tensor on the trainer's device (a GPU) so no batch is copied per step.
+
+    Args:
+        data_dir: folder that contains ``MNIST/``; None: $ZOO_DATA_DIR, else ./data.
+        download: download MNIST into data_dir when it is missing.
+        real_per_class: real training images per class (ReducedMNIST); None: all 60,000 minus validation.
+        test_per_class: test images per class drawn from the official 10,000; None: the whole test set.
+        val_fraction: share of each class held out for validation, in (0, 1) (of real_per_class when that is set).
+        augmented_per_class: extra training images per class, random warps of that class's real training images.
+        synthetic_per_class: extra training images per class drawn from synthetic_path (e.g. DCGAN samples).
+        synthetic_path: ``.npz`` sample file with ``images`` and ``labels``; required when synthetic_per_class > 0.
+        normalize: pixel range of the batches: "zero_one" [0, 1], "minus_one_one" [-1, 1], "standard" (MNIST mean/std).
+        batch_size: training batch size.
+        eval_batch_size: batch size of the validation, test and predict loaders.
+        num_workers: DataLoader worker processes (0: load in the main process; must be 0 with on_device).
+        seed: seed of the split, test-subset, augmentation and synthetic-sample draws.
+        on_device: keep all split tensors on the trainer's device (e.g. GPU) so no batch is copied per step.
+        drop_last: drop the last incomplete training batch.
+        aug_degrees: maximum rotation of the augmented images in degrees.
+        aug_translate: maximum shift of the augmented images per axis, as a fraction of the image size.
+        aug_crop_scale: (min, max) area fraction of the random resized crop of the augmented images.
+        aug_crop_ratio: (min, max) aspect ratio of the random resized crop of the augmented images.
     """
 
     num_classes = NUM_CLASSES

@@ -42,7 +42,20 @@ def make_sines(n: int, length: int, freq_range: tuple[float, float], amp_range: 
 
 
 class SineWaves(SplitLoadersMixin, L.LightningDataModule):
-    """Batches ``(x (B, length, 1), params (B, 3))``; ``params`` = (frequency, phase, amplitude) per sequence."""
+    """Batches ``(x (B, length, 1), params (B, 3))``; ``params`` = (frequency, phase, amplitude) per sequence.
+
+    Args:
+        n_train: number of training sequences.
+        n_val: number of validation sequences.
+        n_test: number of test sequences.
+        length: time steps per sequence.
+        freq_range: (low, high) of the uniform frequency draw, in cycles per sequence.
+        amp_range: (low, high) of the uniform amplitude draw.
+        noise: standard deviation of the Gaussian noise added to every time step (>= 0).
+        batch_size: batch size of all loaders.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        seed: seed of the generated splits (each split its own stream) and of the training shuffle order.
+    """
 
     def __init__(self, n_train: int = 4000, n_val: int = 500, n_test: int = 500, length: int = 64,
                  freq_range: tuple[float, float] = (1.0, 4.0), amp_range: tuple[float, float] = (0.5, 1.5),

@@ -265,6 +265,34 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
 
     ``target="gender"`` needs speakers of both genders (FSDD's six speakers are all male, so it is
     refused); AudioMNIST speakers without a meta entry are then left out, with a warning.
+
+    Args:
+        source: where the clips come from: "fsdd", "audiomnist" or "tts" (offline espeak-ng speech).
+        feature: "mfcc" (variable-length (T, n_mfcc) sequences) or "logmel" (fixed (1, n_mels, frames) images).
+        split: "official" (FSDD takes 0-4 / seeded speaker partition) or "speaker" (test = test_speaker's clips).
+        test_speaker: with split="speaker", the speaker whose clips form the test set.
+        target: label to predict: "digit" (10 classes) or "gender" (2 classes; not with fsdd).
+        data_dir: data root folder with the dataset folders; None: $ZOO_DATA_DIR, else ./data.
+        cache_dir: where features (and TTS clips) are cached; None: $ZOO_CACHE_DIR, else ~/.cache/zoo.
+        download: download the FSDD / AudioMNIST archive when the dataset folder is missing.
+        sample_rate: rate in Hz every clip is resampled to before feature extraction.
+        n_mfcc: MFCC coefficients per frame (feature="mfcc").
+        n_mels: mel bands of the log-mel image (feature="logmel").
+        frames: time columns every log-mel image is resized to (feature="logmel").
+        normalize: standardise each MFCC coefficient / mel band with the training split's mean and std.
+        val_fraction: share held out for validation (clips for FSDD, speakers otherwise), in (0, 1).
+        test_fraction: share of speakers in the test set for speaker-disjoint "official" splits, in (0, 1).
+        batch_size: batch size of all loaders.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        seed: seed of the validation (and speaker-partition) draws.
+        voices: tts only: espeak-ng voice names (+fN/+mN set the gender); None: 8 default voices.
+        rates: tts only: speaking rates in words per minute; None: 130, 175, 220.
+        pitches: tts only: espeak-ng pitches (0-99); None: 35, 50, 65.
+        progress: show progress bars while reading audio and computing features.
+        spec_augment: mask random frequency and time bands of logmel training batches (SpecAugment).
+        num_masks: number of frequency and of time bands masked per sample with spec_augment.
+        mask_width: maximum width in rows/columns of each spec_augment band.
+        time_crop: logmel training batches keep a random share in [time_crop, 1] of the time axis; 1.0: off.
     """
 
     def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",

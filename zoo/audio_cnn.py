@@ -18,7 +18,20 @@ from zoo.layers import CBAM
 
 class CNN(Classifier):
     """Four conv blocks (conv, BN, ReLU, then max pool; the last block global-average pools)
-    and a two-layer fully connected head with dropout. Input: ``(N, C, H, W)`` spectrogram images."""
+    and a two-layer fully connected head with dropout. Input: ``(N, C, H, W)`` spectrogram images.
+
+    Args:
+        in_channels: number of input channels (1 for a single spectrogram).
+        channels: output channels of the four conv blocks (exactly 4 entries).
+        hidden: width of the hidden fully connected layer of the head.
+        dropout: dropout probability before each of the two head layers.
+        num_classes: number of target classes (>= 2); the size of the output layer.
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        channels_last: run convolutions in NHWC memory layout (faster on CPU oneDNN and GPU tensor cores).
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
+    """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256), hidden: int = 128,
                  dropout: float = 0.3, num_classes: int = 10, class_names: Sequence[str] | None = None,
@@ -55,7 +68,22 @@ class CNN(Classifier):
 
 
 class CBAMNet(CNN):
-    """:class:`CNN` with CBAM (channel then spatial attention) after every conv block."""
+    """:class:`CNN` with CBAM (channel then spatial attention) after every conv block.
+
+    Args:
+        in_channels: number of input channels (1 for a single spectrogram).
+        channels: output channels of the four conv blocks (exactly 4 entries).
+        hidden: width of the hidden fully connected layer of the head.
+        dropout: dropout probability before each of the two head layers.
+        num_classes: number of target classes (>= 2); the size of the output layer.
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        reduction: channel-attention MLP reduction ratio (hidden size = max(4, channels // reduction)).
+        attention_kernel: kernel size of the spatial-attention conv (odd, keeps the map size).
+        channels_last: run convolutions in NHWC memory layout (faster on CPU oneDNN and GPU tensor cores).
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
+    """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256), hidden: int = 128,
                  dropout: float = 0.3, num_classes: int = 10, class_names: Sequence[str] | None = None,

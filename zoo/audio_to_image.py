@@ -81,6 +81,20 @@ class AudioToImageVAE(L.LightningModule):
     Batches: ``(feats (B, T, n_mfcc), lengths (B,), images (B, 1, 28, 28) in [0, 1], digits (B,))``.
     Images are generated from the latent *mean* at test time (deterministic, the model's best guess);
     :meth:`sample` draws from the posterior instead.
+
+    Args:
+        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc.
+        audio_frames: frames each clip's MFCC sequence is linearly resampled to before flattening (fixed MLP input).
+        hidden: widths of the MLP encoder's hidden layers (at least one).
+        latent_dim: dimension of the Gaussian latent between encoder and image decoder.
+        dropout: dropout probability after each hidden layer of the MLP encoder.
+        kl_weight: weight of the KL term in the ELBO loss (>= 0; 1 is the standard VAE).
+        decoder_channels: base channel count of the transposed-conv decoder (its first upsampling outputs this many).
+        judge_checkpoint: zoo MNIST classifier checkpoint that labels generated images (val/acc, test/acc).
+        judge_normalize: input normalisation of the judge; None: read from the judge checkpoint's data settings.
+        n_show: number of generated test images (with their clips) in the logged figure, spread over the digits.
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     monitor = ("val/loss", "min")

@@ -97,6 +97,15 @@ class ConvAE(L.LightningModule):
     ``latent_dim`` code (the bottleneck the probe reads). ``decoder``: linear back to 128x7x7,
     two stride-2 transposed convs (7 -> 14 -> 28) and a 3x3 conv to one channel; sigmoid output
     trained with binary cross-entropy, the likelihood that matches pixel intensities in [0, 1].
+
+    Args:
+        latent_dim: size of the code (the bottleneck the linear probe and the PCA/t-SNE figures read).
+        channels: channels of the encoder's three conv layers (mirrored by the decoder; exactly 3 entries).
+        probe_folds: folds of the cross-validated logistic-regression probe on the test codes (test/probe_acc).
+        tsne_samples: number of test codes (seeded subsample) embedded in the t-SNE figure.
+        n_images: number of test images shown next to their reconstructions in the logged figure.
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     monitor = ("val/mse", "min")
@@ -230,6 +239,15 @@ class LSTMAE(L.LightningModule):
 
     The output is linear on purpose: a sigmoid output cannot produce the negative half of a sine
     and plateaus (a published run stalled at loss 0.5 that way). Batches are ``(x (B, T, C), ...)``.
+
+    Args:
+        input_size: number of channels C per time step of the input sequences (B, T, C).
+        hidden_size: hidden state size of the encoder and decoder LSTMs.
+        latent_size: size of the code that summarises a whole sequence.
+        num_layers: number of stacked layers in each of the encoder and decoder LSTMs.
+        n_plot: number of test sequences drawn in the original-vs-reconstruction figure.
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     monitor = ("val/mse", "min")

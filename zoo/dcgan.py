@@ -231,6 +231,31 @@ class DCGAN(L.LightningModule):
     ``standing_batches`` training-mode batches (:meth:`standing_statistics`), so ``val/fid`` and the
     grids show what G produces rather than what its lagging running averages make of it; the
     checkpoints then carry those statistics too. ``standing_batches=0`` keeps the running averages.
+
+    Args:
+        architecture: "mnist28" (28x28 TensorFlow-tutorial nets) or "dcgan64" (the DCGAN paper's 64x64 nets).
+        latent_dim: size of the generator's Gaussian noise vector z.
+        image_channels: channels of the generated and real images (1 gray, 3 RGB).
+        width: channel-count multiplier of both nets (64 = the published sizes; smaller is cheaper).
+        conditional: make G and D class-conditional (then batches must carry labels and grids get one row per class).
+        num_classes: number of classes of a conditional model (>= 2); ignored when conditional is False.
+        conditioning: how D uses the class: "concat" (one-hot label maps), "auxiliary" (AC-GAN) or "projection".
+        aux_weight: weight of the AC-GAN class losses added to D's and G's losses ("auxiliary" only).
+        dropout: D's dropout probability in [0, 1); None: 0.3 for "mnist28", 0 for "dcgan64".
+        spectral_norm: spectral-normalise D's layers instead of batch-normalising them.
+        real_label: target for real images in D's loss, in (0.5, 1]; below 1 is one-sided label smoothing.
+        generator_optimizer: optimizer factory for G; default Adam(lr=2e-4, betas=(0.5, 0.999)).
+        discriminator_optimizer: optimizer factory for D; default Adam(lr=2e-4, betas=(0.5, 0.999)).
+        generator_scheduler: optional learning-rate scheduler factory for G, stepped once per epoch.
+        discriminator_scheduler: optional learning-rate scheduler factory for D, stepped once per epoch.
+        gradient_clip_val: clip G's and D's gradients at this norm/value before each step; None: no clipping.
+        gradient_clip_algorithm: "norm" (clip the gradient norm) or "value" (clip each element).
+        fid_features: zoo classifier checkpoint whose features score val/fid and test/fid; None: no FID, keep last only.
+        sample_every_n_epochs: log the fixed-noise and interpolation grids every this many epochs (and at the end).
+        samples_per_row: images per row of the fixed-noise grid (rows: classes if conditional, else this number).
+        interpolation_steps: images per row of the latent interpolation figure.
+        standing_batches: batches used to re-estimate G's batch-norm statistics before evaluation; 0: running averages.
+        seed: seed of the fixed sample-grid noise, the evaluation latent codes and the standing-statistics draws.
     """
 
     monitor = ("val/fid", "min")

@@ -40,6 +40,23 @@ class ImageClassifier(CNN):
     """Four conv blocks with batch norm and max pooling, dropout head, optional train-time augmentation.
 
     Input: ``(B, in_channels, H, W)`` images in ``[0, 1]`` (``normalization: zero_one``).
+
+    Args:
+        in_channels: number of input image channels (3 for RGB).
+        channels: output channels of the four conv blocks (exactly 4 entries).
+        hidden: width of the hidden fully connected layer of the head.
+        dropout: dropout probability before each of the two head layers.
+        augment: apply random train-time augmentation (flip, contrast, shift) to each training batch.
+        hflip: probability of mirroring each training image horizontally, in [0, 1].
+        contrast: contrast jitter strength: deviation from the image mean scaled by U(1 - c, 1 + c), in [0, 1).
+        translate: maximum random shift per axis as a fraction of the image size.
+        augment_seed: seed of the augmentation random stream; None: derived from the run's seed.
+        num_classes: number of target classes (>= 2); the size of the output layer.
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        channels_last: run convolutions in NHWC memory layout (faster on CPU oneDNN and GPU tensor cores).
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (32, 64, 128, 256), hidden: int = 256,

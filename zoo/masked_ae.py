@@ -126,6 +126,24 @@ class MaskedAE(L.LightningModule):
     index, so every epoch and every run sees the same masks; training draws fresh masks from a
     generator seeded with ``mask_seed``, or with the run's seed (``seed_everything``) when unset, so
     the runs of a multi-seed grid see different training masks.
+
+    Args:
+        architecture: "dense" (fully connected AE) or "conv" (strided conv encoder, transposed-conv decoder).
+        image_size: side length S of the square input images in pixels; must match the data.
+        channels: number of image channels (3 for RGB); must match the data.
+        bottleneck: code size: units of the dense code, or channels of the conv code map.
+        hidden: width of the dense AE's hidden layers on either side of the code ("dense" only).
+        conv_channels: channels of the conv encoder's blocks, each halving the size ("conv" only; S divisible by 2^len).
+        mask_type: what is hidden: "none", single pixels ("pixel") or square patches ("patch").
+        mask_ratio: fraction of pixels/patches hidden in every image, in [0, 1].
+        patch_size: side of the square patches in pixels for mask_type "patch" (must divide image_size).
+        noise_sigma: standard deviation of Gaussian noise added to every input pixel after masking; 0: none.
+        mask_value: value written into the hidden pixels.
+        loss_on: reconstruction MSE over "all" pixels or only the "masked" (hidden) ones.
+        mask_seed: seed of the corruption random streams; None: training uses the run's seed, evaluation uses 0.
+        num_figure_images: number of images in the logged original/corrupted/reconstructed figure.
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     monitor = ("val/mse", "min")

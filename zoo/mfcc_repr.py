@@ -405,7 +405,18 @@ class MFCCCodeClassifier(Classifier):
 
 
 class MeanMFCC(MFCCCodeClassifier):
-    """Baseline: the mean of the utterance's real frames (padding excluded) -> MLP head."""
+    """Baseline: the mean of the utterance's real frames (padding excluded) -> MLP head.
+
+    Args:
+        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc (it is also the code size).
+        hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
+        dropout: dropout probability after each hidden layer of the head (unused when hidden <= 0).
+        num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
+    """
 
     def __init__(self, n_mfcc: int = 13, hidden: int = 128, dropout: float = 0.1, num_classes: int = 10,
                  class_names: Sequence[str] | None = None, label_smoothing: float = 0.0,
@@ -423,6 +434,22 @@ class FlatAE(MFCCCodeClassifier):
     """Method A: ``max_frames`` frames (zero-padded, longer utterances cut) flattened -> dense autoencoder.
 
     Cutting is reported once per run with the fraction of utterances it affected, never silently.
+
+    Args:
+        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc.
+        max_frames: frames kept per utterance: shorter ones are zero-padded, longer ones cut (with a warning).
+        code_dim: size of the autoencoder's code, the fixed-length representation fed to the head.
+        ae_hidden: widths of the encoder's hidden layers (mirrored in the decoder).
+        hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
+        dropout: dropout probability after each hidden layer of the head (unused when hidden <= 0).
+        ae_epochs: number of initial epochs that train only the autoencoder's reconstruction loss.
+        freeze_encoder: after the AE epochs, train only the head on detached codes; False: train the encoder too.
+        recon_weight: weight of the reconstruction loss added to the cross-entropy when the encoder is not frozen.
+        num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, n_mfcc: int = 13, max_frames: int = 100, code_dim: int = 64,
@@ -484,7 +511,22 @@ class _PairAEClassifier(MFCCCodeClassifier):
 
 
 class SequentialAE(_PairAEClassifier):
-    """Method B: left-to-right recursion ``code = enc([code, next frame])``; the final code represents."""
+    """Method B: left-to-right recursion ``code = enc([code, next frame])``; the final code represents.
+
+    Args:
+        mode: "faithful": AE pre-trained on raw frame pairs, then frozen; "improved": normalised, gated, joint training.
+        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc (it is also the code size).
+        ae_hidden: width of the pair autoencoder's hidden layer (encoder and decoder).
+        hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
+        dropout: dropout probability after each hidden layer of the head (unused when hidden <= 0).
+        ae_epochs: number of initial epochs that train only the pair autoencoder's reconstruction loss.
+        recon_weight: weight of the reconstruction loss added to the cross-entropy ("improved" mode only).
+        num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
+    """
 
     def __init__(self, mode: Mode = "faithful", n_mfcc: int = 13, ae_hidden: int = 64, hidden: int = 128,
                  dropout: float = 0.1, ae_epochs: int = 10, recon_weight: float = 1.0, num_classes: int = 10,
@@ -500,7 +542,22 @@ class SequentialAE(_PairAEClassifier):
 
 
 class GreedyPairAE(_PairAEClassifier):
-    """Method C: greedy recursive autoencoder; the root of the merge tree represents the utterance."""
+    """Method C: greedy recursive autoencoder; the root of the merge tree represents the utterance.
+
+    Args:
+        mode: "faithful": AE pre-trained on raw frame pairs, then frozen; "improved": normalised, gated, joint training.
+        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc (it is also the code size).
+        ae_hidden: width of the pair autoencoder's hidden layer (encoder and decoder).
+        hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
+        dropout: dropout probability after each hidden layer of the head (unused when hidden <= 0).
+        ae_epochs: number of initial epochs that train only the pair autoencoder's reconstruction loss.
+        recon_weight: weight of the reconstruction loss added to the cross-entropy ("improved" mode only).
+        num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
+    """
 
     def __init__(self, mode: Mode = "faithful", n_mfcc: int = 13, ae_hidden: int = 64, hidden: int = 128,
                  dropout: float = 0.1, ae_epochs: int = 10, recon_weight: float = 1.0, num_classes: int = 10,
@@ -529,6 +586,15 @@ class MFCCStatsSVM(Classifier):
     probabilities. The fitted SVC is stored in the checkpoint (pickled into a uint8 tensor). ``validate``,
     ``test`` or ``predict`` without a fitted SVC (no ``--ckpt_path``) first fit it on the datamodule's
     training split, and say so: for a classical model that one pass is the whole training.
+
+    Args:
+        deltas: also use the mean/std of frame-to-frame differences (doubles the feature size).
+        C: SVC regularisation parameter; larger values fit the training data more closely.
+        gamma: SVC kernel coefficient: "scale", "auto" or a positive float.
+        kernel: SVC kernel name (e.g. "rbf", "linear", "poly").
+        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc.
+        num_classes: number of target classes (>= 2; e.g. 10 digits or 2 genders).
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
     """
 
     def __init__(self, deltas: bool = True, C: float = 10.0, gamma: str | float = "scale",

@@ -33,6 +33,16 @@ class LeNet5(Classifier):
     """LeNet-5: conv(6, 5x5, pad 2) -> avgpool -> conv(16, 5x5) -> avgpool -> fc 120 -> fc 84 -> fc classes.
 
     ``activation="tanh"`` gives the 1998 network; ReLU (default) trains faster with the same capacity.
+
+    Args:
+        in_channels: number of input image channels (1 for grayscale digits).
+        activation: nonlinearity after every conv and hidden fc layer: "relu" or "tanh" (the 1998 original).
+        dropout: dropout probability after the 120-unit layer and before the output layer, in [0, 1); 0 disables it.
+        num_classes: number of target classes (>= 2); the size of the output layer.
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, in_channels: int = 1, activation: Literal["relu", "tanh"] = "relu", dropout: float = 0.0,
@@ -67,7 +77,19 @@ class LeNet5(Classifier):
 
 class MnistCNN(Classifier):
     """Three conv blocks (32/64/128; max pool after the first two: 28 -> 14 -> 7), then
-    flatten -> dropout -> fc ``hidden`` -> ReLU -> dropout -> fc classes."""
+    flatten -> dropout -> fc ``hidden`` -> ReLU -> dropout -> fc classes.
+
+    Args:
+        in_channels: number of input image channels (1 for grayscale digits).
+        channels: output channels of the three conv blocks (exactly 3 entries).
+        hidden: width of the hidden fully connected layer.
+        dropout: dropout probability before each of the two fully connected layers, in [0, 1).
+        num_classes: number of target classes (>= 2); the size of the output layer.
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
+    """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128), hidden: int = 128,
                  dropout: float = 0.3, num_classes: int = 10, class_names: Sequence[str] | None = None,
@@ -98,7 +120,20 @@ class MnistCNN(Classifier):
 
 
 class SpatialAttentionCNN(MnistCNN):
-    """:class:`MnistCNN` with a spatial attention gate after each of the first two conv blocks."""
+    """:class:`MnistCNN` with a spatial attention gate after each of the first two conv blocks.
+
+    Args:
+        in_channels: number of input image channels (1 for grayscale digits).
+        channels: output channels of the three conv blocks (exactly 3 entries).
+        hidden: width of the hidden fully connected layer.
+        dropout: dropout probability before each of the two fully connected layers, in [0, 1).
+        num_classes: number of target classes (>= 2); the size of the output layer.
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        attention_kernel: kernel size of the spatial-attention conv (odd, keeps the map size).
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
+    """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128), hidden: int = 128,
                  dropout: float = 0.3, num_classes: int = 10, class_names: Sequence[str] | None = None,

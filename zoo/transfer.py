@@ -80,7 +80,27 @@ def roc_figure(fpr: Sequence[torch.Tensor], tpr: Sequence[torch.Tensor], class_n
 
 
 class EncoderClassifier(Classifier):
-    """Classifier on a pretrained MaskedAE encoder (``encoder_checkpoint``); see the module docstring."""
+    """Classifier on a pretrained MaskedAE encoder (``encoder_checkpoint``); see the module docstring.
+
+    Args:
+        encoder_checkpoint: path to a trained MaskedAE checkpoint whose encoder is loaded.
+        mode: "linear" (frozen encoder + linear probe), "mlp" (frozen encoder + MLP head) or "finetune" (train both).
+        mlp_hidden: width of each hidden layer of the MLP head ("mlp" and "finetune" modes).
+        mlp_layers: number of hidden layers of the MLP head (>= 1; "mlp" and "finetune" modes).
+        dropout: dropout probability after each hidden layer of the MLP head (unused in "linear" mode).
+        feature_batchnorm: batch-normalise the encoder features (no affine) before the head; keeps probes trainable.
+        encoder_lr_scale: encoder learning rate as a multiple of the head's ("finetune" mode only; >= 0).
+        augment: apply random train-time augmentation (flip, contrast, shift) to each training batch.
+        hflip: probability of mirroring each training image horizontally, in [0, 1].
+        contrast: contrast jitter strength: deviation from the image mean scaled by U(1 - c, 1 + c), in [0, 1).
+        translate: maximum random shift per axis as a fraction of the image size.
+        augment_seed: seed of the augmentation random stream; None: derived from the run's seed.
+        num_classes: number of target classes (>= 2); the size of the output layer.
+        class_names: class labels for the test figures (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to the trainable parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
+    """
 
     def __init__(self, encoder_checkpoint: str, mode: Mode = "linear", mlp_hidden: int = 512, mlp_layers: int = 3,
                  dropout: float = 0.2, feature_batchnorm: bool = True, encoder_lr_scale: float = 1.0,
