@@ -188,7 +188,7 @@ class PairedHandLoop(Callback):
         Path(self.path).write_text(json.dumps(self.pairs))
 
 
-def breakdown(epochs: int, threads: int) -> None:
+def breakdown(epochs: int, threads: int, batch_size: int | None = None) -> None:
     """Where the overhead goes: in-process ``Trainer.fit`` (no logger, checkpoint, summary or progress bar)
     with ever more of the zoo, each paired epoch by epoch with the hand loop (:class:`PairedHandLoop`).
     Not part of the headline ratio."""
@@ -245,7 +245,7 @@ def breakdown(epochs: int, threads: int) -> None:
                         step()
                     times[name].append((time.process_time() - start) / 20 * 1e3)
             hand_ms, lightning_ms = (statistics.median(times[k]) for k in ("hand", "lightning"))
-            print(f"    one training step (batch 64): hand {hand_ms:.2f} ms, Lightning's automatic optimisation "
+            print(f"    one training step (batch {len(batch[1])}): hand {hand_ms:.2f} ms, Lightning's automatic optimisation "
                   f"with the zoo's training_step {lightning_ms:.2f} ms (+{lightning_ms - hand_ms:.2f} ms, "
                   f"{lightning_ms / hand_ms:.3f}x)", flush=True)
 
@@ -284,7 +284,7 @@ def breakdown(epochs: int, threads: int) -> None:
         for model, val, what in ((Bare(), False, "Lightning loop, bare training_step, no validation"),
                                  (Bare(), True, "+ Lightning validation loop with the zoo's validation_step"),
                                  (Zoo(label_smoothing=smoothing), True, "+ the zoo's training_step (Classifier)")):
-            dm = recipe_data()
+            dm = recipe_data(batch_size)
             pair = PairedHandLoop(str(Path(tmp) / "pairs.json"))
             trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, limit_val_batches=None if val else 0,
@@ -295,14 +295,15 @@ def breakdown(epochs: int, threads: int) -> None:
                   f"({ratios[len(ratios) // 4]:.3f}-{ratios[(3 * len(ratios)) // 4]:.3f})", flush=True)
 
 
-def cli_without_extras(epochs: int, threads: int, logger: str, repeats: int) -> None:
+def cli_without_extras(epochs: int, threads: int, logger: str, repeats: int, extra: tuple[str, ...] = ()) -> None:
     """What the default logger, checkpoints and model summary cost: paired ``python -m zoo fit`` runs with them
     (as configured) and without them (:data:`BARE_CLI`), alternating so both see the same minutes."""
     ratios = {"as configured": [], "logger, checkpointing, model summary off": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
-            for (what, got), extra in zip(ratios.items(), ((), BARE_CLI)):
-                pairs = zoo_epochs(epochs, threads, logger, Path(tmp) / f"{r}{bool(extra)}", paired=True, extra=extra)
+            for (what, got), bare in zip(ratios.items(), ((), BARE_CLI)):
+                pairs = zoo_epochs(epochs, threads, logger, Path(tmp) / f"{r}{bool(bare)}", paired=True,
+                                   extra=(*extra, *bare))
                 got.append(statistics.median(z[1] / h[1] for h, z in pairs[1:]))
     print(f"  python -m zoo fit, paired, median CPU ratio of each of {repeats} alternating runs per variant:")
     for what, got in ratios.items():
@@ -377,8 +378,8 @@ def bench(epochs: int = 4, threads: int = 1, logger: Literal["wandb", "csv"] = "
     print(f"ratio zoo / hand (wall, {source}) = {ratio:.3f} "
           f"(target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})")
     if with_breakdown:
-        breakdown(paired_epochs, threads)
-        cli_without_extras(paired_epochs, threads, logger, max(paired_repeats, 2))
+        breakdown(paired_epochs, threads, batch_size)
+        cli_without_extras(paired_epochs, threads, logger, max(paired_repeats, 2), batch_arg)
     return ratio
 
 
