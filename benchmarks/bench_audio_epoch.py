@@ -9,8 +9,10 @@ else ``../shared/data``; the feature cache is built before timing starts.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +41,10 @@ def main() -> int:
 
     print(f"torch threads: {torch.get_num_threads()}, epochs: {epochs}")
     print(f"{'config':12s} {'first epoch s':>14s} {'median epoch s':>15s}")
+    tmp = tempfile.mkdtemp(prefix="bench_audio_epoch_")
     for name in ("cnn_audio", "cbam_audio"):
         cli = cli_main(["--config", str(REPO / "configs" / f"{name}.yaml"), "--trainer.max_epochs", str(epochs),
+                        "--trainer.default_root_dir", tmp,  # its checkpoints are not the user's
                         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                         "--trainer.enable_model_summary", "false",
                         "--run.test_after_fit", "false", "--data.progress", "false"], run=False)
@@ -50,6 +54,7 @@ def main() -> int:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         rest = timer.times[1:] or timer.times
         print(f"{name:12s} {timer.times[0]:14.2f} {statistics.median(rest):15.2f}", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
