@@ -166,6 +166,20 @@ class ImageTensorDataModule(L.LightningDataModule):
     (``-1`` = unlabelled), ``own_split (N,)`` (0 train, 1 val, 2 test, or ``None`` when the dataset
     has no split of its own; without 1s, validation is ``val_fraction`` of train) and the class
     names, with :meth:`limit_indices` already applied.
+
+    Args:
+        data_dir: data root folder; None: $ZOO_DATA_DIR, else ./data.
+        cache_dir: where the decoded image tensor is cached; None: $ZOO_CACHE_DIR, else ~/.cache/zoo.
+        image_size: side length in pixels every image is resized to (square; the aspect ratio is not kept).
+        image_channels: 3 (RGB) or 1 (grayscale); images are converted on decoding.
+        normalization: pixel range of the batches: "zero_one" [0, 1] or "minus_one_one" [-1, 1] (for tanh GANs).
+        split_ratios: seeded, stratified [train, val, test] fractions of all images; None: the dataset's own split.
+        val_fraction: share of the own training split held out for validation when there is no own val split, in (0, 1).
+        label_fraction: share of the training images kept (same count per class), for label-efficiency curves.
+        limit_per_class: keep at most this many images per class (and per own split) before decoding; for quick runs.
+        batch_size: batch size of all loaders.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        split_seed: seed of the splits, label fraction and per-class limit.
     """
 
     def __init__(self, data_dir: str | None = None, cache_dir: str | None = None, image_size: int = 64,
@@ -301,18 +315,7 @@ class ImageFolderDataModule(ImageTensorDataModule):
 
     Args:
         root: dataset folder, relative to data_dir (an absolute path also works); its layout is detected.
-        data_dir: data root folder; None: $ZOO_DATA_DIR, else ./data.
-        cache_dir: where the decoded image tensor is cached; None: $ZOO_CACHE_DIR, else ~/.cache/zoo.
-        image_size: side length in pixels every image is resized to (square; the aspect ratio is not kept).
-        image_channels: 3 (RGB) or 1 (grayscale); images are converted on decoding.
-        normalization: pixel range of the batches: "zero_one" [0, 1] or "minus_one_one" [-1, 1] (for tanh GANs).
         split_ratios: seeded, stratified [train, val, test] fractions of all images; None: own train/test or 80/10/10.
-        val_fraction: share of the own training split held out for validation when there is no own val split, in (0, 1).
-        label_fraction: share of the training images kept (same count per class), for label-efficiency curves.
-        limit_per_class: keep at most this many images per class (and per own split) before decoding; for quick runs.
-        batch_size: batch size of all loaders.
-        num_workers: DataLoader worker processes (0: load in the main process).
-        split_seed: seed of the splits, label fraction and per-class limit.
     """
 
     def __init__(self, root: str = "cifar10-jpeg", data_dir: str | None = None, cache_dir: str | None = None,

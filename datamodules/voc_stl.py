@@ -65,18 +65,7 @@ class VOC2007DataModule(ImageTensorDataModule):
     Args:
         root: folder that contains ``VOCdevkit``, relative to data_dir.
         download: fetch the missing trainval/test archives with torchvision when preparing data.
-        data_dir: data root folder; None: $ZOO_DATA_DIR, else ./data.
-        cache_dir: where the decoded image tensor is cached; None: $ZOO_CACHE_DIR, else ~/.cache/zoo.
-        image_size: side length in pixels every image is resized to (square; the aspect ratio is not kept).
-        image_channels: 3 (RGB) or 1 (grayscale); images are converted on decoding.
-        normalization: pixel range of the batches: "zero_one" [0, 1] or "minus_one_one" [-1, 1] (for tanh GANs).
         split_ratios: seeded, stratified [train, val, test] fractions over all images; None: the own id lists.
-        val_fraction: share of the own training split held out for validation when there is no own val split, in (0, 1).
-        label_fraction: share of the training images kept (same count per class), for label-efficiency curves.
-        limit_per_class: keep at most this many images per class (and per own split) before decoding; for quick runs.
-        batch_size: batch size of all loaders.
-        num_workers: DataLoader worker processes (0: load in the main process).
-        split_seed: seed of the splits, label fraction and per-class limit.
     """
 
     def __init__(self, root: str = "voc", download: bool = False, data_dir: str | None = None,
@@ -177,18 +166,7 @@ class STL10DataModule(ImageTensorDataModule):
     Args:
         root: folder that contains ``stl10_binary``, relative to data_dir.
         download: fetch STL-10 with torchvision when it is missing.
-        data_dir: data root folder; None: $ZOO_DATA_DIR, else ./data.
-        cache_dir: where the decoded image tensor is cached; None: $ZOO_CACHE_DIR, else ~/.cache/zoo.
-        image_size: side length in pixels every image is resized to (square; the aspect ratio is not kept).
-        image_channels: 3 (RGB) or 1 (grayscale); images are converted on decoding.
-        normalization: pixel range of the batches: "zero_one" [0, 1] or "minus_one_one" [-1, 1] (for tanh GANs).
         split_ratios: seeded, stratified [train, val, test] fractions over all images; None: the own train/test split.
-        val_fraction: share of the own training split held out for validation when there is no own val split, in (0, 1).
-        label_fraction: share of the training images kept (same count per class), for label-efficiency curves.
-        limit_per_class: keep at most this many images per class (and per own split) before decoding; for quick runs.
-        batch_size: batch size of all loaders.
-        num_workers: DataLoader worker processes (0: load in the main process).
-        split_seed: seed of the splits, label fraction and per-class limit.
     """
 
     def __init__(self, root: str = "stl10", download: bool = False, data_dir: str | None = None,

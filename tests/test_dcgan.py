@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import CONFIGS
 from zoo.dcgan import DCGAN, load_dcgan, slerp
 from zoo.gan_eval import ClassifierFeatures, agreement, cas, classifier_fid, load_classifier, losses
 from zoo.mnist_classifiers import LeNet5
@@ -349,17 +350,22 @@ def test_load_classifier_errors(tmp_path):
 
 
 # --- CAS and loss curves --------------------------------------------------------------------------
-def test_cas_rewards_correct_labels_only(tmp_path, shared_data):
+def test_cas_rewards_correct_labels_only(tmp_path, shared_data, monkeypatch):
     from datamodules.mnist import MNISTDataModule
+
+    monkeypatch.chdir(tmp_path)  # CAS trains throwaway classifiers: it must leave nothing in the working directory
 
     x, y = MNISTDataModule(real_per_class=100, normalize="zero_one").split("train")
     images = (x[:, 0] * 255).round().to(torch.uint8).numpy()
     good, shuffled = tmp_path / "good.npz", tmp_path / "shuffled.npz"
     np.savez(good, images=images, labels=y.numpy())
     np.savez(shuffled, images=images, labels=np.random.default_rng(0).permutation(y.numpy()))
-    right = cas(samples=str(good), per_class=100, epochs=5, batch_size=32, test_per_class=100, seeds=1)["cas"]
-    wrong = cas(samples=str(shuffled), per_class=100, epochs=5, batch_size=32, test_per_class=100, seeds=1)["cas"]
+    recipe = str(CONFIGS / "lenet_cas.yaml")
+    right = cas(samples=str(good), per_class=100, epochs=5, batch_size=32, test_per_class=100, seeds=1, recipe=recipe)["cas"]
+    wrong = cas(samples=str(shuffled), per_class=100, epochs=5, batch_size=32, test_per_class=100, seeds=1,
+                recipe=recipe)["cas"]
     assert right > 0.8 and wrong < 0.3, (right, wrong)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.npz", "shuffled.npz"]
 
 
 def test_loss_curve_figure(tmp_path):

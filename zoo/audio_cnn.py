@@ -25,12 +25,7 @@ class CNN(Classifier):
         channels: output channels of the four conv blocks (exactly 4 entries).
         hidden: width of the hidden fully connected layer of the head.
         dropout: dropout probability before each of the two head layers.
-        num_classes: number of target classes (>= 2); the size of the output layer.
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
         channels_last: run convolutions in NHWC memory layout (faster on CPU oneDNN and GPU tensor cores).
-        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256), hidden: int = 128,
@@ -75,14 +70,9 @@ class CBAMNet(CNN):
         channels: output channels of the four conv blocks (exactly 4 entries).
         hidden: width of the hidden fully connected layer of the head.
         dropout: dropout probability before each of the two head layers.
-        num_classes: number of target classes (>= 2); the size of the output layer.
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
         reduction: channel-attention MLP reduction ratio (hidden size = max(4, channels // reduction)).
         attention_kernel: kernel size of the spatial-attention conv (odd, keeps the map size).
         channels_last: run convolutions in NHWC memory layout (faster on CPU oneDNN and GPU tensor cores).
-        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128, 256), hidden: int = 128,

@@ -58,6 +58,13 @@ class Classifier(L.LightningModule):
 
     Batches are tuples whose first element is the input and whose last is the target;
     anything in between (e.g. sequence lengths) is passed to :meth:`forward` as extra args.
+
+    Args:
+        num_classes: number of target classes (>= 2); the size of the output layer.
+        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     monitor = ("val/acc", "max")

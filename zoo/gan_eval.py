@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -235,8 +237,9 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
         if ((yaml.safe_load(Path(recipe).read_text()) or {}).get("model") or {}).get("init_args", {}).get("scheduler"):
             args += ["--model.scheduler.init_args.T_max", str(epochs)]  # stretch the schedule with the epochs
     scores = []
+    scratch = tempfile.mkdtemp(prefix="zoo_cas_")  # the throwaway classifiers' config.yaml; nothing else is kept
     for s in range(seed, seed + seeds):
-        cli = cli_main(args + ["--seed_everything", str(s)], run=False)  # a fresh model per seed
+        cli = cli_main(args + ["--seed_everything", str(s), "--trainer.default_root_dir", scratch], run=False)
         g = torch.Generator().manual_seed(s)
         if samples is not None:
             x01, y = load_synthetic(samples, per_class, g)
@@ -246,6 +249,7 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
         bs = batch_size or getattr(cli.datamodule, "batch_size", 64)
         cli.trainer.fit(cli.model, train_dataloaders=batch_loader(normalize(x01, "standard"), y, bs, shuffle=True))
         scores.append(float(cli.trainer.test(cli.model, dataloaders=test, verbose=False)[0]["test/acc"]))
+    shutil.rmtree(scratch, ignore_errors=True)
     mean = float(np.mean(scores))
     std = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
     out = {"cas" if samples else "real_reference_acc": mean, "std": std, "per_seed": scores,

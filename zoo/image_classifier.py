@@ -51,12 +51,7 @@ class ImageClassifier(CNN):
         contrast: contrast jitter strength: deviation from the image mean scaled by U(1 - c, 1 + c), in [0, 1).
         translate: maximum random shift per axis as a fraction of the image size.
         augment_seed: seed of the augmentation random stream; None: derived from the run's seed.
-        num_classes: number of target classes (>= 2); the size of the output layer.
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
         channels_last: run convolutions in NHWC memory layout (faster on CPU oneDNN and GPU tensor cores).
-        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (32, 64, 128, 256), hidden: int = 256,

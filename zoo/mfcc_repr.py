@@ -412,10 +412,8 @@ class MeanMFCC(MFCCCodeClassifier):
         hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
         dropout: dropout probability after each hidden layer of the head (unused when hidden <= 0).
         num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
         label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
         optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, n_mfcc: int = 13, hidden: int = 128, dropout: float = 0.1, num_classes: int = 10,
@@ -446,10 +444,8 @@ class FlatAE(MFCCCodeClassifier):
         freeze_encoder: after the AE epochs, train only the head on detached codes; False: train the encoder too.
         recon_weight: weight of the reconstruction loss added to the cross-entropy when the encoder is not frozen.
         num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
         label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
         optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, n_mfcc: int = 13, max_frames: int = 100, code_dim: int = 64,
@@ -493,7 +489,20 @@ class FlatAE(MFCCCodeClassifier):
 
 
 class _PairAEClassifier(MFCCCodeClassifier):
-    """Shared by B and C: a :class:`PairAutoencoder`, faithful or improved training (module docstring)."""
+    """Shared by B and C: a :class:`PairAutoencoder`, faithful or improved training (module docstring).
+
+    Args:
+        mode: "faithful": AE pre-trained on raw frame pairs, then frozen; "improved": normalised, gated, joint training.
+        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc (it is also the code size).
+        ae_hidden: width of the pair autoencoder's hidden layer (encoder and decoder).
+        hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
+        dropout: dropout probability after each hidden layer of the head (unused when hidden <= 0).
+        ae_epochs: number of initial epochs that train only the pair autoencoder's reconstruction loss.
+        recon_weight: weight of the reconstruction loss added to the cross-entropy ("improved" mode only).
+        num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
+        label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
+        optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+    """
 
     def __init__(self, mode: Mode, n_mfcc: int, ae_hidden: int, hidden: int, dropout: float, ae_epochs: int,
                  recon_weight: float, num_classes: int, class_names, label_smoothing, optimizer, scheduler):
@@ -511,22 +520,7 @@ class _PairAEClassifier(MFCCCodeClassifier):
 
 
 class SequentialAE(_PairAEClassifier):
-    """Method B: left-to-right recursion ``code = enc([code, next frame])``; the final code represents.
-
-    Args:
-        mode: "faithful": AE pre-trained on raw frame pairs, then frozen; "improved": normalised, gated, joint training.
-        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc (it is also the code size).
-        ae_hidden: width of the pair autoencoder's hidden layer (encoder and decoder).
-        hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
-        dropout: dropout probability after each hidden layer of the head (unused when hidden <= 0).
-        ae_epochs: number of initial epochs that train only the pair autoencoder's reconstruction loss.
-        recon_weight: weight of the reconstruction loss added to the cross-entropy ("improved" mode only).
-        num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
-        optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
-    """
+    """Method B: left-to-right recursion ``code = enc([code, next frame])``; the final code represents."""
 
     def __init__(self, mode: Mode = "faithful", n_mfcc: int = 13, ae_hidden: int = 64, hidden: int = 128,
                  dropout: float = 0.1, ae_epochs: int = 10, recon_weight: float = 1.0, num_classes: int = 10,
@@ -542,22 +536,7 @@ class SequentialAE(_PairAEClassifier):
 
 
 class GreedyPairAE(_PairAEClassifier):
-    """Method C: greedy recursive autoencoder; the root of the merge tree represents the utterance.
-
-    Args:
-        mode: "faithful": AE pre-trained on raw frame pairs, then frozen; "improved": normalised, gated, joint training.
-        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc (it is also the code size).
-        ae_hidden: width of the pair autoencoder's hidden layer (encoder and decoder).
-        hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
-        dropout: dropout probability after each hidden layer of the head (unused when hidden <= 0).
-        ae_epochs: number of initial epochs that train only the pair autoencoder's reconstruction loss.
-        recon_weight: weight of the reconstruction loss added to the cross-entropy ("improved" mode only).
-        num_classes: number of target classes (>= 2; must match the data, e.g. 10 digits or 2 genders).
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
-        optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
-    """
+    """Method C: greedy recursive autoencoder; the root of the merge tree represents the utterance."""
 
     def __init__(self, mode: Mode = "faithful", n_mfcc: int = 13, ae_hidden: int = 64, hidden: int = 128,
                  dropout: float = 0.1, ae_epochs: int = 10, recon_weight: float = 1.0, num_classes: int = 10,
@@ -594,7 +573,6 @@ class MFCCStatsSVM(Classifier):
         kernel: SVC kernel name (e.g. "rbf", "linear", "poly").
         n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc.
         num_classes: number of target classes (>= 2; e.g. 10 digits or 2 genders).
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
     """
 
     def __init__(self, deltas: bool = True, C: float = 10.0, gamma: str | float = "scale",

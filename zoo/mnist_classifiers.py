@@ -38,11 +38,6 @@ class LeNet5(Classifier):
         in_channels: number of input image channels (1 for grayscale digits).
         activation: nonlinearity after every conv and hidden fc layer: "relu" or "tanh" (the 1998 original).
         dropout: dropout probability after the 120-unit layer and before the output layer, in [0, 1); 0 disables it.
-        num_classes: number of target classes (>= 2); the size of the output layer.
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
-        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, in_channels: int = 1, activation: Literal["relu", "tanh"] = "relu", dropout: float = 0.0,
@@ -84,11 +79,6 @@ class MnistCNN(Classifier):
         channels: output channels of the three conv blocks (exactly 3 entries).
         hidden: width of the hidden fully connected layer.
         dropout: dropout probability before each of the two fully connected layers, in [0, 1).
-        num_classes: number of target classes (>= 2); the size of the output layer.
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
-        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128), hidden: int = 128,
@@ -127,12 +117,7 @@ class SpatialAttentionCNN(MnistCNN):
         channels: output channels of the three conv blocks (exactly 3 entries).
         hidden: width of the hidden fully connected layer.
         dropout: dropout probability before each of the two fully connected layers, in [0, 1).
-        num_classes: number of target classes (>= 2); the size of the output layer.
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
         attention_kernel: kernel size of the spatial-attention conv (odd, keeps the map size).
-        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128), hidden: int = 128,

@@ -95,11 +95,8 @@ class EncoderClassifier(Classifier):
         contrast: contrast jitter strength: deviation from the image mean scaled by U(1 - c, 1 + c), in [0, 1).
         translate: maximum random shift per axis as a fraction of the image size.
         augment_seed: seed of the augmentation random stream; None: derived from the run's seed.
-        num_classes: number of target classes (>= 2); the size of the output layer.
         class_names: class labels for the test figures (num_classes entries); None: "0", "1", ...
-        label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
         optimizer: optimizer factory applied to the trainable parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     def __init__(self, encoder_checkpoint: str, mode: Mode = "linear", mlp_hidden: int = 512, mlp_layers: int = 3,
