@@ -110,6 +110,16 @@ def zoo_epochs(epochs: int, threads: int, logger: str, workdir: Path, paired: bo
     return result if paired else epoch_seconds(result)
 
 
+def shuffled_batches(x, y, batch_size: int):
+    """The hand loop's data path: one shuffled index tensor per epoch, sliced into batches."""
+    import torch
+
+    perm = torch.randperm(len(y))
+    for i in range(0, len(y), batch_size):
+        idx = perm[i:i + batch_size]
+        yield x[idx], y[idx]
+
+
 class HandLoop:
     """The same training as configs/lenet_reduced_mnist.yaml, written as a plain PyTorch loop."""
 
@@ -139,12 +149,10 @@ class HandLoop:
     def epoch(self) -> None:
         import torch
 
-        model, x, y, bs = self.model, self.x, self.y, self.bs
+        model = self.model
         model.train()
-        perm = torch.randperm(len(y))
-        for i in range(0, len(y), bs):
-            idx = perm[i:i + bs]
-            self.step(x[idx], y[idx])
+        for x, y in shuffled_batches(self.x, self.y, self.bs):
+            self.step(x, y)
         self.sched.step()
         model.eval()
         with torch.no_grad():
@@ -270,10 +278,8 @@ def breakdown(epochs: int, threads: int, batch_size: int | None = None) -> None:
         def on_train_end(self, trainer, pl_module) -> None:
             x, y = trainer.datamodule.split("train")
             bs, start = trainer.datamodule.batch_size, time.process_time()
-            perm = torch.randperm(len(y))
-            for i in range(0, len(y), bs):
-                idx = perm[i:i + bs]
-                x[idx], y[idx]
+            for _ in shuffled_batches(x, y, bs):
+                pass
             hand, lightning = time.process_time() - start, statistics.median(self.gaps[1:])
             gaps = -(-len(y) // bs) - 1
             print(f"    between training steps: Lightning {lightning * 1e3:.1f} ms an epoch ({lightning / gaps * 1e6:.0f} us "

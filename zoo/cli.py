@@ -139,17 +139,17 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        text = self.parser.dump(self.config, skip_none=False)
+        config = yaml.safe_load(text)
         for i, logger in enumerate(trainer.loggers):
             if _is_wandb(logger):
                 run = logger.experiment
                 run.config.update(config, allow_val_change=True)
-                Path(run.dir, "zoo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+                Path(run.dir, "zoo_config.yaml").write_text(text)
                 if i == 0 and getattr(self, "_per_run", False):
                     run_dir = Path(logger.save_dir or ".", str(logger.name), str(logger.version))
                     run_dir.mkdir(parents=True, exist_ok=True)
-                    self.parser.save(self.config, run_dir / self.config_filename, skip_none=False, overwrite=True,
-                                     multifile=self.multifile)
+                    (run_dir / self.config_filename).write_text(text)
             else:
                 logger.log_hyperparams({"config": config})
 
@@ -176,7 +176,7 @@ class ZooCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        cfg = self._cfg()
         logger = cfg.trainer.get("logger")
         if logger is None or isinstance(logger, bool):
             return
@@ -226,11 +226,12 @@ class ZooCLI(LightningCLI):
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         return self._instantiate_trainer(config, callbacks)
 
-    def _run_cfg(self):
-        return (self.config[self.subcommand] if self.subcommand else self.config).run
+    def _cfg(self):
+        """The parsed config of the running subcommand (the whole config when built without one)."""
+        return self.config[self.subcommand] if self.subcommand else self.config
 
     def after_fit(self) -> None:
-        run = self._run_cfg()
+        run = self._cfg().run
         self._val_metrics = self._scalar_metrics(("val/",))
         if run.test_after_fit and is_overridden("test_step", self.model) and self.datamodule is not None \
                 and is_overridden("test_dataloader", self.datamodule):
@@ -249,7 +250,7 @@ class ZooCLI(LightningCLI):
                 if k.startswith(prefixes) and getattr(v, "numel", lambda: 1)() == 1}
 
     def _write_results(self) -> None:
-        path = self._run_cfg().results_file
+        path = self._cfg().run.results_file
         if not path or not self.trainer.is_global_zero:
             return
         metrics = {**getattr(self, "_val_metrics", {}), **self._scalar_metrics(("val/", "test/"))}
@@ -259,7 +260,7 @@ class ZooCLI(LightningCLI):
         # val/ metrics are those of the last epoch; test/ ones are of the best checkpoint, whose
         # own validation score is recorded separately so the two are never confused.
         best = {"monitor": callback.monitor, "score": float(score)} if score is not None else None
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        cfg = self._cfg()
         record = {"metrics": metrics, "best_checkpoint": ckpt or None, "best": best,
                   "epochs": self.trainer.current_epoch, "seed": cfg.get("seed_everything"), "command": self._command}
         # enough to redo the run without the logger's files; a failure here must not cost the metrics

@@ -29,6 +29,7 @@ recorded in ``runs.csv`` and retried on the next invocation. Outputs: ``runs.csv
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import math
@@ -38,7 +39,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

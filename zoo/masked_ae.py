@@ -31,8 +31,9 @@ MaskType = Literal["none", "pixel", "patch"]
 
 # --- corruption ------------------------------------------------------------------------------
 def mask_grid(h: int, w: int, mask_type: MaskType, patch_size: int = 4) -> tuple[int, int, int]:
-    """``(rows, columns, cell size)`` of the cells a mask hides: pixels, or ``patch_size`` squares."""
-    if mask_type == "pixel":
+    """``(rows, columns, cell size)`` of the cells a mask hides: pixels (``none`` hides none of them),
+    or ``patch_size`` squares."""
+    if mask_type in ("none", "pixel"):
         return h, w, 1
     if mask_type == "patch":
         if patch_size < 1 or h % patch_size or w % patch_size:
@@ -165,8 +166,7 @@ class MaskedAE(L.LightningModule):
             raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
         if not 0.0 <= mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
-        gh, gw, _ = (image_size, image_size, 1) if mask_type == "none" else \
-            mask_grid(image_size, image_size, mask_type, patch_size)  # checks patch_size divides image_size
+        gh, gw, _ = mask_grid(image_size, image_size, mask_type, patch_size)  # checks patch_size divides image_size
         cells = gh * gw
         if loss_on == "masked" and (mask_type == "none" or round(mask_ratio * cells) < 1):
             raise ValueError(f"loss_on='masked' needs hidden pixels, but mask_type={mask_type!r} with "
