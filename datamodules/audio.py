@@ -22,8 +22,11 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
-#: container formats soundfile reports for RIFF/WAVE files
+#: container formats soundfile reports for RIFF/WAVE files: the datasets' own format
 WAV_FORMATS = ("WAV", "WAVEX")
+#: what ``predict`` reads from a user's own recordings
+PREDICT_FORMATS = ("WAV", "WAVEX", "FLAC")
+AUDIO_SUFFIXES = (".wav", ".flac")
 FEATURES = ("mfcc", "logmel")
 
 
@@ -31,29 +34,32 @@ class AudioFileError(ValueError):
     """An audio file is empty, corrupt or not a WAV file; the message names the file."""
 
 
-def read_wav(path: str | Path) -> tuple[torch.Tensor, int, int]:
-    """Read one WAV file as float32 in [-1, 1].
+def read_wav(path: str | Path, formats: Sequence[str] = WAV_FORMATS) -> tuple[torch.Tensor, int, int]:
+    """Read one audio file of one of ``formats`` (soundfile's names) as float32 in [-1, 1], whatever its
+    bit depth (8/16/24/32-bit integer or float) and channel count.
 
     Returns ``(samples (frames, channels), sample_rate, channels)``; raises
-    :class:`AudioFileError` naming ``path`` for an empty, unreadable, non-WAV or sample-less file.
+    :class:`AudioFileError` naming ``path`` for an empty, unreadable, other-format or sample-less file.
     """
+    kind = "WAV" if tuple(formats) == WAV_FORMATS else "/".join(f for f in formats if f != "WAVEX")
     path = Path(path)
     try:
         size = path.stat().st_size
     except OSError as e:
-        raise AudioFileError(f"{path}: cannot read the file ({e}); expected a WAV file") from e
+        raise AudioFileError(f"{path}: cannot read the file ({e}); expected a {kind} file") from e
     if size == 0:
-        raise AudioFileError(f"{path}: empty file (0 bytes); expected a WAV file with audio samples")
+        raise AudioFileError(f"{path}: empty file (0 bytes); expected a {kind} file with audio samples")
     try:
         with sf.SoundFile(path) as f:
             fmt, rate, channels = f.format, f.samplerate, f.channels
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioFileError(f"{path}: not a readable WAV file ({e}); expected a RIFF/WAVE audio file") from e
-    if fmt not in WAV_FORMATS:
-        raise AudioFileError(f"{path}: is a {fmt} file, expected a WAV (RIFF/WAVE) file")
+        raise AudioFileError(f"{path}: not a readable {kind} file ({e}); expected a "
+                             f"{'RIFF/WAVE' if kind == 'WAV' else kind} audio file") from e
+    if fmt not in formats:
+        raise AudioFileError(f"{path}: is a {fmt} file, expected a {kind} file")
     if data.shape[0] == 0:
-        raise AudioFileError(f"{path}: WAV file contains no audio samples; expected a non-empty recording")
+        raise AudioFileError(f"{path}: {fmt} file contains no audio samples; expected a non-empty recording")
     return torch.from_numpy(data), rate, channels
 
 
@@ -62,9 +68,27 @@ def _summarise(paths: list[Path], limit: int = 5) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
+class _Converter:
+    """Downmix to mono and resample to one rate, keeping one resampler per source rate."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
+
+    def __call__(self, path, data: torch.Tensor, rate: int, channels: int) -> torch.Tensor:
+        x = data.mean(dim=1) if channels > 1 else data[:, 0]
+        if rate != self.sample_rate:
+            if rate not in self._resamplers:
+                self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
+            x = self._resamplers[rate](x)
+            if x.numel() == 0:
+                raise AudioFileError(f"{path}: too short to resample from {rate} Hz to {self.sample_rate} Hz")
+        return x.contiguous()
+
+
 def load_clips(paths: Sequence[str | Path], sample_rate: int, progress: bool = True,
                warn_resample: bool = True) -> list[torch.Tensor]:
-    """Read ``paths`` as mono float32 1-D tensors at ``sample_rate``.
+    """Read ``paths`` (WAV) as mono float32 1-D tensors at ``sample_rate``.
 
     Multi-channel files are averaged to mono and other rates resampled; both are converted rather
     than refused, with one logged warning per kind naming the files (resampling is logged at info
@@ -73,20 +97,14 @@ def load_clips(paths: Sequence[str | Path], sample_rate: int, progress: bool = T
     clips: list[torch.Tensor] = []
     downmixed: list[Path] = []
     resampled: dict[int, list[Path]] = {}
-    resamplers: dict[int, torchaudio.transforms.Resample] = {}
+    convert = _Converter(sample_rate)
     for p in tqdm(paths, desc="reading wav", unit="file", disable=not progress, leave=False):
         data, rate, channels = read_wav(p)
-        x = data.mean(dim=1) if channels > 1 else data[:, 0]
         if channels > 1:
             downmixed.append(Path(p))
         if rate != sample_rate:
-            if rate not in resamplers:
-                resamplers[rate] = torchaudio.transforms.Resample(rate, sample_rate)
-            x = resamplers[rate](x)
             resampled.setdefault(rate, []).append(Path(p))
-            if x.numel() == 0:
-                raise AudioFileError(f"{p}: too short to resample from {rate} Hz to {sample_rate} Hz")
-        clips.append(x.contiguous())
+        clips.append(convert(p, data, rate, channels))
     if downmixed:
         log.warning("downmixed %d multi-channel file(s) to mono (expected mono): %s",
                     len(downmixed), _summarise(downmixed))
@@ -94,6 +112,52 @@ def load_clips(paths: Sequence[str | Path], sample_rate: int, progress: bool = T
         (log.warning if warn_resample else log.info)("resampled %d file(s) from %d Hz to %d Hz (expected %d Hz): %s",
                     len(files), rate, sample_rate, sample_rate, _summarise(files))
     return clips
+
+
+#: a user's file below these is refused by :func:`load_recording` (FSDD's shortest clip is 0.1 s)
+MIN_SECONDS = 0.1
+SILENCE_PEAK = 1e-3  # -60 dBFS: no recorder's speech peaks this low
+
+
+def load_recording(path: str | Path, sample_rate: int) -> torch.Tensor:
+    """One of a user's recordings (WAV or FLAC, any rate, depth and channels) as a mono clip at
+    ``sample_rate``, checked the way a dataset never needs: raises :class:`AudioFileError` naming the
+    file when it is unreadable, empty, shorter than :data:`MIN_SECONDS` or silent."""
+    data, rate, channels = read_wav(path, PREDICT_FORMATS)
+    if data.shape[0] < MIN_SECONDS * rate:
+        raise AudioFileError(f"{path}: too short ({data.shape[0] / rate:.3f} s); expected a recording of at least "
+                             f"{MIN_SECONDS} s")
+    x = _Converter(sample_rate)(path, data, rate, channels)
+    peak = float(x.abs().max())
+    if peak < SILENCE_PEAK:
+        raise AudioFileError(f"{path}: silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS); expected speech "
+                             f"peaking above {20 * math.log10(SILENCE_PEAK):.0f} dBFS")
+    return x
+
+
+def trim_silence(x: torch.Tensor, sample_rate: int, top_db: float = 40.0, margin: float = 0.02) -> torch.Tensor:
+    """Cut leading and trailing silence (as ``librosa.effects.trim`` does, with an adaptive floor).
+
+    A frame (25 ms, 10 ms hop) is sound when its RMS level is within ``top_db`` of the loudest frame
+    and 6 dB above the quietest stretch (the smoothed minimum: the recording's own noise floor, so a
+    noisy room does not count as sound); ``margin`` seconds are kept on either side. Why: log-mel
+    images are resized to a fixed number of frames, so the silence a recorder kept would shrink and
+    shift the word; FSDD's clips are already trimmed, a user's recordings are not.
+    """
+    win, hop = max(1, round(0.025 * sample_rate)), max(1, round(0.010 * sample_rate))
+    if x.numel() <= win:
+        return x
+    frames = x.unfold(0, win, hop)
+    level = 10.0 * torch.log10(frames.pow(2).mean(dim=1).clamp_min(1e-12))
+    smooth = F.avg_pool1d(level[None, None], 5, 1, 2, count_include_pad=False)[0, 0] if level.numel() >= 5 else level
+    threshold = max(float(level.max()) - top_db, float(smooth.min()) + 6.0)
+    loud = torch.nonzero(level >= threshold).flatten()
+    if loud.numel() == 0:
+        return x
+    pad = round(margin * sample_rate)
+    start = max(0, int(loud[0]) * hop - pad)
+    end = min(x.numel(), int(loud[-1]) * hop + win + pad)
+    return x[start:end]
 
 
 @dataclass(frozen=True)
@@ -107,6 +171,7 @@ class FeatureSettings:
       utterance whole whatever its length (FSDD spans 0.1-2.3 s) and normalises speaking rate,
       which a digit label does not depend on; pitch and timbre, which live on the mel axis, are
       untouched.
+    * ``trim_db``: leading and trailing silence is cut first (:func:`trim_silence`); None keeps it.
     """
 
     feature: str = "logmel"
@@ -114,6 +179,7 @@ class FeatureSettings:
     n_mfcc: int = 13
     n_mels: int = 64
     frames: int = 64
+    trim_db: float | None = None
     version: int = 1  # bump when the computation changes so old caches are not reused
 
     def __post_init__(self):
@@ -126,8 +192,9 @@ class FeatureSettings:
     def key_fields(self) -> dict:
         """Settings that affect this feature kind (changing ``frames`` must not invalidate MFCCs)."""
         keep = {"mfcc": ("n_mfcc",), "logmel": ("n_mels", "frames")}[self.feature]
+        trim = {} if self.trim_db is None else {"trim_db": float(self.trim_db)}  # untrimmed caches keep their keys
         return {"feature": self.feature, "sample_rate": self.sample_rate, "version": self.version,
-                **{k: getattr(self, k) for k in keep}}
+                **{k: getattr(self, k) for k in keep}, **trim}
 
     @property
     def hop(self) -> int:
@@ -170,6 +237,8 @@ class FeatureExtractor:
     def __call__(self, clips: Sequence[torch.Tensor], batch_size: int = 256,
                  progress: bool = True) -> list[torch.Tensor]:
         """``mfcc``: list of ``(T_i, n_mfcc)``; ``logmel``: list of ``(n_mels, frames)`` tensors."""
+        if self.s.trim_db is not None:
+            clips = [trim_silence(c, self.s.sample_rate, self.s.trim_db) for c in clips]
         order = sorted(range(len(clips)), key=lambda i: clips[i].numel())
         out: list[torch.Tensor | None] = [None] * len(clips)
         for start in tqdm(range(0, len(order), batch_size), desc=f"{self.s.feature} features", unit="batch",
@@ -244,3 +313,66 @@ def random_time_crop(x: torch.Tensor, min_keep: float = 0.85, generator: torch.G
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1] = keep, centre, 1.0
     grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# --- batched, per-sample augmentation of log-mel (dB) images, on the batch's device ---------------------
+
+def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + f / 700.0)  # HTK, torchaudio's MelSpectrogram default
+
+
+def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def vtlp(x: torch.Tensor, max_warp: float, sample_rate: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Vocal-tract-length perturbation of ``(N, C, n_mels, T)`` log-mel images (Jaitly & Hinton, 2013).
+
+    Per sample a factor ``a`` in ``[1 - max_warp, 1 + max_warp]`` scales every frequency (output band
+    at ``f`` Hz reads the input at ``f / a``): a shorter or longer vocal tract, the main difference
+    between voices (children, women and men) besides pitch. Done on the mel axis exactly, through the
+    mel-scale formula, in one ``grid_sample``.
+    """
+    if max_warp == 0:
+        return x
+    n, _, bands, t = x.shape
+    dev, dt = x.device, x.dtype
+    top = _hz_to_mel(torch.tensor(sample_rate / 2.0, device=dev))
+    step = top / (bands + 1)
+    centres = step * torch.arange(1, bands + 1, device=dev)  # mel-band centres (torchaudio's filter peaks)
+    warp = 1.0 + max_warp * (2.0 * torch.rand(n, 1, generator=generator, device=generator.device if generator else None)
+                             - 1.0).to(dev)
+    source_hz = (_mel_to_hz(centres)[None, :] / warp).clamp(0, sample_rate / 2)
+    pos = _hz_to_mel(source_hz) / step - 1.0  # fractional input band of each output band
+    y = (2.0 * pos / max(bands - 1, 1) - 1.0).to(dt)  # grid_sample coordinates, align_corners=True
+    grid = torch.stack(torch.broadcast_tensors(torch.linspace(-1, 1, t, device=dev, dtype=dt)[None, None, :],
+                                               y[:, :, None]), dim=-1)  # (N, bands, T, 2): (x=time, y=band)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def add_noise(x: torch.Tensor, snr_db: tuple[float, float], generator: torch.Generator | None = None) -> torch.Tensor:
+    """Background noise at a random SNR in ``snr_db`` (dB, per sample) added to ``(N, C, F, T)`` log-mel
+    (dB) images in the power domain: a noise floor with a random spectral tilt (+-12 dB across bands)
+    and gamma-distributed fluctuation, as a mel band of real noise has. A user's room is never silent."""
+    n, c, f, t = x.shape
+    dev = x.device
+    gen_dev = generator.device if generator is not None else None
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
+
+    power = 10.0 ** (x / 10.0)
+    lo, hi = snr_db
+    snr = lo + (hi - lo) * rand(n, 1, 1, 1)
+    tilt = (rand(n, 1, 1, 1) * 2 - 1) * 12.0 * torch.linspace(-0.5, 0.5, f, device=dev)[None, None, :, None]
+    floor = power.mean(dim=(1, 2, 3), keepdim=True) * 10.0 ** ((tilt - snr) / 10.0)
+    fluctuation = -torch.log(rand(4, n, c, f, t).clamp_min(1e-12)).mean(0)  # Gamma(4)/4: mean 1
+    return 10.0 * torch.log10(power + floor * fluctuation)
+
+
+def utterance_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Per-utterance normalisation of ``(N, C, F, T)`` log-mel images: each band's mean over time is
+    removed (cepstral mean normalisation: a microphone's or room's response is a constant per band in
+    dB) and the image is scaled to unit standard deviation (a recording's level does not matter)."""
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-5)

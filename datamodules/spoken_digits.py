@@ -39,9 +39,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import download_and_extract_archive
 
-from datamodules.audio import (FEATURES, FeatureExtractor, FeatureSettings, load_clips, pad_sequences,
-                               random_time_crop, spec_augment)
+from datamodules.audio import (AUDIO_SUFFIXES, FEATURES, AudioFileError, FeatureExtractor, FeatureSettings, add_noise,
+                               load_clips, load_recording, pad_sequences, random_time_crop, spec_augment,
+                               utterance_normalize, vtlp)
 from datamodules.paths import cache_root, data_root, missing_dataset
+from datamodules.predict import PredictItem, find_files, good_labels, load_items
 from datamodules.splits import SplitLoadersMixin
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ DEFAULT_VOICES = ["en-us+m3", "en+m1", "en-gb-scotland+m4", "en-029+m7",
                   "en-us+f2", "en+f3", "en-gb-scotland+f4", "en-029+f1"]
 DEFAULT_RATES = [130, 175, 220]
 DEFAULT_PITCHES = [35, 50, 65]
+NORMALIZE = ("dataset", "utterance", "none")
 
 
 @dataclass(frozen=True)
@@ -94,19 +97,20 @@ class Clip:
 
 # --- locating / downloading the data ------------------------------------------------------------
 
-def ensure_dataset(source: str, root: Path, download: bool) -> Path:
-    """Return ``<root>/<folder>``; download and extract the upstream archive when allowed.
+def ensure_dataset(source: str, root: Path, download: bool, folder: str | None = None) -> Path:
+    """Return ``<root>/<folder>`` (the source's own folder name unless ``folder`` is given); download and
+    extract the upstream archive when allowed.
 
     Extraction goes to a staging folder first and is moved into place only once complete, so an
     interrupted download never looks like a dataset.
     """
     arc = ARCHIVES[source]
-    target = root / arc.folder
+    target = root / (folder or arc.folder)
     if (target / arc.check).is_dir():
         return target
     if not download:
         raise missing_dataset(arc.name, target / arc.check)
-    staging = root / f".{arc.folder}.download"
+    staging = root / f".{target.name}.download"
     if staging.exists():
         shutil.rmtree(staging)
     rank_zero_info(f"downloading {arc.name} from {arc.url} into {root}")
@@ -279,7 +283,9 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         n_mfcc: MFCC coefficients per frame (feature="mfcc").
         n_mels: mel bands of the log-mel image (feature="logmel").
         frames: time columns every log-mel image is resized to (feature="logmel").
-        normalize: standardise each MFCC coefficient / mel band with the training split's mean and std.
+        normalize: "dataset": standardise each MFCC coefficient / mel band with the training split's mean and
+            std; "utterance": per clip, remove each mel band's mean and scale to unit std (logmel only;
+            robust to microphones and levels); "none". true/false mean "dataset"/"none".
         val_fraction: share held out for validation (clips for FSDD, speakers otherwise), in (0, 1).
         test_fraction: share of speakers in the test set for speaker-disjoint "official" splits, in (0, 1).
         batch_size: batch size of all loaders.
@@ -293,6 +299,18 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         num_masks: number of frequency and of time bands masked per sample with spec_augment.
         mask_width: maximum width in rows/columns of each spec_augment band.
         time_crop: logmel training batches keep a random share in [time_crop, 1] of the time axis; 1.0: off.
+        trim_db: cut leading/trailing silence quieter than this many dB below the loudest frame before
+            features (train, test and predict alike); None: keep clips whole.
+        vtlp: logmel training batches get vocal-tract-length perturbation, a random frequency warp in
+            [1 - vtlp, 1 + vtlp] per sample; 0: off.
+        noise_snr: logmel training batches get background noise at a random SNR in [lo, hi] dB; None: off.
+        add_tts: add the espeak-ng speakers (voices x rates x pitches) to the training split of a real source;
+            validation and test stay real recordings.
+        folder: the dataset's folder under data_dir when it is not the source's usual name (e.g.
+            "AudioMNIST-AZ" for an AudioMNIST-format corpus).
+        predict_path: files to predict on: a WAV/FLAC file, a folder (searched recursively) or a glob;
+            None: predict on the test split. Needs no dataset: features and normalisation come from
+            the checkpoint.
     """
 
     def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",
@@ -302,12 +320,14 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
                  target: Literal["digit", "gender"] = "digit",
                  data_dir: str | None = None, cache_dir: str | None = None, download: bool = False,
                  sample_rate: int = 8000, n_mfcc: int = 13, n_mels: int = 64, frames: int = 64,
-                 normalize: bool = True, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 normalize: bool | Literal["dataset", "utterance", "none"] = "dataset", val_fraction: float = 0.1, test_fraction: float = 0.2,
                  batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  voices: list[str] | None = None, rates: list[int] | None = None,
                  pitches: list[int] | None = None, progress: bool = True,
                  spec_augment: bool = False, num_masks: int = 2, mask_width: int = 8,
-                 time_crop: float = 1.0) -> None:
+                 time_crop: float = 1.0, trim_db: float | None = None, vtlp: float = 0.0,
+                 noise_snr: tuple[float, float] | None = None, add_tts: bool = False, folder: str | None = None,
+                 predict_path: str | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -352,8 +372,29 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             raise ValueError(f"SpokenDigits: time_crop must be in (0, 1] (share of frames kept), got {time_crop}")
         if num_masks < 0 or mask_width < 0:
             raise ValueError(f"SpokenDigits: num_masks and mask_width must be >= 0, got {num_masks}, {mask_width}")
+        normalize = {True: "dataset", False: "none"}.get(normalize, normalize)
+        if normalize not in NORMALIZE:
+            raise ValueError(f"SpokenDigits: normalize={normalize!r} is not supported; expected one of {list(NORMALIZE)}")
+        spectral = [name for name, on in (("normalize='utterance'", normalize == "utterance"), ("vtlp", vtlp > 0),
+                                          ("noise_snr", noise_snr is not None)) if on]
+        if spectral and feature != "logmel":
+            raise ValueError(f"SpokenDigits: {', '.join(spectral)} need feature='logmel', got feature={feature!r}")
+        if not 0.0 <= vtlp < 0.5:
+            raise ValueError(f"SpokenDigits: vtlp is the largest frequency warp, in [0, 0.5); got {vtlp}")
+        if noise_snr is not None and not noise_snr[0] <= noise_snr[1]:
+            raise ValueError(f"SpokenDigits: noise_snr=[lo, hi] needs lo <= hi, got {list(noise_snr)}")
+        if trim_db is not None and trim_db <= 0:
+            raise ValueError(f"SpokenDigits: trim_db must be > 0 dB (or null to keep silences), got {trim_db}")
+        if add_tts and source == "tts":
+            raise ValueError("SpokenDigits: add_tts=True adds espeak-ng speakers to a real source's training split, "
+                             "but source='tts' already is espeak-ng speech")
+        if add_tts and target != "digit":
+            raise ValueError("SpokenDigits: add_tts=True only makes sense for target='digit'")
+        if folder is not None and source == "tts":
+            raise ValueError("SpokenDigits: folder names a dataset folder; source='tts' has none")
         self.save_hyperparameters()
-        self.settings = FeatureSettings(feature, sample_rate, n_mfcc, n_mels, frames)
+        self.hparams.normalize = normalize
+        self.settings = FeatureSettings(feature, sample_rate, n_mfcc, n_mels, frames, trim_db)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
@@ -364,49 +405,78 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         self.feature_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._splits: dict[str, list[int]] | None = None
         self._datasets: dict[str, SpokenDigitDataset] = {}
+        self._roots: list[Path] = []  # per clip: its source's root (add_tts mixes two)
+        self.predict_items: list[PredictItem] = []
 
     # --- data preparation ---------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        """Download / synthesise the clips and build the feature cache (rank 0 only under DDP)."""
-        root, clips = self._locate()
-        if not self.cache_path(root, clips).is_file():
-            self._load_features(root, clips)
+    def _predicting_files(self) -> bool:
+        trainer = self.trainer
+        return bool(self.hparams.predict_path) and trainer is not None and trainer.state.fn == "predict"
 
-    def _locate(self) -> tuple[Path, list[Clip]]:
+    def _sources(self) -> list[str]:
+        return [self.hparams.source] + (["tts"] if self.hparams.add_tts else [])
+
+    def prepare_data(self) -> None:
+        """Download / synthesise the clips and build the feature cache (rank 0 only under DDP).
+        Predicting on files (``predict_path``) needs no dataset, so nothing is prepared for it."""
+        if self._predicting_files():
+            return
+        for source in self._sources():
+            root, clips = self._locate(source)
+            if not self.cache_path(root, clips, source).is_file():
+                self._load_features(root, clips, source)
+
+    def _locate(self, source: str | None = None) -> tuple[Path, list[Clip]]:
         hp = self.hparams
-        if hp.source == "tts":
+        source = source or hp.source
+        if source == "tts":
             from datamodules.tts import synthesize_digits
 
             return synthesize_digits(cache_root(hp.cache_dir) / "spoken_digits" / "tts", self.voices, self.rates,
                                      self.pitches, progress=hp.progress)
-        root = ensure_dataset(hp.source, data_root(hp.data_dir), hp.download)
-        return root, fsdd_clips(root) if hp.source == "fsdd" else audiomnist_clips(root)
+        root = ensure_dataset(source, data_root(hp.data_dir), hp.download, hp.folder)
+        return root, fsdd_clips(root) if source == "fsdd" else audiomnist_clips(root)
 
-    def cache_path(self, root: Path, clips: Sequence[Clip]) -> Path:
+    def cache_path(self, root: Path, clips: Sequence[Clip], source: str | None = None) -> Path:
         """``<cache_root>/spoken_digits/<source>-<feature>-<hash>.pt``; the hash covers the source, every
         file's name, size and modification time, and the feature settings."""
+        source = source or self.hparams.source
         h = hashlib.sha256()
-        h.update(json.dumps({"source": self.hparams.source, **self.settings.key_fields()}, sort_keys=True).encode())
+        h.update(json.dumps({"source": source, **self.settings.key_fields()}, sort_keys=True).encode())
         for c in clips:
             st = (root / c.path).stat()
             h.update(f"{c.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return (cache_root(self.hparams.cache_dir) / "spoken_digits"
-                / f"{self.hparams.source}-{self.settings.feature}-{h.hexdigest()[:20]}.pt")
+                / f"{source}-{self.settings.feature}-{h.hexdigest()[:20]}.pt")
 
-    def _load_features(self, root: Path, clips: list[Clip]) -> list[torch.Tensor] | torch.Tensor:
-        path = self.cache_path(root, clips)
-        start = time.perf_counter()
-        if path.is_file():
+    def _read_cache(self, path: Path, clips: list[Clip]):
+        """The cached features, or None (with a warning naming the file) when the file is damaged or
+        stale: a cache is derived data, so it is rebuilt rather than trusted."""
+        try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             if blob["files"] != [c.path for c in clips]:
-                raise RuntimeError(f"{path}: feature cache does not match the file list; delete it and rerun")
+                raise ValueError("it lists other files")
             feats = blob["feats"]
             if self.settings.feature == "mfcc":
                 feats = list(torch.split(feats, blob["lengths"].tolist()))
-            rank_zero_info(f"SpokenDigits: loaded {len(clips)} cached {self.settings.feature} features from {path} "
-                           f"in {time.perf_counter() - start:.2f} s (warm)")
+            if len(feats) != len(clips):
+                raise ValueError(f"it holds {len(feats)} clips, expected {len(clips)}")
             return feats
-        quiet = self.hparams.source == "tts"  # espeak's native rate differs by design: no warning
+        except Exception as e:  # noqa: BLE001 - any damage (truncated zip, missing key, ...) means rebuild
+            log.warning("SpokenDigits: feature cache %s is unusable (%s: %s); rebuilding it", path, type(e).__name__, e)
+            return None
+
+    def _load_features(self, root: Path, clips: list[Clip], source: str | None = None) -> list[torch.Tensor] | torch.Tensor:
+        source = source or self.hparams.source
+        path = self.cache_path(root, clips, source)
+        start = time.perf_counter()
+        if path.is_file():
+            feats = self._read_cache(path, clips)
+            if feats is not None:
+                rank_zero_info(f"SpokenDigits: loaded {len(clips)} cached {self.settings.feature} features from "
+                               f"{path} in {time.perf_counter() - start:.2f} s (warm)")
+                return feats
+        quiet = source == "tts"  # espeak's native rate differs by design: no warning
         waves = load_clips([root / c.path for c in clips], self.settings.sample_rate,
                            progress=self.hparams.progress, warn_resample=not quiet)
         out = FeatureExtractor(self.settings)(waves, progress=self.hparams.progress)
@@ -428,27 +498,36 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
 
     # --- splits ---------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self._splits is not None:
+        if self._splits is not None or (stage == "predict" and self._predicting_files()):
             return
         hp = self.hparams
+        seq = self.settings.feature == "mfcc"
         root, clips = self._locate()
         feats = self._load_features(root, clips)
         keep = list(range(len(clips)))
         if hp.target == "gender":
             keep = self._with_gender(clips)
         splits = self._split([clips[i] for i in keep])
-        self.root, self.clips = root, clips
-        self._splits = {k: [keep[i] for i in v] for k, v in splits.items()}
+        splits = {k: [keep[i] for i in v] for k, v in splits.items()}
+        roots = [root] * len(clips)
+        if hp.add_tts:  # extra training speakers only: validation and test stay real recordings
+            tts_root, tts_clips = self._locate("tts")
+            tts_feats = self._load_features(tts_root, tts_clips, "tts")
+            splits["train"] += range(len(clips), len(clips) + len(tts_clips))
+            feats = feats + tts_feats if seq else torch.cat([feats, tts_feats])
+            clips, roots = clips + tts_clips, roots + [tts_root] * len(tts_clips)
+        self.root, self.clips, self._roots, self._splits = root, clips, roots, splits
         labels = torch.tensor([c.digit if hp.target == "digit" else GENDERS.index(c.gender) if c.gender in GENDERS
                                else -1 for c in clips], dtype=torch.int64)
-        seq = self.settings.feature == "mfcc"
-        if hp.normalize:
-            feats = self._normalize(feats, self._splits["train"])
-        for stage_name, idx in self._splits.items():
+        if hp.normalize == "dataset":
+            self.feature_stats = self._fit_stats(feats, splits["train"])
+            feats = self._apply_stats(feats)
+        for stage_name, idx in splits.items():
             part = [feats[i] for i in idx] if seq else feats[idx].unsqueeze(1)
             self._datasets[stage_name] = SpokenDigitDataset(part, labels[idx], seq)
-        rank_zero_info("SpokenDigits: " + ", ".join(f"{k} {len(v)}" for k, v in self._splits.items())
-                       + f" clips ({hp.source}, split={hp.split}, target={hp.target})")
+        rank_zero_info("SpokenDigits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+                       + f" clips ({hp.source}{' + tts in train' if hp.add_tts else ''}, split={hp.split}, "
+                       f"target={hp.target})")
 
     def _with_gender(self, clips: list[Clip]) -> list[int]:
         hp = self.hparams
@@ -508,18 +587,41 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         part = {s: k for k, group in (("train", train_spk), ("val", val_spk), ("test", test_spk)) for s in group}
         return {k: [i for i, c in enumerate(clips) if part[c.speaker] == k] for k in STAGES}
 
-    def _normalize(self, feats, train: list[int]):
-        """Standardise each MFCC coefficient / mel band with train-set mean and std (train only: no test leak)."""
+    def _fit_stats(self, feats, train: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of each MFCC coefficient / mel band over the **train** split only (no test leak)."""
         if self.settings.feature == "mfcc":
             std, mean = torch.std_mean(torch.cat([feats[i] for i in train]), dim=0)  # over all train frames
-            std = std.clamp_min(1e-5)
-            self.feature_stats = (mean, std)
+        else:
+            std, mean = torch.std_mean(feats[train].transpose(0, 1).reshape(feats.shape[1], -1), dim=1)
+        return mean, std.clamp_min(1e-5)
+
+    def _apply_stats(self, feats):
+        mean, std = self.feature_stats
+        if self.settings.feature == "mfcc":
             return [(f - mean) / std for f in feats]
-        bands = feats[train].transpose(0, 1).reshape(feats.shape[1], -1)  # (n_mels, N * frames)
-        std, mean = torch.std_mean(bands, dim=1)
-        std = std.clamp_min(1e-5)
-        self.feature_stats = (mean, std)
-        return feats.sub_(mean[:, None]).div_(std[:, None])  # in place: feats is this set-up's own copy
+        return (feats - mean[:, None]) / std[:, None]
+
+    # --- what a checkpoint carries: predicting needs no dataset -------------------------------------
+    def state_dict(self) -> dict:
+        """Feature settings, normalisation and class names, saved in every checkpoint by Lightning, so that
+        ``predict --ckpt_path`` on new files prepares them exactly as training did."""
+        state = {"settings": asdict(self.settings), "normalize": self.hparams.normalize,
+                 "class_names": list(self.class_names)}
+        if self.feature_stats is not None:
+            state["feature_mean"], state["feature_std"] = self.feature_stats
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = {**asdict(self.settings), "normalize": self.hparams.normalize}
+        saved = {**state.get("settings", {}), "normalize": state.get("normalize", mine["normalize"])}
+        differ = {k: (saved[k], v) for k, v in mine.items() if k in saved and saved[k] != v}
+        if differ:
+            raise ValueError("SpokenDigits: the checkpoint was trained with other feature settings than this run's "
+                             "data settings: " + ", ".join(f"{k}={a!r} (checkpoint) vs {b!r} (now)"
+                                                             for k, (a, b) in differ.items())
+                             + "; use the config the checkpoint was trained with")
+        if "feature_mean" in state:
+            self.feature_stats = (state["feature_mean"], state["feature_std"])
 
     # --- public accessors ------------------------------------------------------------------------
     def _check_stage(self, stage: str) -> str:
@@ -536,23 +638,71 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
     def metadata(self, stage: str) -> list[dict]:
         """Per item of :meth:`dataset`, same order: path, speaker, digit, take, gender (``None`` if unknown)."""
         self._check_stage(stage)
-        return [{"path": str(self.root / self.clips[i].path), "speaker": self.clips[i].speaker,
+        return [{"path": str(self._roots[i] / self.clips[i].path), "speaker": self.clips[i].speaker,
                  "digit": self.clips[i].digit, "take": self.clips[i].take, "gender": self.clips[i].gender}
                 for i in self._splits[stage]]
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+        return self._make_loader(self.dataset(stage), shuffle)
+
+    def _make_loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         hp = self.hparams
-        return DataLoader(self.dataset(stage), batch_size=hp.batch_size, shuffle=shuffle,
-                          num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+        return DataLoader(dataset, batch_size=hp.batch_size, shuffle=shuffle,
+                          num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0 and shuffle,
                           collate_fn=collate_sequences if self.settings.feature == "mfcc" else None)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        trainer = self.trainer
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, or with ``predict_path`` the user's files (the failed ones are in
+        :attr:`predict_items` with their reason, and left out of the batches)."""
+        if not self.hparams.predict_path:
+            return self._loader("test", shuffle=False)
+        return self._make_loader(self.predict_dataset(), shuffle=False)
+
+    def predict_dataset(self) -> SpokenDigitDataset:
+        """Features of the files of ``predict_path``, prepared as the training data was."""
         hp = self.hparams
-        if trainer is not None and trainer.training and (hp.spec_augment or hp.time_crop < 1.0):
-            x, y = batch
+        paths = find_files(hp.predict_path, AUDIO_SUFFIXES)
+        rate = self.settings.sample_rate
+        self.predict_items, waves = load_items(paths, self.class_names, lambda p: load_recording(p, rate),
+                                               (AudioFileError,))
+        if not waves:
+            raise ValueError(f"predict_path={hp.predict_path!r}: none of the {len(paths)} file(s) could be used: "
+                             + "; ".join(it.error for it in self.predict_items[:3]))
+        feats = FeatureExtractor(self.settings)(waves, progress=hp.progress)
+        seq = self.settings.feature == "mfcc"
+        feats = feats if seq else torch.stack(feats)
+        if hp.normalize == "dataset":
+            if self.feature_stats is None:
+                raise RuntimeError("SpokenDigits: predicting on files needs the training set's normalisation "
+                                   "statistics, which come with a checkpoint: pass --ckpt_path of a trained model")
+            feats = self._apply_stats(feats)
+        labels = torch.tensor(good_labels(self.predict_items), dtype=torch.int64)
+        return SpokenDigitDataset(feats if seq else feats.unsqueeze(1), labels, seq)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training-only augmentation, then per-utterance normalisation (every stage), on the device.
+
+        Warp and noise act on log-mel levels in dB, so with ``normalize="dataset"`` the batch is taken
+        back to dB with the training statistics first."""
+        hp = self.hparams
+        if self.settings.feature != "logmel":
+            return batch
+        trainer = self.trainer
+        training = trainer is not None and trainer.training
+        x, *rest = batch
+        if training and (hp.vtlp > 0 or hp.noise_snr is not None):
+            if hp.normalize == "dataset":
+                mean, std = (t.to(x.device)[:, None] for t in self.feature_stats)
+                x = x * std + mean
+            x = vtlp(x, hp.vtlp, self.settings.sample_rate)
+            if hp.noise_snr is not None:
+                x = add_noise(x, tuple(hp.noise_snr))
+            if hp.normalize == "dataset":
+                x = (x - mean) / std
+        if hp.normalize == "utterance":
+            x = utterance_normalize(x)
+        if training and hp.time_crop < 1.0:
             x = random_time_crop(x, hp.time_crop)
-            if hp.spec_augment:
-                x = spec_augment(x, hp.num_masks, hp.mask_width)
-            batch = (x, y)
-        return batch
+        if training and hp.spec_augment:
+            x = spec_augment(x, hp.num_masks, hp.mask_width)
+        return (x, *rest)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -78,3 +81,82 @@ class SafeLearningRateMonitor(LearningRateMonitor):
     def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
         if not getattr(self, "_disabled", False):
             super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predict`` results on a user's files: one CSV row per file (``path,prediction,probability``,
+    plus ``label`` when files sit in class-named folders and ``error`` for files that could not be used),
+    and prints a short table and, with labels, the accuracy.
+
+    Reads the files' records from the DataModule's ``predict_items`` (``datamodules.predict``) and the
+    class names from the DataModule (else the model); predictions arrive in file order (the predict loader never shuffles).
+
+    Args:
+        predictions_file: CSV file to write; None: only print the table.
+        show: how many rows the printed table shows.
+    """
+
+    def __init__(self, predictions_file: str | None = None, show: int = 20) -> None:
+        super().__init__(write_interval="epoch")
+        self.predictions_file = predictions_file
+        self.show = show
+        self.rows: list[dict] = []
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        if trainer.world_size > 1:
+            raise RuntimeError("PredictionWriter: predict on files with one device (--trainer.devices 1)")
+        items = getattr(trainer.datamodule, "predict_items", None)
+        if not items:  # predicting on a split, not on files: nothing of ours to write
+            return
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        probs = torch.cat([b["probs"].detach().float().cpu() for b in batches])
+        good = [it for it in items if it.error is None]
+        if len(good) != len(probs):
+            raise RuntimeError(f"PredictionWriter: {len(probs)} predictions for {len(good)} usable files")
+        # the data's names ("seven", "cats") over the model's default "0", "1", ... when it has them
+        names = list(getattr(trainer.datamodule, "class_names", None) or getattr(pl_module, "class_names", None)
+                     or range(probs.shape[1]))
+        if len(names) != probs.shape[1]:
+            raise RuntimeError(f"PredictionWriter: the model scores {probs.shape[1]} classes, the data names {len(names)}")
+        conf, pred = probs.max(dim=1)
+        scored = iter(zip(pred.tolist(), conf.tolist()))
+        self.rows = []
+        for it in items:
+            row = {"path": it.path, "prediction": "", "probability": "",
+                   "label": "" if it.label is None else names[it.label], "error": it.error or ""}
+            if it.error is None:
+                p, c = next(scored)
+                row["prediction"], row["probability"] = str(names[p]), f"{c:.4f}"
+            self.rows.append(row)
+        columns = ["path", "prediction", "probability"]
+        columns += [c for c in ("label", "error") if any(r[c] for r in self.rows)]
+        if self.predictions_file:
+            path = Path(self.predictions_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(self.rows)
+        print(self.summary(columns))
+
+    def summary(self, columns: list[str]) -> str:
+        """The printed table: the first ``show`` rows, the failures, and the accuracy on labelled files."""
+        rows = self.rows
+        width = min(60, max(len(r["path"]) for r in rows))
+        lines = ["  ".join([f"{'path':<{width}}"] + [f"{c:<11}" for c in columns[1:4] if c != "error"])]
+        for r in rows[: self.show]:
+            shown = r["path"] if len(r["path"]) <= width else "..." + r["path"][-width + 3:]
+            cells = [f"{r[c]:<11}" for c in columns[1:4] if c != "error"]
+            lines.append("  ".join([f"{shown:<{width}}"] + cells) + (f"  FAILED: {r['error']}" if r["error"] else ""))
+        if len(rows) > self.show:
+            lines.append(f"... and {len(rows) - self.show} more")
+        failed = [r for r in rows if r["error"]]
+        scored = [r for r in rows if r["label"] and not r["error"]]
+        lines.append(f"{len(rows) - len(failed)} file(s) predicted, {len(failed)} failed"
+                     + (f"; written to {self.predictions_file}" if self.predictions_file else ""))
+        for r in failed[self.show:self.show + 5] if len(rows) > self.show else []:
+            lines.append(f"FAILED {r['path']}: {r['error']}")
+        if scored:
+            correct = sum(r["prediction"] == r["label"] for r in scored)
+            lines.append(f"accuracy on {len(scored)} labelled file(s): {100.0 * correct / len(scored):.2f} %")
+        return "\n".join(lines)

@@ -15,6 +15,8 @@ Defaults a user expects, all overridable from a config or the command line:
 * ``--run.test_after_fit`` (on): ``fit`` ends by testing the best checkpoint, so one command
   gives the final ``test/`` metrics; ``--run.results_file out.json`` stores them for scripts.
 * ``seed_everything: 0`` so that a config is a reproducible experiment.
+* ``predict --ckpt_path ... --data.predict_path FILES``: predictions on a user's own files, printed
+  and written to ``--run.predictions_file`` (:class:`~zoo.callbacks.PredictionWriter`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from zoo.callbacks import BestCheckpoint, SafeLearningRateMonitor
+from zoo.callbacks import BestCheckpoint, PredictionWriter, SafeLearningRateMonitor
 from zoo.figures import use_file_backend
 
 PACKAGES = ("zoo", "datamodules")
@@ -166,6 +168,10 @@ class ZooCLI(LightningCLI):
                             help="After fit, test the best checkpoint so one command yields test/ metrics.")
         parser.add_argument("--run.results_file", type=str | None, default=None,
                             help="Write the final val/ and test/ metrics of this run to this JSON file.")
+        parser.add_argument("--run.predictions_file", type=str | None, default=None,
+                            help="predict: write one CSV row per file (path,prediction,probability[,label][,error]) "
+                                 "here; the table and, for files in class-named folders, the accuracy are printed "
+                                 "either way.")
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SafeLearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
@@ -224,6 +230,8 @@ class ZooCLI(LightningCLI):
         callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
         if config.get("enable_checkpointing") is False:
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        if self.subcommand == "predict":
+            callbacks.append(PredictionWriter(self._cfg().run.predictions_file))
         return self._instantiate_trainer(config, callbacks)
 
     def _cfg(self):

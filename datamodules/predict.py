@@ -1,0 +1,77 @@
+"""Predicting on a user's own files: which files, which label their folder gives, which failed and why.
+
+Every classifier DataModule takes ``predict_path`` (a file, a folder searched recursively, or a glob)
+and turns the files it names into :class:`PredictItem` records, in a stable order. Files that cannot
+be used (unreadable, empty, silent, too short, wrong format) keep their record with an ``error``, so
+one bad file costs its own row, not the run. A file inside a folder named like a class
+(``7/rec.wav``, ``seven/rec.wav``, ``cats/x.jpg``) gets that class as its ``label``, so the prediction
+writer can score the run.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class PredictItem:
+    """One file of a predict run: its class index from the folder name (None when the folder is not a
+    class), and the reason it could not be used (None when it could)."""
+
+    path: str
+    label: int | None = None
+    error: str | None = None
+
+
+def find_files(pattern: str, suffixes: Sequence[str]) -> list[Path]:
+    """The files ``pattern`` names, sorted: the file itself, every file with one of ``suffixes`` under a
+    folder (recursively, hidden files skipped), or the matches of a glob (``**`` recurses)."""
+    path = Path(pattern).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                 and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    else:
+        found = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
+    if not found:
+        what = "folder" if path.is_dir() else "file or glob"
+        raise FileNotFoundError(f"predict_path={pattern!r}: no {'/'.join(suffixes)} files found in that {what}; "
+                                f"expected a file, a folder (searched recursively) or a glob such as 'recs/**/*.wav'")
+    return sorted(found)
+
+
+def label_from_folder(path: Path, class_names: Sequence[str]) -> int | None:
+    """The class a file's folder names: a class name (any case) or a class index (``7/x.wav``)."""
+    folder = path.parent.name.lower()
+    names = [n.lower() for n in class_names]
+    if folder in names:
+        return names.index(folder)
+    if folder.isdigit() and int(folder) < len(class_names):
+        return int(folder)
+    return None
+
+
+def load_items(paths: Iterable[Path], class_names: Sequence[str], load: Callable[[Path], T],
+               errors: tuple[type[Exception], ...]) -> tuple[list[PredictItem], list[T]]:
+    """Load every file with ``load``; a file that raises one of ``errors`` is recorded with the message
+    and skipped. Returns all items and the loaded values of the good ones, in the same order."""
+    items, values = [], []
+    for p in paths:
+        item = PredictItem(str(p), label_from_folder(p, class_names))
+        try:
+            values.append(load(p))
+        except errors as e:
+            item.error = str(e)
+        items.append(item)
+    return items, values
+
+
+def good_labels(items: Sequence[PredictItem]) -> list[int]:
+    """Targets of the usable items (-1 where the folder gave no label), batch order."""
+    return [-1 if it.label is None else it.label for it in items if it.error is None]

@@ -1,0 +1,150 @@
+"""``python -m zoo predict --ckpt_path ... --data.predict_path FILES``: a user's own recordings.
+
+The checkpoint alone must be enough (the dataset folder and the feature cache are removed after
+training); files of any rate, depth and channel count are converted as training data was; bad files
+get a row with their reason and do not stop the run; class-named folders give labels and an accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audio_fixtures import digit_tone, write_fsdd
+from conftest import CONFIGS, run_cli
+
+SMALL_CNN = ["--model.init_args.channels", "[8, 16, 16, 32]", "--model.init_args.hidden", "32"]
+
+
+def _quiet(tmp_path: Path) -> list[str]:
+    return ["--trainer.accelerator", "cpu", "--trainer.default_root_dir", tmp_path / "runs",
+            "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--data.progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A CNN trained 12 epochs on an FSDD-layout fixture; then the dataset and the cache are deleted."""
+    tmp = tmp_path_factory.mktemp("predict")
+    data = write_fsdd(tmp / "data", speakers=("alice", "bob"), takes=range(14))
+    cache = tmp / "cache"
+    cli = run_cli(["fit", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp),
+                   "--data.data_dir", data, "--data.cache_dir", cache, "--data.batch_size", "16",
+                   "--data.trim_db", "40", "--data.normalize", "dataset",
+                   "--trainer.max_epochs", "12", "--run.test_after_fit", "false"])
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    assert ckpt and Path(ckpt).is_file()
+    shutil.rmtree(data)
+    shutil.rmtree(cache)
+    return tmp, Path(ckpt)
+
+
+def _recordings(folder: Path) -> dict[str, str | None]:
+    """Mixed-format recordings of digits 2 and 7 in class-named folders, with padding silence, and bad
+    files; returns file name -> the error expected (None: must be predicted)."""
+    def tone(digit, rate, channels=1):
+        x = digit_tone(digit, 0, 3, sample_rate=rate, channels=channels)
+        pad = np.zeros((rate // 2,) + x.shape[1:], dtype=np.float32)  # half a second of silence either side
+        return np.concatenate([pad, x, pad]) + 1e-4 * np.random.default_rng(0).standard_normal(
+            (2 * len(pad) + len(x),) + x.shape[1:]).astype(np.float32)
+
+    files = {
+        "7/a_8k_16bit.wav": (tone(7, 8000), 8000, "WAV", "PCM_16"),
+        "seven/b_48k_24bit_stereo.flac": (tone(7, 48000, 2), 48000, "FLAC", "PCM_24"),
+        "2/c_16k_float.wav": (tone(2, 16000), 16000, "WAV", "FLOAT"),
+        "two/d_44k_32bit.wav": (tone(2, 44100), 44100, "WAV", "PCM_32"),
+        "unsorted/e_22k.wav": (tone(2, 22050), 22050, "WAV", "PCM_16"),
+    }
+    for name, (x, rate, fmt, subtype) in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / name, x, rate, format=fmt, subtype=subtype)
+    (folder / "bad").mkdir()
+    (folder / "bad" / "empty.wav").write_bytes(b"")
+    (folder / "bad" / "garbage.flac").write_bytes(b"not audio at all" * 50)
+    sf.write(folder / "bad" / "silent.wav", np.zeros(8000, np.float32), 8000, subtype="PCM_16")
+    sf.write(folder / "bad" / "short.wav", digit_tone(1, seconds=0.03), 8000, subtype="PCM_16")
+    expected = {name: None for name in files}
+    expected.update({"bad/empty.wav": "empty file", "bad/garbage.flac": "not a readable",
+                     "bad/silent.wav": "silent", "bad/short.wav": "too short"})
+    return expected
+
+
+def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, capsys):
+    run_dir, ckpt = trained
+    expected = _recordings(tmp_path / "recs")
+    out = tmp_path / "out" / "predictions.csv"
+    run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path),
+             "--data.trim_db", "40", "--data.normalize", "dataset",
+             "--data.data_dir", tmp_path / "no-such-dataset", "--data.cache_dir", tmp_path / "empty-cache",
+             "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out])
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "prediction", "probability", "label", "error"]
+    by_name = {str(Path(r["path"]).relative_to(tmp_path / "recs")): r for r in rows}
+    assert set(by_name) == set(expected)
+    for name, error in expected.items():
+        row = by_name[name]
+        if error is None:
+            assert row["error"] == "" and row["prediction"] in [
+                "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+            assert 0.0 < float(row["probability"]) <= 1.0
+        else:
+            assert error in row["error"] and str(tmp_path / "recs" / name) in row["error"]
+            assert row["prediction"] == ""
+    assert by_name["7/a_8k_16bit.wav"]["label"] == "seven" and by_name["two/d_44k_32bit.wav"]["label"] == "two"
+    assert by_name["unsorted/e_22k.wav"]["label"] == ""
+    # the fixture's digits are tones: the model, trained on them, must get these right in every format
+    good = [r for r in rows if not r["error"]]
+    assert all(r["prediction"] == ("seven" if "7" in r["path"] or "seven" in r["path"] else "two") for r in good)
+    printed = capsys.readouterr().out
+    assert "5 file(s) predicted, 4 failed" in printed and "accuracy on 4 labelled file(s): 100.00 %" in printed
+
+
+def test_predict_refuses_other_feature_settings_than_the_checkpoint(trained, tmp_path):
+    _, ckpt = trained
+    _recordings(tmp_path / "recs")
+    with pytest.raises(ValueError, match=r"trim_db=40.0 \(checkpoint\) vs 30.0 \(now\)"):
+        run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path),
+                 "--data.trim_db", "30", "--data.normalize", "dataset", "--ckpt_path", ckpt,
+                 "--data.predict_path", tmp_path / "recs"])
+
+
+def test_predict_path_that_matches_nothing_is_an_error(trained, tmp_path):
+    _, ckpt = trained
+    with pytest.raises(FileNotFoundError, match=r"no \.wav/\.flac files found"):
+        run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path),
+                 "--data.trim_db", "40", "--data.normalize", "dataset", "--ckpt_path", ckpt,
+                 "--data.predict_path", str(tmp_path / "nothing" / "*.wav")])
+
+
+def test_glob_and_single_file(tmp_path):
+    from datamodules.predict import find_files, label_from_folder
+
+    for name in ("a/1.wav", "a/b/2.WAV", "a/c/3.flac", "a/.hidden/4.wav", "a/notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    suffixes = (".wav", ".flac")
+    assert [p.name for p in find_files(str(tmp_path / "a"), suffixes)] == ["1.wav", "2.WAV", "3.flac"]
+    assert [p.name for p in find_files(str(tmp_path / "a" / "**" / "*.wav"), suffixes)] == ["1.wav"]
+    assert find_files(str(tmp_path / "a" / "1.wav"), suffixes) == [tmp_path / "a" / "1.wav"]
+    names = ["zero", "one", "two"]
+    assert label_from_folder(Path("x/TWO/r.wav"), names) == 2
+    assert label_from_folder(Path("x/1/r.wav"), names) == 1
+    assert label_from_folder(Path("x/9/r.wav"), names) is None
+    assert label_from_folder(Path("x/misc/r.wav"), names) is None
+
+
+def test_trim_silence_keeps_the_word_and_drops_the_padding():
+    from datamodules.audio import trim_silence
+
+    word = torch.from_numpy(digit_tone(4, seconds=0.3))
+    quiet = 1e-3 * torch.randn(4000, generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([quiet, word, quiet])
+    out = trim_silence(padded, 8000, top_db=40)
+    assert 0.28 * 8000 <= out.numel() <= 0.40 * 8000  # the word (0.3 s) plus small margins
+    assert trim_silence(word, 8000, top_db=40).numel() >= 0.9 * word.numel()  # a trimmed clip stays whole
