@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -41,6 +43,9 @@ Normalization = Literal["zero_one", "minus_one_one"]
 def decode_image(path: str | os.PathLike, image_size: int, channels: int = 3) -> torch.Tensor:
     """Decode one image file to a ``uint8`` ``(C, S, S)`` tensor; RGBA/palette/gray become RGB (or L).
 
+    16-bit grayscale (PNG ``I;16``) is scaled to 0-255 (65535 -> 255); 32-bit integer or float images
+    are refused, as their range is unknown.
+
     Raises ``ValueError`` naming the file when it cannot be read: a corrupt image must never be
     silently skipped (it would change the dataset without anyone noticing).
     """
@@ -51,6 +56,11 @@ def decode_image(path: str | os.PathLike, image_size: int, channels: int = 3) ->
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith("I;16"):  # 16-bit gray: PIL's convert() would clip it to 255 (all white)
+                im = Image.fromarray(np.round(np.asarray(im, dtype=np.float64) / 257.0).astype(np.uint8), "L")
+            elif im.mode in ("I", "F"):  # 32-bit: no known range to scale from
+                raise ValueError(f"{im.mode!r} (32-bit {'integer' if im.mode == 'I' else 'float'}) pixels have "
+                                 "no known range; convert it to an 8- or 16-bit image")
             im = im.convert("RGB" if channels == 3 else "L")
             if im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.BILINEAR)
@@ -69,16 +79,46 @@ def decode_images(paths: Sequence[Path], image_size: int, channels: int, desc: s
     return out
 
 
-def cached(key_parts: dict, build, cache_dir: str | os.PathLike | None, name: str) -> dict:
+def file_stamps(files: Sequence[Path]) -> list[list[int]]:
+    """``[size, mtime_ns]`` of each file: part of a cache key, so a file edited in place (same name,
+    even the same size) invalidates the cache."""
+    return [[st.st_size, st.st_mtime_ns] for st in (os.stat(f) for f in files)]
+
+
+def read_cache(path: Path) -> dict | None:
+    """The dict of tensors cached at ``path``, or ``None`` (with a warning naming the file) when it is
+    truncated, empty, corrupt or holds anything else: the caller rebuilds it. Weights-only, so a
+    crafted cache file is refused, not executed."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values())):
+            raise ValueError(f"expected a dict of tensors, found {type(data).__name__}")
+        return data
+    except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted
+        if isinstance(err, pickle.UnpicklingError):  # torch's text suggests weights_only=False: not repeated
+            why = ("refused: it asks for Python objects, which could run code" if "GLOBAL" in str(err)
+                   else "not a tensor file")
+        else:
+            first = (str(err).strip().splitlines() or ["empty or truncated file"])[0].split(". ")[0]
+            why = f"{type(err).__name__}: {first}"
+    warnings.warn(f"image cache {path} is damaged or not a plain tensor file ({why}); rebuilding it",
+                  RuntimeWarning, stacklevel=3)
+    return None
+
+
+def cached(key_parts: dict, build, cache_dir: str | os.PathLike | None, name: str,
+           files: Sequence[Path] = ()) -> dict:
     """Load ``build()``'s dict of tensors from the cache, building and saving it on a miss.
 
-    The key is a hash of ``key_parts`` (file list, sizes and decode settings), so a changed file
-    list or setting never reuses a stale cache.
+    The key is a hash of ``key_parts`` (file list and decode settings) and of the size and
+    modification time of ``files``, so a changed file list, file or setting never reuses a stale
+    cache. A damaged cache file is rebuilt (:func:`read_cache`).
     """
-    digest = hashlib.sha1(json.dumps({**key_parts, "v": CACHE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    key = {**key_parts, "v": CACHE_VERSION, **({"stamps": file_stamps(files)} if files else {})}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_root(cache_dir) / "images" / f"{name}-{digest}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)
+    if path.exists() and (data := read_cache(path)) is not None:
+        return data
     data = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -377,10 +417,9 @@ class ImageFolderDataModule(ImageTensorDataModule):
         own = None if own is None else [own[i] for i in keep]
         folder = self.folder
         rel = [str(p.relative_to(folder)) for p in files]
-        key = {"root": str(folder.resolve()), "files": rel, "bytes": [p.stat().st_size for p in files],
-               "size": self.image_size, "channels": self.channels}
+        key = {"root": str(folder.resolve()), "files": rel, "size": self.image_size, "channels": self.channels}
         data = cached(key, lambda: {"images": decode_images(files, self.image_size, self.channels,
                                                             f"decoding {self.root}")},
-                      self.cache_dir, Path(self.root).name)
+                      self.cache_dir, Path(self.root).name, files=files)
         return (data["images"], torch.tensor(labels, dtype=torch.long),
                 None if own is None else torch.tensor(own, dtype=torch.long), names)

@@ -2,16 +2,20 @@
 
 LightningCLI records the model's class as the ``_class_path`` hyperparameter and the DataModule's
 settings (e.g. how inputs were normalised) as ``datamodule_hyper_parameters``; a judge or feature
-network for another experiment needs both.
+network for another experiment needs both. Loading is weights-only (:mod:`zoo.safe_load`), and the
+class must be the zoo's own (or already imported): a crafted file can neither run code on unpickling
+nor make us import an arbitrary module.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import lightning as L
-import torch
+
+from zoo.safe_load import load_checkpoint, load_module
 
 TRAIN_HINT = "e.g. the best checkpoint of `python -m zoo fit --config configs/lenet_mnist.yaml`"
 
@@ -19,27 +23,21 @@ TRAIN_HINT = "e.g. the best checkpoint of `python -m zoo fit --config configs/le
 def load_cli_checkpoint(path: str | Path, base: type = L.LightningModule, what: str = "checkpoint",
                         hint: str = TRAIN_HINT, map_location: str = "cpu") -> tuple[L.LightningModule, dict]:
     """Returns ``(model in eval mode, DataModule hyperparameters)``; every failure names ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist: {hint}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{what} {path} is not a readable checkpoint ({e}): {hint}") from e
-    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    class_path = hp.get("_class_path")
-    if not class_path or "state_dict" not in ckpt:
+    ckpt = load_checkpoint(path, what, hint, map_location)
+    hp = ckpt.get("hyper_parameters") or {}
+    class_path = hp.get("_class_path") if isinstance(hp, dict) else None
+    if not isinstance(class_path, str) or not class_path or "state_dict" not in ckpt:
         raise ValueError(f"{what} {path} does not record its model class (no '_class_path' hyperparameter or no "
                          f"state_dict); expected a checkpoint written by `python -m zoo fit`: {hint}")
     module_name, _, cls_name = class_path.rpartition(".")
+    if module_name.partition(".")[0] not in ("zoo", "datamodules") and module_name not in sys.modules:
+        raise ValueError(f"{what} {path} names class {class_path!r}, which is neither a zoo class nor imported; "
+                         f"import its module before loading if you trust it")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as e:
+    except (ImportError, AttributeError, ValueError) as e:
         raise ValueError(f"{what} {path} names class {class_path!r}, which cannot be imported ({e})") from e
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ValueError(f"{what} {path} names {class_path!r}, which is not a {base.__name__}")
-    try:
-        model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{what} {path} failed to load as {class_path} ({e})") from e
+    model = load_module(cls, path, what, hint, map_location)
     return model.eval(), dict(ckpt.get("datamodule_hyper_parameters") or {})

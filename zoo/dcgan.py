@@ -43,6 +43,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from zoo.figures import image_grid_figure, log_figure
+from zoo.safe_load import load_checkpoint, load_module
 
 Architecture = Literal["mnist28", "dcgan64"]
 IMAGE_SIZE = {"mnist28": 28, "dcgan64": 64}
@@ -600,7 +601,11 @@ class DCGAN(L.LightningModule):
 
 
 def load_dcgan(checkpoint: str, map_location: str = "cpu") -> DCGAN:
-    """A trained DCGAN for sampling, without rebuilding its FID feature network."""
-    # weights_only=False: hyperparameters may hold the optimizer callables (zoo checkpoints are trusted files)
-    return DCGAN.load_from_checkpoint(checkpoint, map_location=map_location, weights_only=False,
-                                      fid_features=None).eval()
+    """A trained DCGAN for sampling, without rebuilding its FID feature network.
+
+    Weights-only (:mod:`zoo.safe_load`): a crafted file is refused with its name and runs nothing.
+    """
+    what = "DCGAN checkpoint"
+    if "state_dict" not in load_checkpoint(checkpoint, what, map_location=map_location):
+        raise ValueError(f"{what} {checkpoint} has no state_dict: expected a checkpoint of a DCGAN run")
+    return load_module(DCGAN, checkpoint, what, map_location=map_location, fid_features=None).eval()

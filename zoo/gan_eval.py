@@ -30,6 +30,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from zoo.checkpoints import load_cli_checkpoint
 from zoo.classifier import Classifier
+from zoo.safe_load import load_checkpoint
 
 
 # --- features ------------------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def grid(*, checkpoint: str, out: str, interpolation_out: str | None = None, sta
     model = load_dcgan(checkpoint)
     if standing_batches:
         model.standing_statistics(batches=standing_batches)
-    epoch = torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch")
+    epoch = load_checkpoint(checkpoint, "DCGAN checkpoint").get("epoch")  # weights-only, as load_dcgan
     title = f"{Path(checkpoint).name} (after epoch {epoch + 1})" if epoch is not None else Path(checkpoint).name
     print(save_figure(model.sample_grid_figure(title), out))
     if interpolation_out:

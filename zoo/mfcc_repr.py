@@ -42,7 +42,6 @@ B and C have two ``mode`` settings:
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Literal, NamedTuple, Sequence
 
@@ -562,7 +561,8 @@ class MFCCStatsSVM(Classifier):
     is fitted once on them at the last training batch of the epoch (one epoch is enough: ``max_epochs:
     1``), and validation/test go through the zoo's torchmetrics. The "logits" are the SVC's one-vs-rest
     decision values, so ``val/loss``/``test/loss`` are cross-entropies of decision values, not of
-    probabilities. The fitted SVC is stored in the checkpoint (pickled into a uint8 tensor). ``validate``,
+    probabilities. The fitted SVC is stored in the checkpoint as plain arrays (:func:`svm_state`), so the
+    checkpoint loads weights-only and a crafted file cannot run code. ``validate``,
     ``test`` or ``predict`` without a fitted SVC (no ``--ckpt_path``) first fit it on the datamodule's
     training split, and say so: for a classical model that one pass is the whole training.
 
@@ -683,7 +683,10 @@ class MFCCStatsSVM(Classifier):
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, lengths, *rest = batch
         scores = self(x, lengths)
-        out = {"code": self.features(x, lengths), "length": lengths, "pred": scores.argmax(-1)}
+        # "probs": a softmax of the one-vs-rest decision values, a confidence for the prediction writer,
+        # not a calibrated probability (an SVC fitted with Platt scaling would cost a 5-fold refit)
+        out = {"code": self.features(x, lengths), "length": lengths, "probs": scores.float().softmax(-1),
+               "pred": scores.argmax(-1)}
         if rest:
             out["target"] = rest[-1]
         return out
@@ -693,11 +696,78 @@ class MFCCStatsSVM(Classifier):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.svm is not None:
-            checkpoint["sklearn_svm"] = torch.frombuffer(bytearray(pickle.dumps(self.svm)), dtype=torch.uint8)
+            checkpoint["svm_state"] = svm_state(self.svm)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        blob = checkpoint.get("sklearn_svm")
-        self.svm = pickle.loads(blob.numpy().tobytes()) if blob is not None else None
+        trainer = self._trainer
+        where = f"checkpoint {trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "this checkpoint"
+        if "sklearn_svm" in checkpoint:  # written before the SVM was stored as arrays: never unpickled
+            raise ValueError(
+                f"MFCCStatsSVM: {where} stores its SVM as pickled bytes ('sklearn_svm'), which the zoo no longer loads "
+                "because a crafted file could run code. Retrain it (`python -m zoo fit --config configs/mfcc_svm.yaml`"
+                ": one pass over the data), or, only for a file you trust, convert it in Python: c = torch.load(f, "
+                "weights_only=False); c['svm_state'] = zoo.mfcc_repr.svm_state(pickle.loads(c.pop('sklearn_svm')"
+                ".numpy().tobytes())); torch.save(c, f)")
+        state = checkpoint.get("svm_state")
+        try:
+            self.svm = svm_from_state(state) if state is not None else None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"MFCCStatsSVM: {where} has an invalid 'svm_state' ({type(e).__name__}: {e}); "
+                             "retrain it with `python -m zoo fit --config configs/mfcc_svm.yaml`") from e
+
+
+SVM_STATE_VERSION = 1
+
+
+def svm_state(pipeline) -> dict:
+    """A fitted ``StandardScaler -> SVC`` pipeline as tensors and plain values, for a weights-only checkpoint.
+
+    These are exactly the fitted attributes libsvm predicts from (support vectors, dual coefficients,
+    intercepts, class sizes, the gamma actually used, Platt parameters) and the scaler statistics, so
+    :func:`svm_from_state` rebuilds a model with bit-identical decision values.
+    """
+    scaler, svc = pipeline[0], pipeline[-1]
+    t = lambda a: torch.from_numpy(np.array(a, copy=True))  # noqa: E731
+    return {
+        "version": SVM_STATE_VERSION,
+        "scaler_params": scaler.get_params(), "mean": t(scaler.mean_), "var": t(scaler.var_),
+        "scale": t(scaler.scale_), "n_samples_seen": t(scaler.n_samples_seen_),
+        "svc_params": svc.get_params(),
+        "probability": bool(getattr(svc, "_effective_probability", svc.probability is True)),
+        "support": t(svc.support_), "support_vectors": t(svc.support_vectors_), "n_support": t(svc._n_support),
+        "dual_coef": t(svc._dual_coef_), "intercept": t(svc._intercept_), "prob_a": t(svc._probA),
+        "prob_b": t(svc._probB), "classes": t(svc.classes_), "class_weight": t(svc.class_weight_),
+        "gamma": float(svc._gamma), "n_iter": t(svc.n_iter_), "fit_status": int(svc.fit_status_),
+        "shape_fit": [int(n) for n in svc.shape_fit_],
+    }
+
+
+def svm_from_state(state: dict):
+    """The pipeline :func:`svm_state` stored, with the attributes ``SVC.fit`` would have set."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    if state.get("version") != SVM_STATE_VERSION:
+        raise ValueError(f"unknown svm_state version {state.get('version')!r} (this code reads {SVM_STATE_VERSION})")
+    a = {k: v.numpy() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    scaler = StandardScaler(**state["scaler_params"])
+    scaler.mean_, scaler.var_, scaler.scale_ = a["mean"], a["var"], a["scale"]
+    scaler.n_samples_seen_ = a["n_samples_seen"] if a["n_samples_seen"].ndim else int(a["n_samples_seen"])
+    scaler.n_features_in_ = len(a["mean"])
+    svc = SVC(**state["svc_params"])
+    svc.support_, svc.support_vectors_, svc._n_support = a["support"], a["support_vectors"], a["n_support"]
+    svc._dual_coef_, svc._intercept_ = a["dual_coef"], a["intercept"]
+    svc._probA, svc._probB, svc.classes_, svc.class_weight_ = a["prob_a"], a["prob_b"], a["classes"], a["class_weight"]
+    svc._gamma, svc.n_iter_, svc._num_iter = state["gamma"], a["n_iter"], a["n_iter"]
+    svc.fit_status_, svc.shape_fit_, svc._sparse = state["fit_status"], tuple(state["shape_fit"]), False
+    svc._effective_probability = state["probability"]
+    svc.n_features_in_ = a["support_vectors"].shape[1]
+    # SVC.fit flips the public sign in the binary case; predictions use the private (libsvm) copies
+    binary = len(svc.classes_) == 2
+    svc.dual_coef_ = -svc._dual_coef_ if binary else svc._dual_coef_
+    svc.intercept_ = -svc._intercept_ if binary else svc._intercept_.copy()
+    return make_pipeline(scaler, svc)
 
 
 # --------------------------------------------------------------------------------------------------

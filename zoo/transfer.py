@@ -30,6 +30,7 @@ from zoo.classifier import Classifier, configure_optimizers_from, default_optimi
 from zoo.figures import log_figure, plt
 from zoo.image_classifier import make_augment
 from zoo.masked_ae import MaskedAE
+from zoo.safe_load import load_checkpoint
 
 Mode = Literal["linear", "mlp", "finetune"]
 
@@ -40,7 +41,7 @@ def load_encoder(checkpoint: str | Path) -> tuple[nn.Module, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"encoder_checkpoint: no MaskedAE checkpoint at {path} (train one with "
                                 f"`python -m zoo fit --config configs/masked_ae_conv_cifar.yaml`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path, "encoder_checkpoint")  # weights-only: a crafted file cannot run code
     if not any(k.startswith("encoder.") for k in ckpt.get("state_dict", {})):
         raise ValueError(f"encoder_checkpoint {path} is not a MaskedAE checkpoint (no 'encoder.*' weights)")
     # Rebuilt by hand rather than with ``MaskedAE.load_from_checkpoint``: inside LightningCLI's
