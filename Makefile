@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: install test bench clean
+.PHONY: install test bench clean studies
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -19,3 +19,7 @@ bench:
 # caches only: runs/ holds your checkpoints, logs and W&B files and is never removed here
 clean:
 	rm -rf .pytest_cache lightning_logs wandb
+
+# the headline studies, timed (meant for a GPU machine; see benchmarks/studies.sh)
+studies:
+	WANDB_MODE=offline PYTHON=$(PY) benchmarks/studies.sh runs/studies

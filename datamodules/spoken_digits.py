@@ -305,7 +305,7 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             [1 - vtlp, 1 + vtlp] per sample; 0: off.
         noise_snr: logmel training batches get background noise at a random SNR in [lo, hi] dB; None: off.
         add_tts: add the espeak-ng speakers (voices x rates x pitches) to the training split of a real source;
-            validation and test stay real recordings.
+            validation and test stay real recordings (no effect with source="tts", which is all espeak-ng).
         folder: the dataset's folder under data_dir when it is not the source's usual name (e.g.
             "AudioMNIST-AZ" for an AudioMNIST-format corpus).
         predict_path: files to predict on: a WAV/FLAC file, a folder (searched recursively) or a glob;
@@ -385,9 +385,6 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             raise ValueError(f"SpokenDigits: noise_snr=[lo, hi] needs lo <= hi, got {list(noise_snr)}")
         if trim_db is not None and trim_db <= 0:
             raise ValueError(f"SpokenDigits: trim_db must be > 0 dB (or null to keep silences), got {trim_db}")
-        if add_tts and source == "tts":
-            raise ValueError("SpokenDigits: add_tts=True adds espeak-ng speakers to a real source's training split, "
-                             "but source='tts' already is espeak-ng speech")
         if add_tts and target != "digit":
             raise ValueError("SpokenDigits: add_tts=True only makes sense for target='digit'")
         if folder is not None and source == "tts":
@@ -413,8 +410,13 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         trainer = self.trainer
         return bool(self.hparams.predict_path) and trainer is not None and trainer.state.fn == "predict"
 
+    @property
+    def _adds_tts(self) -> bool:
+        """add_tts on a real source (with source='tts' every clip already is espeak-ng speech)."""
+        return self.hparams.add_tts and self.hparams.source != "tts"
+
     def _sources(self) -> list[str]:
-        return [self.hparams.source] + (["tts"] if self.hparams.add_tts else [])
+        return [self.hparams.source] + (["tts"] if self._adds_tts else [])
 
     def prepare_data(self) -> None:
         """Download / synthesise the clips and build the feature cache (rank 0 only under DDP).
@@ -510,7 +512,7 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         splits = self._split([clips[i] for i in keep])
         splits = {k: [keep[i] for i in v] for k, v in splits.items()}
         roots = [root] * len(clips)
-        if hp.add_tts:  # extra training speakers only: validation and test stay real recordings
+        if self._adds_tts:  # extra training speakers only: validation and test stay real recordings
             tts_root, tts_clips = self._locate("tts")
             tts_feats = self._load_features(tts_root, tts_clips, "tts")
             splits["train"] += range(len(clips), len(clips) + len(tts_clips))
@@ -526,7 +528,7 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             part = [feats[i] for i in idx] if seq else feats[idx].unsqueeze(1)
             self._datasets[stage_name] = SpokenDigitDataset(part, labels[idx], seq)
         rank_zero_info("SpokenDigits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-                       + f" clips ({hp.source}{' + tts in train' if hp.add_tts else ''}, split={hp.split}, "
+                       + f" clips ({hp.source}{' + tts in train' if self._adds_tts else ''}, split={hp.split}, "
                        f"target={hp.target})")
 
     def _with_gender(self, clips: list[Clip]) -> list[int]:

@@ -220,3 +220,57 @@ def test_a_corrupt_results_file_is_named_with_what_to_do(tmp_path):
     result.write_text('{"metrics": {"test/acc": 0.3')  # cut off mid-write
     with pytest.raises(ValueError, match=r"real_per_class=30-seed0.json is not valid JSON.*delete it to re-run"):
         run_grid(str(path))
+
+
+FAKE_FOLD_FIT = '''
+import json, sys
+from pathlib import Path
+argv = sys.argv[1:]
+opt = lambda k: argv[argv.index(k) + 1]
+with open(Path(opt("--run.results_file")).parent.parent / "journal.txt", "a") as f:
+    f.write(" ".join(argv) + "\\n")
+acc = {"a": 0.9, "b": 0.7}[opt("--data.test_speaker")] - (0.1 if "--data.trim_db" in argv else 0.0)
+acc += 0.05 if Path(opt("--config")).stem == "cbam_audio" else 0.0
+Path(opt("--run.results_file")).parent.mkdir(parents=True, exist_ok=True)
+Path(opt("--run.results_file")).write_text(json.dumps({"metrics": {"test/acc": acc},
+                                                       "confusion_matrix": [[3, 1], [0, 4]]}))
+'''
+
+
+def test_variants_config_axis_and_folds_summary(tmp_path):
+    """Variants (named override sets), several base configs and a folds axis: the commands carry the
+    right overrides, and folds.md gives mean +- std and the worst fold for every other-axes column."""
+    fake = tmp_path / "fake_fit.py"
+    fake.write_text(FAKE_FOLD_FIT)
+    spec = {"config": str(CONFIGS / "cnn_audio.yaml"), "group": "g-folds", "seeds": [0], "metric": "test/acc",
+            "variants": {"recipe": {}, "no-trim": {"data.trim_db": None}},
+            "axes": {"config": [str(CONFIGS / "cnn_audio.yaml"), str(CONFIGS / "cbam_audio.yaml")],
+                     "data.test_speaker": ["a", "b"]},
+            "folds": "data.test_speaker", "percent": True, "out": str(tmp_path / "out"),
+            "command": ["python", str(fake)]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    grid = load_grid(path)
+    assert grid.keys == ["variant", "config", "data.test_speaker"] and len(grid.cells) == 8
+    no_trim = next(c for c in grid.cells if c.overrides["variant"] == "no-trim")
+    cmd = build_command(grid, no_trim, 0)
+    assert cmd[cmd.index("--config") + 1] == no_trim.overrides["config"]
+    assert cmd[cmd.index("--data.trim_db") + 1] == "null" and "--variant" not in cmd and "--config" in cmd
+    result = run_grid(str(path), max_parallel=2)
+    assert not result.failed
+    folds = (tmp_path / "out" / "folds.md").read_text()
+    assert "| test_speaker | recipe cnn_audio | recipe cbam_audio | no-trim cnn_audio | no-trim cbam_audio |" in folds
+    assert "| a | 90.00 | 95.00 | 80.00 | 85.00 |" in folds
+    assert "| mean ± std | **80.00 ± 14.14** | **85.00 ± 14.14** | **70.00 ± 14.14** | **75.00 ± 14.14** |" in folds
+    assert "| worst | 70.00 | 75.00 | 60.00 | 65.00 |" in folds
+    assert (tmp_path / "out" / "confusion_recipe-cnn_audio.png").is_file()
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"folds": "data.nope"}, r"'folds' must name one of the axes"),
+    ({"variants": {"x": 3}}, r"'variants' must map names"),
+    ({"axes": {"config": ["configs/missing.yaml"]}}, r"config 'configs/missing.yaml' of a cell does not exist"),
+])
+def test_bad_variants_folds_and_configs_are_named(tmp_path, change, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        load_grid(_grid(tmp_path, **change))

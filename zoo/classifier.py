@@ -134,6 +134,7 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         cm = self.test_confusion.compute()
+        self.last_test_confusion = cm.tolist()  # for the results file: per-fold matrices of a study
         log_figure(self.trainer, "test/confusion_matrix", confusion_matrix_figure(cm, self.class_names))
         self.test_confusion.reset()
 

@@ -271,6 +271,8 @@ class ZooCLI(LightningCLI):
         cfg = self._cfg()
         record = {"metrics": metrics, "best_checkpoint": ckpt or None, "best": best,
                   "epochs": self.trainer.current_epoch, "seed": cfg.get("seed_everything"), "command": self._command}
+        if getattr(self.model, "last_test_confusion", None) is not None:
+            record["confusion_matrix"] = self.model.last_test_confusion
         # enough to redo the run without the logger's files; a failure here must not cost the metrics
         try:
             record["provenance"] = provenance()

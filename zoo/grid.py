@@ -19,6 +19,11 @@ Grid YAML::
     out: docs/results/reduced_mnist_real_x_aug
     logs: runs/grid_logs/reduced_mnist_real_x_aug  # optional, default <out>/logs
     percent: true                              # optional: show the metric x100 in the table/heatmap
+    # optional: named sets of overrides, one more axis ('variant', first) - e.g. an ablation
+    # variants: {full: {}, no-trim: {data.trim_db: null}}
+    # optional: an axis of cross-validation folds; folds.md gives mean +- std over them (and worst)
+    # folds: data.test_speaker
+    # an axis (or cell key) 'config' runs other base configs: axes: {config: [configs/a.yaml, ...]}
 
 Each run writes ``<out>/runs/<cell>-seed<N>.json`` (``--run.results_file``) and its console output to
 ``<logs>/<cell>-seed<N>.log``. A run whose JSON exists is skipped; failed runs are reported,
@@ -46,7 +51,8 @@ from typing import Any
 import yaml
 
 DEFAULT_COMMAND = [sys.executable, "-m", "zoo", "fit"]
-_KNOWN = {"config", "group", "seeds", "metric", "axes", "cells", "args", "out", "logs", "percent", "command"}
+_KNOWN = {"config", "group", "seeds", "metric", "axes", "cells", "args", "out", "logs", "percent", "command",
+          "variants", "folds"}
 
 
 @dataclass
@@ -78,6 +84,8 @@ class GridSpec:
     cells: list[Cell]
     keys: list[str]
     args: list[str] = field(default_factory=list)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    folds: str | None = None
     logs: Path | None = None
     percent: bool = False
     command: list[str] = field(default_factory=lambda: list(DEFAULT_COMMAND))
@@ -96,7 +104,8 @@ def _cli_value(value: Any) -> str:
 
 def cell_name(overrides: dict[str, Any]) -> str:
     """A file-name-safe, readable id such as ``real_per_class=300_augmented_per_class=1000``."""
-    parts = [f"{k.rsplit('.', 1)[-1]}={_cli_value(v)}" for k, v in overrides.items()]
+    parts = [f"{k.rsplit('.', 1)[-1]}={Path(str(v)).stem if k == 'config' else _cli_value(v)}"
+             for k, v in overrides.items()]
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "-", "_".join(parts)) or "base"
 
 
@@ -125,10 +134,16 @@ def load_grid(path: str | os.PathLike) -> GridSpec:
         raise ValueError(f"{path}: 'seeds' has duplicates: {seeds}")
     if ("axes" in raw) == ("cells" in raw):
         raise ValueError(f"{path}: give exactly one of 'axes' (cartesian product) or 'cells' (explicit list)")
+    variants = raw.get("variants") or {}
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) or v is None for v in variants.values()):
+        raise ValueError(f"{path}: 'variants' must map names to mappings of override keys, got {variants!r}")
+    variants = {str(k): dict(v or {}) for k, v in variants.items()}
     if "axes" in raw:
         axes = raw["axes"]
         if not isinstance(axes, dict) or not axes or not all(isinstance(v, list) and v for v in axes.values()):
             raise ValueError(f"{path}: 'axes' must map override keys to non-empty lists of values, got {axes!r}")
+        if variants:
+            axes = {"variant": list(variants), **axes}
         keys = list(axes)
         combos = [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
     else:
@@ -140,6 +155,14 @@ def load_grid(path: str | os.PathLike) -> GridSpec:
         if not isinstance(k, str) or k.startswith("-"):
             raise ValueError(f"{path}: override keys are CLI keys without dashes, like 'data.real_per_class'; "
                              f"got {k!r}")
+    for c in combos:
+        if "config" in c and not Path(c["config"]).is_file():
+            raise FileNotFoundError(f"{path}: config {c['config']!r} of a cell does not exist")
+        if "variant" in c and c["variant"] not in variants:
+            raise ValueError(f"{path}: variant {c['variant']!r} is not one of 'variants': {sorted(variants)}")
+    folds = raw.get("folds")
+    if folds is not None and folds not in keys:
+        raise ValueError(f"{path}: 'folds' must name one of the axes {keys}, got {folds!r}")
     cells = [Cell(cell_name(c), dict(c)) for c in combos]
     names = [c.name for c in cells]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -154,7 +177,7 @@ def load_grid(path: str | os.PathLike) -> GridSpec:
     return GridSpec(path=path, config=config, group=raw["group"], seeds=seeds, metric=raw.get("metric", "test/acc"),
                     out=Path(raw["out"]), cells=cells, keys=keys, args=[str(a) for a in args],
                     logs=Path(raw["logs"]) if raw.get("logs") else Path(raw["out"]) / "logs",
-                    percent=bool(raw.get("percent", False)),
+                    percent=bool(raw.get("percent", False)), variants=variants, folds=folds,
                     command=[sys.executable if c == "python" else str(c) for c in command])
 
 
@@ -163,8 +186,12 @@ def run_id(cell: Cell, seed: int) -> str:
 
 
 def build_command(spec: GridSpec, cell: Cell, seed: int) -> list[str]:
-    cmd = [*spec.command, "--config", spec.config, *spec.args]
-    for key, value in cell.overrides.items():
+    overrides = dict(cell.overrides)
+    config = overrides.pop("config", spec.config)
+    if "variant" in overrides:
+        overrides = {**spec.variants[overrides.pop("variant")], **overrides}
+    cmd = [*spec.command, "--config", config, *spec.args]
+    for key, value in overrides.items():
         cmd += [f"--{key}", _cli_value(value)]
     cmd += ["--seed_everything", str(seed), "--run.group", spec.group,
             "--run.name", f"{spec.group}-{run_id(cell, seed)}",
@@ -267,7 +294,73 @@ def summarize(spec: GridSpec, records: list[dict[str, Any]]) -> dict[str, tuple[
     (spec.out / "table.md").write_text(header + "\n".join(lines) + "\n")
     if len(spec.keys) == 2:
         heatmap(spec, summary)
+    if spec.folds:
+        fold_summary(spec, summary)
     return summary
+
+
+def fold_summary(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Path:
+    """``folds.md``: one row per fold, one column per combination of the other axes (each value the
+    mean over seeds), then mean ± std over folds and the worst fold; ``confusion_<column>.png``: the
+    test confusion matrix of every fold, from the runs' results files (first seed)."""
+    fmt = "{:.2f}" if spec.percent else "{:.4f}"
+    others = [k for k in spec.keys if k != spec.folds]
+    folds = list(dict.fromkeys(_cli_value(c.overrides[spec.folds]) for c in spec.cells))
+
+    def column(cell: Cell) -> str:
+        return " ".join(Path(str(cell.overrides[k])).stem if k == "config" else _cli_value(cell.overrides[k])
+                        for k in others) or spec.metric
+
+    columns = list(dict.fromkeys(column(c) for c in spec.cells))
+    value = {(column(c), _cli_value(c.overrides[spec.folds])): summary[c.name][0]
+             for c in spec.cells if c.name in summary}
+    lines = [f"| {spec.folds.rsplit('.', 1)[-1]} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for fold in folds:
+        lines.append(f"| {fold} | " + " | ".join(fmt.format(value[(col, fold)]) if (col, fold) in value else "n/a"
+                                                 for col in columns) + " |")
+    means, worst = [], []
+    for col in columns:
+        vals = [value[(col, f)] for f in folds if (col, f) in value]
+        m, sd = _stats(vals) if vals else (float("nan"), float("nan"))
+        means.append(f"**{fmt.format(m)} ± {fmt.format(sd)}**" + ("" if len(vals) == len(folds) else f" ({len(vals)} folds)"))
+        worst.append(fmt.format(min(vals)) if vals else "n/a")
+    lines += ["| mean ± std | " + " | ".join(means) + " |", "| worst | " + " | ".join(worst) + " |"]
+    text = (f"{spec.metric}{' (%)' if spec.percent else ''} per fold ({spec.folds}), mean over seeds {spec.seeds}; "
+            f"std over folds.\n\n" + "\n".join(lines) + "\n")
+    path = spec.out / "folds.md"
+    path.write_text(text)
+    _fold_confusions(spec, folds, columns, column)
+    return path
+
+
+def _fold_confusions(spec: GridSpec, folds: list[str], columns: list[str], column) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    for col in columns:
+        mats = {}
+        for cell in spec.cells:
+            result = spec.out / "runs" / f"{run_id(cell, spec.seeds[0])}.json"
+            if column(cell) == col and result.exists():
+                cm = _read_result(result).get("confusion_matrix")
+                if cm:
+                    mats[_cli_value(cell.overrides[spec.folds])] = np.asarray(cm)
+        if not mats:
+            continue
+        fig, axes = plt.subplots(1, len(mats), figsize=(2.6 * len(mats), 2.9), squeeze=False)
+        for ax, (fold, cm) in zip(axes[0], mats.items()):
+            acc = np.trace(cm) / max(cm.sum(), 1)
+            ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+            ax.set_title(f"{fold}: {100 * acc:.1f} %", fontsize=9)
+            ax.set_xlabel("predicted", fontsize=8)
+            ax.set_ylabel("true", fontsize=8)
+            ax.set_xticks(range(len(cm)))
+            ax.set_yticks(range(len(cm)))
+            ax.tick_params(labelsize=6)
+        fig.suptitle(f"{col}: test confusion per {spec.folds.rsplit('.', 1)[-1]} (seed {spec.seeds[0]})", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(spec.out / f"confusion_{re.sub(r'[^A-Za-z0-9_.=+-]+', '-', col)}.png", dpi=110)
+        plt.close(fig)
 
 
 def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Path:
@@ -310,7 +403,8 @@ def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Pat
 
 
 def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False,
-             summary_only: bool = False, out: str | None = None) -> GridResult:
+             summary_only: bool = False, out: str | None = None,
+             args: list[str | int | float | bool | None] | None = None) -> GridResult:
     """Run every (cell, seed) of a grid YAML that has no results yet, then write runs.csv, table.md, heatmap.png.
 
     Args:
@@ -323,12 +417,16 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
             (runs without results are listed as "missing").
         out: results (and logs, in ``<out>/logs``) go here instead of the grid's ``out``: a study
             whose results are committed re-runs from scratch with ``--out runs/repro/<name>``.
+        args: more CLI overrides for every run, after the grid's own ``args`` (e.g. ``--args
+            '[--trainer.logger, false]'`` on a machine without W&B); a finished run is not redone.
     """
     if max_parallel < 1:
         raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
     spec = load_grid(grid)
     if out is not None:
         spec = dataclasses.replace(spec, out=Path(out), logs=Path(out) / "logs")
+    if args:
+        spec = dataclasses.replace(spec, args=[*spec.args, *map(_cli_value, args)])
     if seeds_first:
         jobs = [(cell, seed) for seed in spec.seeds for cell in spec.cells]
     else:

@@ -1,0 +1,92 @@
+"""The spoken-digit recipe for voices never heard: on-device augmentation and per-utterance
+normalisation (datamodules/audio.py), and how SpokenDigits applies them (train only, every stage)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from audio_fixtures import write_fsdd
+from datamodules.audio import add_noise, utterance_normalize, vtlp
+from datamodules.spoken_digits import SpokenDigits
+
+
+def _images(n=4, bands=64, frames=32):
+    g = torch.Generator().manual_seed(0)
+    return -60 + 40 * torch.rand(n, 1, bands, frames, generator=g)
+
+
+def test_vtlp_identity_at_zero_and_per_sample_warps():
+    x = _images()
+    assert torch.equal(vtlp(x, 0.0, 8000), x)
+    # one bright band: a warp moves it up or down, by a different amount per sample
+    x = torch.full((64, 1, 64, 8), -60.0)
+    x[:, :, 30, :] = 0.0
+    out = vtlp(x, 0.2, 8000, generator=torch.Generator().manual_seed(1))
+    peaks = out[:, 0, :, 0].argmax(dim=1)
+    assert peaks.min() < 30 < peaks.max() and len(set(peaks.tolist())) > 5
+    assert (peaks - 30).abs().max() <= 12  # 20 % of a mel-band centre of ~1.5 kHz moves it a few bands, not far
+
+
+def test_noise_only_adds_energy_and_follows_the_snr():
+    x = _images(n=256)
+    g = torch.Generator().manual_seed(0)
+    loud, quiet = add_noise(x, (0.0, 0.0), generator=g), add_noise(x, (40.0, 40.0), generator=g)
+    assert (loud >= x - 1e-4).all() and (quiet >= x - 1e-4).all()
+    assert (loud - x).mean() > 1.0 > (quiet - x).mean() > 0.0
+
+
+def test_utterance_normalisation_removes_band_means_and_level():
+    x = _images()
+    out = utterance_normalize(x)
+    assert out.mean(dim=-1).abs().max() < 1e-4
+    assert torch.allclose(out.std(dim=(1, 2, 3)), torch.ones(4), atol=1e-4)
+    assert torch.allclose(utterance_normalize(x + 17.0), out, atol=1e-4)  # gain in dB drops out
+
+
+def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_path):
+    data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
+    dm = SpokenDigits(data_dir=str(data), cache_dir=str(tmp_path / "cache"), progress=False, batch_size=8,
+                      normalize="utterance", vtlp=0.2, noise_snr=(5.0, 20.0), trim_db=40)
+    dm.setup()
+    x, y = next(iter(dm.val_dataloader()))
+
+    class Trainer:
+        training = False
+
+    dm.trainer = Trainer()
+    val = dm.on_after_batch_transfer((x, y), 0)[0]
+    assert torch.allclose(val, utterance_normalize(x))  # evaluation: normalised, never augmented
+    Trainer.training = True
+    torch.manual_seed(0)
+    train = dm.on_after_batch_transfer((x, y), 0)[0]
+    assert not torch.allclose(train, val, atol=1e-3)
+    assert train.mean(dim=-1).abs().max() < 1e-4  # augmented, then normalised
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"feature": "mfcc", "normalize": "utterance"}, "need feature='logmel'"),
+    ({"feature": "mfcc", "vtlp": 0.1}, "need feature='logmel'"),
+    ({"vtlp": 0.7}, r"vtlp is the largest frequency warp"),
+    ({"noise_snr": (30.0, 5.0)}, r"lo <= hi"),
+    ({"trim_db": -3.0}, r"trim_db must be > 0"),
+    ({"normalize": "sometimes"}, r"normalize='sometimes' is not supported"),
+    ({"source": "audiomnist", "target": "gender", "add_tts": True}, r"add_tts=True only makes sense"),
+])
+def test_recipe_settings_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SpokenDigits(**kwargs)
+
+
+def test_add_tts_extends_training_only(tmp_path, monkeypatch):
+    """espeak-ng speakers join the training split; validation and test stay the real source's."""
+    data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
+    kw = dict(data_dir=str(data), cache_dir=str(tmp_path / "cache"), progress=False, trim_db=40)
+    plain = SpokenDigits(**kw)
+    plain.setup()
+    mixed = SpokenDigits(**kw, add_tts=True, voices=["en-us+f2"], rates=[175], pitches=[50])
+    mixed.setup()
+    assert len(mixed.dataset("train")) == len(plain.dataset("train")) + 10
+    assert len(mixed.dataset("val")) == len(plain.dataset("val")) and len(mixed.dataset("test")) == len(plain.dataset("test"))
+    speakers = {m["speaker"] for m in mixed.metadata("train")}
+    assert "en-us+f2-r175-p50" in speakers and {m["speaker"] for m in mixed.metadata("test")} <= {"alice", "bob"}
