@@ -129,10 +129,9 @@ class VOC2007DataModule(ImageTensorDataModule):
         for f in files:
             if not f.is_file():
                 raise FileNotFoundError(f"VOC 2007: image {f} listed in ImageSets/Main is missing")
-        key = {"root": str(self.voc_dir.resolve()), "ids": ids, "bytes": [f.stat().st_size for f in files],
-               "size": self.image_size, "channels": self.channels}
+        key = {"root": str(self.voc_dir.resolve()), "ids": ids, "size": self.image_size, "channels": self.channels}
         data = cached(key, lambda: {"images": decode_images(files, self.image_size, self.channels, "decoding VOC2007")},
-                      self.cache_dir, "voc2007")
+                      self.cache_dir, "voc2007", files=files)  # a file changed in place (size, mtime) is decoded again
         if not (own == 2).any() and self.split_ratios is None:
             raise ValueError(f"VOC 2007 test split not found ({self.voc_dir}/ImageSets/Main/test.txt): download it "
                              "(download: true) or set split_ratios to split trainval")
@@ -223,7 +222,7 @@ class STL10DataModule(ImageTensorDataModule):
                                        antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
             return {"images": images.contiguous()}
 
-        key = {"root": str(self.binary_dir.resolve()), "bytes": [f.stat().st_size for f in files],
-               "keep": keep.tolist(), "size": self.image_size, "channels": self.channels}
-        data = cached(key, build, self.cache_dir, "stl10")
+        key = {"root": str(self.binary_dir.resolve()), "keep": keep.tolist(), "size": self.image_size,
+               "channels": self.channels}
+        data = cached(key, build, self.cache_dir, "stl10", files=files)
         return (data["images"], torch.as_tensor(labels[keep]), torch.as_tensor(own[keep]), self.scan_class_names())
