@@ -323,3 +323,44 @@ def test_entry_points_draw_to_files_unless_mplbackend_says_otherwise(monkeypatch
         assert matplotlib.get_backend().lower() == "agg"
     finally:
         plt.switch_backend(before)
+
+
+@pytest.mark.parametrize("given, expected", [("1", 1), ("3", 3), ("1.0", 1.0), ("0.25", 0.25)])
+def test_int_trainer_limits_mean_batches_and_decimals_fractions(given, expected, tmp_path):
+    """As in Lightning's Python API: ``limit_train_batches=1`` is one batch, ``1.0`` all of them."""
+    config = tmp_path / "limits.yaml"
+    config.write_text(f"trainer:\n  limit_val_batches: {given}\n  overfit_batches: {given}\n")
+    trainer = built(["--config", REPO / "configs" / "lenet_reduced_mnist.yaml", "--config", config,
+                     "--trainer.logger", "false", "--trainer.limit_train_batches", given,
+                     "--trainer.limit_test_batches", given]).trainer
+    for value in (trainer.limit_train_batches, trainer.limit_val_batches, trainer.limit_test_batches,
+                  trainer.overfit_batches):
+        assert value == expected and type(value) is type(expected)
+
+
+def test_non_finite_loss_stops_the_run_naming_the_learning_rate(tmp_path):
+    from test_resume import write_mnist
+
+    from zoo.callbacks import NonFiniteLossError
+
+    results = tmp_path / "r.json"
+    with pytest.raises(NonFiniteLossError, match=r"training loss is (nan|inf).*AdamW lr=1e\+06.*lower it"):
+        run_cli(["fit", "--config", REPO / "configs" / "lenet_reduced_mnist.yaml",
+                 "--data.data_dir", write_mnist(tmp_path / "data"), "--data.real_per_class", "12",
+                 "--data.test_per_class", "5", "--data.batch_size", "16", "--model.optimizer.init_args.lr", "1e6",
+                 "--trainer.logger", "false", "--trainer.default_root_dir", tmp_path, "--trainer.max_epochs", "5",
+                 "--trainer.enable_progress_bar", "false", "--run.results_file", results])
+    assert not results.exists()  # a diverged run reports no metrics
+
+
+def test_results_file_is_valid_json_when_a_metric_is_nan(tmp_path):
+    cli = built(["--config", REPO / "configs" / "lenet_reduced_mnist.yaml", "--trainer.logger", "false",
+                 "--trainer.default_root_dir", tmp_path, "--run.results_file", tmp_path / "r.json"])
+    cli.trainer.callback_metrics.update({"val/loss": torch.tensor(float("nan")), "val/acc": torch.tensor(0.5)})
+    cli._write_results()
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON")
+
+    record = json.loads((tmp_path / "r.json").read_text(), parse_constant=no_constants)
+    assert record["metrics"] == {"val/loss": None, "val/acc": 0.5}

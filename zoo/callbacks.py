@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
+import random
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, LearningRateMonitor, ModelCheckpoint
+
+from zoo import compat
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -47,9 +53,9 @@ class BestCheckpoint(ModelCheckpoint):
     # best epoch (or always, in last-only mode) last.ckpt would stop moving. Write it here, at the
     # same point of every epoch, unless this step already saved: a crash loses at most one epoch.
     def _ensure_last(self, trainer, at_train_epoch_end: bool) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
-                and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last and compat.checkpoint_can_save(self, trainer) \
+                and compat.checkpoint_saves_on_train_epoch_end(self, trainer) == at_train_epoch_end:
+            compat.save_last_checkpoint(self, trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -64,6 +70,95 @@ class BestCheckpoint(ModelCheckpoint):
         # which let a smoke test replace the last.ckpt of a real run in the same folder
         if not trainer.fast_dev_run:
             super().on_train_end(trainer, pl_module)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores the best score, top-k and last.ckpt only when the stored folder equals this
+        # one as a string; a relative folder resumed from another working directory, or given once as
+        # "runs/x" and once as "./runs/x", is the same folder
+        stored = state_dict.get("dirpath")
+        if stored and self.dirpath and os.path.realpath(stored) == os.path.realpath(self.dirpath):
+            state_dict = {**state_dict, "dirpath": self.dirpath}
+        super().load_state_dict(state_dict)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and, once used, CUDA), numpy and Python ``random`` states as tensors, ints and lists:
+    what ``torch.load(weights_only=True)`` accepts, so checkpoints stay safe to load."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "gauss": float(gauss)},
+             "python": {"version": version, "state": list(mt), "gauss_next": gauss_next}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Undo of :func:`rng_state` (CUDA states only when this process has as many devices)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeState(Callback):
+    """What a checkpoint needs, besides Lightning's own state, for a resumed run to be the same run.
+
+    * The random generators at checkpoint time. Checkpoints are written at epoch end, and the next
+      epoch draws its shuffling (``RandomSampler`` seeds itself from torch's global generator when the
+      loader is iterated), dropout and on-device augmentation from the global generators. The states
+      are set back while Lightning restores the checkpoint, the last thing before it iterates the
+      resumed epoch's loader (the sanity check in between runs under ``isolate_rng``), so a resumed
+      run draws exactly what the uninterrupted run drew. Under DDP the states of rank 0 are saved;
+      ``seed_everything`` gave every rank the same ones.
+    * Which run it is: each logger's version (CSV, TensorBoard: ``version_N``; W&B: the run id), read
+      by ``python -m zoo fit --ckpt_path`` before the loggers are built, so logs, checkpoints and the
+      W&B run continue where they were.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._loggers = trainer.loggers
+
+    def state_dict(self) -> dict[str, Any]:
+        loggers = [{"type": type(lg).__name__, "version": _plain(lg.version)} for lg in getattr(self, "_loggers", [])]
+        return {"rng": rng_state(), "loggers": loggers}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "rng" in state_dict:
+            set_rng_state(state_dict["rng"])
+
+
+def _plain(version: Any) -> int | str | None:
+    return version if version is None or isinstance(version, (int, str)) else str(version)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run diverged and cannot recover."""
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops training at the first NaN or infinite training loss, naming the setting most likely to blame.
+
+    Without it a diverged run trains on to the end, tests NaN weights and exits 0, and a study
+    tabulates the NaNs as results. Modules with manual optimisation return no loss and are not checked.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor) or bool(torch.isfinite(loss.detach()).all()):
+            return
+        rates = [f"{type(opt).__name__} lr={opt.param_groups[0]['lr']:g}" for opt in trainer.optimizers]
+        precision = f", precision {trainer.precision}" if "16" in str(trainer.precision) else ""
+        raise NonFiniteLossError(
+            f"training loss is {loss.detach().float().mean().item()} at epoch {trainer.current_epoch}, batch "
+            f"{batch_idx} (global step {trainer.global_step}): the run diverged. Most likely the learning rate is too high "
+            f"({'; '.join(rates) or 'no optimizer'}{precision}): lower it (e.g. --model.optimizer.init_args.lr), "
+            "or check the inputs for NaN/inf values.")
 
 
 class SafeLearningRateMonitor(LearningRateMonitor):

@@ -17,6 +17,22 @@ Defaults a user expects, all overridable from a config or the command line:
 * ``seed_everything: 0`` so that a config is a reproducible experiment.
 * ``predict --ckpt_path ... --data.predict_path FILES``: predictions on a user's own files, printed
   and written to ``--run.predictions_file`` (:class:`~zoo.callbacks.PredictionWriter`).
+* Resume: ``fit --config X --ckpt_path <run>/checkpoints/last.ckpt`` continues the *same* run: the
+  checkpoint records each logger's version (:class:`~zoo.callbacks.ResumeState`), so CSV/TensorBoard
+  logs stay in their ``version_N``, W&B continues its run id (``resume="allow"``, offline too), the
+  checkpoint folder is the same one (ModelCheckpoint keeps its best score), and the random generators
+  are restored, so the metrics equal an uninterrupted run's (``tests/test_resume.py``).
+  ``--ckpt_path last`` is the newest ``last.ckpt`` of the run this command describes:
+  ``--checkpoint.dirpath D``: ``D/last.ckpt``; CSV/TensorBoard first logger: any
+  ``<save_dir>/<group>/<name>/version_*/checkpoints/`` (only the given ``version`` when one is set);
+  W&B: any ``<save_dir>/<project>/<id>/checkpoints/`` whose ``config.yaml`` has the same run name and
+  group (only the given ``id`` when one is set); no logger: ``<default_root_dir>/checkpoints/``. When
+  there is none, ``fit`` says where it looked and trains from scratch; ``validate|test|predict`` fail.
+* A NaN or infinite training loss stops the run naming the learning rate
+  (:class:`~zoo.callbacks.StopOnNonFiniteLoss`); the results file never holds NaN (null instead).
+* ``int | float`` trainer options read an integer as a number of batches and a decimal as a
+  fraction, as Lightning's Python API does: ``--trainer.limit_train_batches 1`` is one batch,
+  ``1.0`` all of them (:func:`zoo.compat.prefer_int_over_float`).
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import json
+import math
 import os
 import pkgutil
 import sys
@@ -36,8 +53,10 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from zoo.callbacks import BestCheckpoint, PredictionWriter, SafeLearningRateMonitor
+from zoo import compat
+from zoo.callbacks import BestCheckpoint, PredictionWriter, ResumeState, SafeLearningRateMonitor, StopOnNonFiniteLoss
 from zoo.figures import use_file_backend
+from zoo.safe_load import load_checkpoint
 
 PACKAGES = ("zoo", "datamodules")
 _SKIP = {"zoo.cli", "zoo.__main__"}
@@ -56,6 +75,10 @@ def import_all(packages=PACKAGES) -> list[str]:
     return names
 
 
+def _expand(path) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(str(path))))  # as TensorBoard resolves its log_dir
+
+
 _CLAIMED: list[Path] = []
 
 
@@ -68,7 +91,7 @@ def claim_version(parent: Path) -> int:
     or fails, so exactly one process gets each version. A claimed folder that is still empty when the
     process ends (the run failed before writing, or never logged) is removed again.
     """
-    parent = Path(os.path.expandvars(os.path.expanduser(str(parent))))  # as TensorBoard resolves its log_dir
+    parent = _expand(parent)
     parent.mkdir(parents=True, exist_ok=True)
     taken = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
     version = max(taken, default=-1) + 1
@@ -126,6 +149,37 @@ def _is_wandb(logger) -> bool:
     return type(logger).__name__ == "WandbLogger"
 
 
+def _configured_loggers(cfg) -> list:
+    """The ``class_path``/``init_args`` namespaces of the configured loggers (none for true/false/null)."""
+    logger = cfg.trainer.get("logger")
+    if logger is None or isinstance(logger, bool):
+        return []
+    return [lg for lg in (logger if isinstance(logger, list) else [logger]) if hasattr(lg, "class_path")]
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN, and a reader that
+    meets the ``NaN`` Python writes fails (or, worse, tabulates it)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _same_wandb_run(config_file: Path, name: str | None, group: str | None) -> bool:
+    """Whether the config a W&B run saved next to its checkpoints names this run (name and group)."""
+    try:
+        saved = yaml.safe_load(config_file.read_text()) or {}
+        logger = saved["trainer"]["logger"]
+        logger = logger[0] if isinstance(logger, list) else logger
+        return logger["init_args"].get("name") == name and (saved.get("run") or {}).get("group") == group
+    except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError, AttributeError):
+        return False
+
+
 class LoggerSaveConfigCallback(SaveConfigCallback):
     """Also stores the full resolved config with the run (W&B config panel + ``zoo_config.yaml`` run file).
 
@@ -175,27 +229,26 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SafeLearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
+        compat.prefer_int_over_float(parser)  # --trainer.limit_train_batches 1 is one batch, 1.0 all of them
 
     def parse_arguments(self, parser, args) -> None:
         given = sys.argv[1:] if args is None else args
         self._command = ["python", "-m", "zoo", *map(str, given)] if isinstance(given, (list, tuple)) else None
         super().parse_arguments(parser, args)
+        # before LightningCLI reads the checkpoint's hyperparameters: `last` must be a file by then
+        subcommand = self.config.get("subcommand")
+        cfg = self.config[subcommand] if subcommand else self.config
+        self._fill_logger_defaults(cfg)
+        if subcommand and cfg.get("ckpt_path") == "last":
+            cfg.ckpt_path = self._last_checkpoint(cfg, subcommand)
 
-    def before_instantiate_classes(self) -> None:
-        cfg = self._cfg()
-        logger = cfg.trainer.get("logger")
-        if logger is None or isinstance(logger, bool):
-            return
-        loggers = logger if isinstance(logger, list) else [logger]
+    def _fill_logger_defaults(self, cfg) -> None:
+        """Loggers write under ``default_root_dir`` unless given a ``save_dir``; runs get the zoo's names."""
         model = str(cfg.model.class_path).rsplit(".", 1)[-1] if cfg.get("model") else "model"
         data = str(cfg.data.class_path).rsplit(".", 1)[-1] if cfg.get("data") else "data"
         name = cfg.run.name or f"{model}-{data}-seed{cfg.seed_everything}"
         root = cfg.trainer.get("default_root_dir")
-        claimed: dict[Path, int] = {}  # a CSV and a TensorBoard logger of one run share their version
-        self._claimed_versions = []
-        for lg in loggers:
-            if not hasattr(lg, "class_path"):
-                continue
+        for lg in _configured_loggers(cfg):
             args = lg.init_args
             if "save_dir" in args and args.save_dir in (None, ".") and root:  # not given: files go under root
                 args.save_dir = str(root)
@@ -209,30 +262,99 @@ class ZooCLI(LightningCLI):
                 if args.get("name") in (None, "lightning_logs"):
                     # <group>/<run name>/version_N: a named run never overwrites another one's logs
                     args.name = "/".join(part for part in (cfg.run.group, cfg.run.name) if part) or name
-                if args.get("version") is None and rank_zero_only.rank == 0 and not cfg.trainer.get("fast_dev_run"):
-                    parent = Path(args.save_dir or ".", args.name)
+
+    def _last_checkpoint(self, cfg, subcommand: str) -> str | None:
+        """``--ckpt_path last``: the newest ``last.ckpt`` of the run this command describes (module docstring)."""
+        root = _expand(cfg.trainer.get("default_root_dir") or ".")
+        loggers, logger = _configured_loggers(cfg), cfg.trainer.get("logger")
+        if cfg.checkpoint.get("dirpath"):
+            dirs, where = [_expand(cfg.checkpoint.dirpath)], str(_expand(cfg.checkpoint.dirpath))
+        elif logger is False or (isinstance(logger, list) and not loggers):
+            dirs, where = [root / "checkpoints"], str(root / "checkpoints")
+        elif not loggers:  # null/true: Lightning's default logger, <root>/lightning_logs/version_N
+            where = f"{root}/lightning_logs/version_*/checkpoints"
+            dirs = list(root.glob("lightning_logs/version_*/checkpoints"))
+        elif loggers[0].class_path.endswith("WandbLogger"):
+            args = loggers[0].init_args
+            base = _expand(args.save_dir or ".") / str(args.get("project") or "lightning_logs")
+            if args.get("id"):
+                dirs, where = [base / args.id / "checkpoints"], str(base / args.id / "checkpoints")
+            else:
+                dirs = [d / "checkpoints" for d in base.glob("*")
+                        if _same_wandb_run(d / "config.yaml", args.name, cfg.run.group)]
+                where = f"{base}/*/checkpoints of W&B runs named {args.name!r} in group {cfg.run.group!r}"
+        else:
+            args = loggers[0].init_args
+            base = _expand(args.save_dir or ".") / str(args.get("name") or "lightning_logs")
+            version = args.get("version")
+            folder = "version_*" if version is None else version if isinstance(version, str) else f"version_{version}"
+            dirs, where = list(base.glob(f"{folder}/checkpoints")), f"{base}/{folder}/checkpoints"
+        found = [d / "last.ckpt" for d in dirs if (d / "last.ckpt").is_file()]
+        if found:
+            return str(max(found, key=lambda p: p.stat().st_mtime_ns))
+        if subcommand != "fit":
+            raise FileNotFoundError(f"--ckpt_path last: no last.ckpt of this run in {where}")
+        print(f"--ckpt_path last: no last.ckpt of this run in {where}; training from scratch", file=sys.stderr)
+        return None
+
+    def _resumed_loggers(self, ckpt_path: str) -> list[dict]:
+        """The logger versions a checkpoint recorded (:class:`~zoo.callbacks.ResumeState`)."""
+        state = load_checkpoint(ckpt_path, hint="pass a checkpoint written by `python -m zoo fit`")
+        self._resumed_epoch = int(state.get("epoch", 0))
+        loggers = (state.get("callbacks") or {}).get(ResumeState.__name__, {}).get("loggers")
+        if loggers is None:
+            print(f"{ckpt_path} does not record its run (written before the zoo did): the resumed run logs to a "
+                  "new version", file=sys.stderr)
+        return loggers or []
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._cfg()
+        loggers = _configured_loggers(cfg)
+        resumed = self._resumed_loggers(cfg.ckpt_path) if self.subcommand == "fit" and cfg.get("ckpt_path") else []
+        claimed: dict[Path, int] = {}  # a CSV and a TensorBoard logger of one run share their version
+        self._claimed_versions = []  # (init_args, key): set for this process only, reset after instantiation
+        for i, lg in enumerate(loggers):
+            args, kind = lg.init_args, lg.class_path.rsplit(".", 1)[-1]
+            before = resumed[i]["version"] if i < len(resumed) and resumed[i].get("type") == kind else None
+            if kind == "WandbLogger":
+                if before is not None and not args.get("id"):  # the same W&B run continues
+                    args.id, args.resume = before, "allow"
+                    self._claimed_versions += [(args, "id"), (args, "resume")]
+            elif kind in ("CSVLogger", "TensorBoardLogger") and args.get("version") is None:
+                if before is not None:  # the same version folder continues
+                    args.version = before
+                    self._continued_logs = True
+                elif rank_zero_only.rank == 0 and not cfg.trainer.get("fast_dev_run"):
+                    parent = _expand(args.save_dir or ".") / args.name
                     if parent not in claimed:
                         claimed[parent] = claim_version(parent)
                     args.version = claimed[parent]
-                    self._claimed_versions.append(args)
+                else:
+                    continue
+                self._claimed_versions.append((args, "version"))
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         # the claimed version was for this process only: the saved config keeps "next free version", so a
         # run started again from it (`--config .../config.yaml`) claims its own instead of reusing this one
-        for args in getattr(self, "_claimed_versions", []):
-            args.version = None
+        for args, key in getattr(self, "_claimed_versions", []):
+            setattr(args, key, None)
+        if getattr(self, "_continued_logs", False) and rank_zero_only.rank == 0:
+            for logger in self.trainer.loggers:  # one metrics.csv for the whole run
+                if type(logger).__name__ == "CSVLogger":
+                    compat.continue_csv_log(logger, self._resumed_epoch)
 
     def instantiate_trainer(self, **kwargs):
         """As LightningCLI's, but ``--trainer.enable_checkpointing false`` drops the default checkpoint
         callback instead of failing on it."""
-        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        config = {**compat.cli_get(self, self.config_init, "trainer", default={}), **kwargs}
+        callbacks = [compat.cli_get(self, self.config_init, key) for key in compat.cli_parser(self).callback_keys]
         if config.get("enable_checkpointing") is False:
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         if self.subcommand == "predict":
             callbacks.append(PredictionWriter(self._cfg().run.predictions_file))
-        return self._instantiate_trainer(config, callbacks)
+        callbacks += [ResumeState(), StopOnNonFiniteLoss()]
+        return compat.cli_build_trainer(self, config, callbacks)
 
     def _cfg(self):
         """The parsed config of the running subcommand (the whole config when built without one)."""
@@ -279,11 +401,11 @@ class ZooCLI(LightningCLI):
         except Exception as e:  # noqa: BLE001
             record["provenance"] = {"error": repr(e)}
         try:
-            record["config"] = yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False))
+            record["config"] = yaml.safe_load(compat.cli_parser(self).dump(cfg, skip_none=False))
         except Exception as e:  # noqa: BLE001
             record["config"] = {"error": repr(e)}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(record, indent=2, default=str))
+        Path(path).write_text(json.dumps(_finite(record), indent=2, default=str, allow_nan=False))
 
 
 def default_trainer() -> dict:
