@@ -371,8 +371,12 @@ def add_noise(x: torch.Tensor, snr_db: tuple[float, float], generator: torch.Gen
 
 
 def utterance_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Per-utterance normalisation of ``(N, C, F, T)`` log-mel images: each band's mean over time is
-    removed (cepstral mean normalisation: a microphone's or room's response is a constant per band in
-    dB) and the image is scaled to unit standard deviation (a recording's level does not matter)."""
-    x = x - x.mean(dim=-1, keepdim=True)
+    """Per-utterance normalisation of ``(N, C, F, T)`` log-mel (dB) images: the clip's own mean level is
+    removed and its spread scaled to one, so a recording's gain and loudness do not matter.
+
+    One mean for the whole image, not one per band: the average spectrum of a one-word clip is much of
+    what tells its digit, and removing it per band (cepstral mean normalisation) cost 10 points of
+    leave-one-speaker-out accuracy in the study (docs/spoken_digits.md#voices-never-heard).
+    """
+    x = x - x.mean(dim=(1, 2, 3), keepdim=True)
     return x / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-5)

@@ -284,8 +284,8 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         n_mels: mel bands of the log-mel image (feature="logmel").
         frames: time columns every log-mel image is resized to (feature="logmel").
         normalize: "dataset": standardise each MFCC coefficient / mel band with the training split's mean and
-            std; "utterance": per clip, remove each mel band's mean and scale to unit std (logmel only;
-            robust to microphones and levels); "none". true/false mean "dataset"/"none".
+            std; "utterance": per clip, remove the image's mean level and scale it to unit std (logmel only;
+            a recording's gain does not matter); "none". true/false mean "dataset"/"none".
         val_fraction: share held out for validation (clips for FSDD, speakers otherwise), in (0, 1).
         test_fraction: share of speakers in the test set for speaker-disjoint "official" splits, in (0, 1).
         batch_size: batch size of all loaders.

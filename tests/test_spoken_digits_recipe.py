@@ -36,12 +36,14 @@ def test_noise_only_adds_energy_and_follows_the_snr():
     assert (loud - x).mean() > 1.0 > (quiet - x).mean() > 0.0
 
 
-def test_utterance_normalisation_removes_band_means_and_level():
+def test_utterance_normalisation_removes_level_and_keeps_spectral_shape():
     x = _images()
+    x[:, :, :8] += 20.0  # a loud low band: the shape a digit's spectrum has
     out = utterance_normalize(x)
-    assert out.mean(dim=-1).abs().max() < 1e-4
+    assert out.mean(dim=(1, 2, 3)).abs().max() < 1e-4
     assert torch.allclose(out.std(dim=(1, 2, 3)), torch.ones(4), atol=1e-4)
     assert torch.allclose(utterance_normalize(x + 17.0), out, atol=1e-4)  # gain in dB drops out
+    assert (out[:, :, :8].mean(dim=(1, 2, 3)) > out[:, :, 8:].mean(dim=(1, 2, 3)) + 1.0).all()  # band shape kept
 
 
 def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_path):
@@ -61,7 +63,7 @@ def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_pat
     torch.manual_seed(0)
     train = dm.on_after_batch_transfer((x, y), 0)[0]
     assert not torch.allclose(train, val, atol=1e-3)
-    assert train.mean(dim=-1).abs().max() < 1e-4  # augmented, then normalised
+    assert train.mean(dim=(1, 2, 3)).abs().max() < 1e-4  # augmented, then normalised
 
 
 @pytest.mark.parametrize("kwargs, match", [
