@@ -23,3 +23,9 @@ clean:
 # the headline studies, timed (meant for a GPU machine; see benchmarks/studies.sh)
 studies:
 	WANDB_MODE=offline PYTHON=$(PY) benchmarks/studies.sh runs/studies
+
+# every config a few dozen steps on the GPU in 32-true, bf16-mixed and 16-mixed (benchmarks/gpu_check.md);
+# writes its table to docs/results/gpu_check/. Options: make gpu-check GPU_CHECK="--workers 4 --steps 40"
+.PHONY: gpu-check
+gpu-check:
+	WANDB_MODE=disabled $(PY) benchmarks/gpu_check.py $(GPU_CHECK)

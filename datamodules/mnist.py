@@ -24,6 +24,7 @@ Only training data is augmented or mixed; validation and test are always real im
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -69,21 +70,71 @@ def denormalize(x: torch.Tensor, mode: Normalize) -> torch.Tensor:
 
 
 # --- loading ------------------------------------------------------------------------------------
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (MNIST's format) as an array, checked against its own header first.
+
+    Why: a truncated download or copy otherwise fails deep inside the reader with a bare reshape or
+    assertion error; here the error names the file and the size its header promises.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if len(data) < 4:
+        raise ValueError(f"{path}: {'empty' if not data else 'truncated'} IDX file: expected at least a 4-byte "
+                         f"header, got {len(data)} bytes (re-download or re-copy the dataset)")
+    zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
+    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+        raise ValueError(f"{path}: not an IDX file (header bytes {data[:4].hex()})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX file: expected a {header}-byte header, got {len(data)} bytes")
+    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = header + int(np.prod(dims)) * dtype.itemsize
+    if len(data) != expected:
+        raise ValueError(f"{path}: {'truncated' if len(data) < expected else 'oversized'} IDX file: its header "
+                         f"says {'x'.join(map(str, dims))} {dtype.name} values, expected {expected} bytes, got "
+                         f"{len(data)} (re-download or re-copy the dataset)")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` (uint8, e.g. images ``(N, 28, 28)`` or labels ``(N,)``) as an IDX file (test fixtures)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+                     + array.tobytes())
+    return path
+
+
 def load_mnist(data_dir: str | Path | None = None, train: bool = True,
                download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The official train (60k) or test (10k) split as ``uint8 (N, 28, 28)`` images and ``int64`` labels.
 
-    Reads ``<data_root>/MNIST/raw`` (torchvision's layout); downloads there only if allowed.
+    Reads ``<data_root>/MNIST/raw`` (torchvision's layout); downloads there (with torchvision) only if allowed.
     """
-    from torchvision.datasets import MNIST
-
     root = data_root(data_dir)
     raw = root / "MNIST" / "raw"
-    if not download and not all((raw / f).is_file() for f in RAW_FILES):
-        missing = [f for f in RAW_FILES if not (raw / f).is_file()]
+    if download and not all((raw / f).is_file() for f in RAW_FILES):
+        from torchvision.datasets import MNIST
+
+        MNIST(root=str(root), train=train, download=True)
+    missing = [f for f in RAW_FILES if not (raw / f).is_file()]
+    if missing:
         raise missing_dataset(f"MNIST (missing {', '.join(missing)})", raw)
-    ds = MNIST(root=str(root), train=train, download=download)
-    return ds.data.clone(), ds.targets.to(torch.int64).clone()
+    images_file, labels_file = (raw / f for f in (RAW_FILES[:2] if train else RAW_FILES[2:]))
+    images, labels = read_idx(images_file), read_idx(labels_file)
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE[1:] or images.dtype != np.uint8:
+        raise ValueError(f"{images_file}: expected uint8 images of shape (N, 28, 28), got {images.dtype} "
+                         f"{images.shape}")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"{labels_file}: expected {len(images)} labels to match {images_file.name}, "
+                         f"got shape {labels.shape}")
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
 def stratified_split(labels: torch.Tensor, counts: list[int | None], generator: torch.Generator,
@@ -168,7 +219,11 @@ def augment_per_class(images01: torch.Tensor, labels: torch.Tensor, per_class: i
                       degrees: float = 15.0, translate: float = 0.1, crop_scale: tuple[float, float] = (0.75, 1.0),
                       crop_ratio: tuple[float, float] = (0.85, 1.0 / 0.85), chunk: int = 4096,
                       num_classes: int = NUM_CLASSES, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` new images per class, each a random warp of a random real image of that class."""
+    """``per_class`` new images per class, each a random warp of a random real image of that class.
+
+    Runs on ``images01``'s device (batched ``grid_sample``); the random draws are on the CPU, so a seed
+    picks the same sources and warps on any device.
+    """
     from tqdm.auto import tqdm
 
     sources = []
@@ -178,7 +233,7 @@ def augment_per_class(images01: torch.Tensor, labels: torch.Tensor, per_class: i
             raise ValueError(f"cannot augment class {c}: it has no real training images")
         sources.append(idx[torch.randint(len(idx), (per_class,), generator=generator)])
     src = torch.cat(sources)
-    out = torch.empty((len(src), *images01.shape[1:]), dtype=images01.dtype)
+    out = torch.empty((len(src), *images01.shape[1:]), dtype=images01.dtype, device=images01.device)
     for start in tqdm(range(0, len(src), chunk), desc="augmenting MNIST", disable=not progress, leave=False):
         part = src[start:start + chunk]
         out[start:start + len(part)] = random_geometric(images01[part], degrees, translate, crop_scale, crop_ratio,
@@ -221,6 +276,60 @@ class IndexBatchSampler(BatchSampler):
         return iter(order.split(self.batch_size))
 
 
+class DeviceBatches:
+    """Batches sliced from split tensors that already live on the training device: no DataLoader, no
+    sampler, no collation, one index tensor per epoch.
+
+    Why: with the data on the device, a DataLoader's per-batch machinery (sampler, fetcher, collate) is
+    pure Python overhead, and a small model's GPU step is short enough to wait for it. Lightning drives
+    this like a loader: it
+    has ``len()``, and its ``sampler`` is itself (``batch_sampler`` None, as Lightning checks a loader for
+    both), so the fit loop's ``set_epoch`` reaches it.
+
+    The order of an epoch is a function of ``seed`` and the epoch only (reproducible, and the same after
+    resuming at an epoch boundary): exactly the order, padding and shard of torch's ``DistributedSampler``
+    with that seed, which Lightning injects into the DataLoader path under DDP. So under DDP (and with
+    ``world_size=1`` against a ``DistributedSampler(num_replicas=1)``) both paths serve identical batches.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"DeviceBatches: {len(x)} images but {len(y)} labels")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"DeviceBatches: rank must be in [0, {world_size}), got {rank}")
+        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
+        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.epoch, self.sampler, self.batch_sampler = 0, self, None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> torch.Tensor:
+        """This rank's indices of the current epoch, in order (on the CPU)."""
+        n = len(self.y)
+        order = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)) if self.shuffle
+                 else torch.arange(n))
+        if self.world_size > 1:  # DistributedSampler(drop_last=False): pad by repeating the start, then stride
+            total = -(-n // self.world_size) * self.world_size
+            order = order.repeat(-(-total // n))[:total][self.rank::self.world_size]
+        if self.drop_last:
+            order = order[:len(order) // self.batch_size * self.batch_size]
+        return order
+
+    def __len__(self) -> int:
+        n = -(-len(self.y) // self.world_size)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        # a DataLoader iterator draws its workers' base seed from the global RNG: so do we, so that dropout and
+        # other global-RNG users see the same stream on both paths
+        torch.empty((), dtype=torch.int64).random_()
+        x, y = self.x, self.y
+        for idx in self.indices().to(x.device, non_blocking=True).split(self.batch_size):
+            yield x[idx], y[idx]
+
+
 def _as_is(batch):
     """``collate_fn`` for :class:`TensorBatches`: ``__getitems__`` already returns the stacked batch."""
     return batch
@@ -239,7 +348,15 @@ class MNISTDataModule(L.LightningDataModule):
     """MNIST / ReducedMNIST with optional augmented and GAN-synthetic training images.
 
     Batches are ``(x, y)``: ``x`` float32 ``(B, 1, 28, 28)`` in the ``normalize`` range, ``y`` int64.
-    ``on_device`` keeps every tensor on the trainer's device (a GPU) so no batch is copied per step.
+    ``on_device`` keeps every tensor on the trainer's device (a GPU) so no batch is copied per step;
+    ``device_resident`` also replaces the DataLoaders by :class:`DeviceBatches`: each epoch is one
+    permutation, a function of the run's seed (``seed_everything``; ``seed`` when none is set) and the
+    epoch, sliced into batches; each DDP process takes its own shard. Either way the augmented images
+    are made on that device. The two paths serve the same splits and identical validation and test
+    batches. Training differs on one device only in order: the DataLoader path draws each epoch's order
+    from the global torch RNG (``RandomSampler``), which model initialisation and dropout also use, so
+    it is not a function of seed and epoch. Under DDP Lightning gives the DataLoader path a
+    ``DistributedSampler`` seeded with ``seed_everything``, and the two paths train identically (tested).
 
     Args:
         data_dir: folder that contains ``MNIST/``; None: $ZOO_DATA_DIR, else ./data.
@@ -253,9 +370,12 @@ class MNISTDataModule(L.LightningDataModule):
         normalize: pixel range of the batches: "zero_one" [0, 1], "minus_one_one" [-1, 1], "standard" (MNIST mean/std).
         batch_size: training batch size.
         eval_batch_size: batch size of the validation, test and predict loaders.
-        num_workers: DataLoader worker processes (0: load in the main process; must be 0 with on_device).
+        num_workers: DataLoader worker processes (0: load in the main process; must be 0 with on_device or
+            device_resident).
         seed: seed of the split, test-subset, augmentation and synthetic-sample draws.
         on_device: keep all split tensors on the trainer's device (e.g. GPU) so no batch is copied per step.
+        device_resident: as on_device, and serve batches by slicing the device tensors (no DataLoader); the
+            training order of every epoch is a function of the run's seed and the epoch only.
         drop_last: drop the last incomplete training batch.
         aug_degrees: maximum rotation of the augmented images in degrees.
         aug_translate: maximum shift of the augmented images per axis, as a fraction of the image size.
@@ -272,7 +392,7 @@ class MNISTDataModule(L.LightningDataModule):
                  augmented_per_class: int = 0, synthetic_per_class: int = 0, synthetic_path: str | None = None,
                  normalize: Normalize = "standard",
                  batch_size: int = 128, eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
-                 on_device: bool = False, drop_last: bool = False,
+                 on_device: bool = False, device_resident: bool = False, drop_last: bool = False,
                  aug_degrees: float = 12.0, aug_translate: float = 0.08,
                  aug_crop_scale: tuple[float, float] = (0.8, 1.0),
                  aug_crop_ratio: tuple[float, float] = (0.85, 1.0 / 0.85)) -> None:
@@ -296,15 +416,15 @@ class MNISTDataModule(L.LightningDataModule):
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"MNISTDataModule: batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
         random_affine_matrices(1, 28, 28, aug_degrees, aug_translate, aug_crop_scale, aug_crop_ratio)  # validates
-        if on_device and num_workers > 0:
-            raise ValueError("MNISTDataModule: on_device=True serves batches from device memory; "
-                             f"it needs num_workers=0, got {num_workers}")
+        if (on_device or device_resident) and num_workers > 0:
+            raise ValueError(f"MNISTDataModule: {'device_resident' if device_resident else 'on_device'}=True serves "
+                             f"batches from device memory; it needs num_workers=0, got {num_workers}")
         self.data_dir, self.download = data_dir, download
         self.real_per_class, self.test_per_class, self.val_fraction = real_per_class, test_per_class, val_fraction
         self.augmented_per_class, self.synthetic_per_class = augmented_per_class, synthetic_per_class
         self.synthetic_path, self.normalize = synthetic_path, normalize
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.seed, self.on_device, self.drop_last = seed, on_device, drop_last
+        self.seed, self.on_device, self.device_resident, self.drop_last = seed, on_device, device_resident, drop_last
         self.aug_degrees, self.aug_translate = aug_degrees, aug_translate
         self.aug_crop_scale, self.aug_crop_ratio = tuple(aug_crop_scale), tuple(aug_crop_ratio)
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -318,11 +438,11 @@ class MNISTDataModule(L.LightningDataModule):
             load_mnist(self.data_dir, train=False, download=True)
 
     # --- building the splits ----------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build(self, device: torch.device | None = None) -> None:
         # one generator per purpose, so e.g. the test subset is identical whatever the augmentation setting
         g, g_test, g_aug, g_syn = (torch.Generator().manual_seed(self.seed + k * 1_000_003) for k in range(4))
         x, y = load_mnist(self.data_dir, train=True, download=False)
-        x01 = x.unsqueeze(1).float().div_(255)
+        x01 = x.unsqueeze(1).to(device).float().div_(255)  # on the training device: augmentation runs there
         if self.real_per_class is None:
             n_val = [round(self.val_fraction * int((y == c).sum())) for c in range(NUM_CLASSES)]
             # class sizes differ, so draw each class's validation share class by class
@@ -348,7 +468,8 @@ class MNISTDataModule(L.LightningDataModule):
             parts_x.append(ax), parts_y.append(ay), sources.append(torch.ones(len(ay), dtype=torch.uint8))
         if self.synthetic_per_class:
             sx, sy = load_synthetic(self.synthetic_path, self.synthetic_per_class, g_syn)
-            parts_x.append(sx), parts_y.append(sy), sources.append(torch.full((len(sy),), 2, dtype=torch.uint8))
+            parts_x.append(sx.to(x01.device)), parts_y.append(sy)
+            sources.append(torch.full((len(sy),), 2, dtype=torch.uint8))
         tx, ty, src = torch.cat(parts_x), torch.cat(parts_y), torch.cat(sources)
         self._splits["train"] = (normalize(tx, self.normalize), ty)
         self._sources = src
@@ -361,21 +482,21 @@ class MNISTDataModule(L.LightningDataModule):
             xt, yt = xt[test_idx], yt[test_idx]
         else:
             test_idx = torch.arange(len(yt))
-        self._splits["test"] = (normalize(xt.unsqueeze(1).float().div_(255), self.normalize), yt)
+        self._splits["test"] = (normalize(xt.unsqueeze(1).to(device).float().div_(255), self.normalize), yt)
         self.indices = {"train": train_idx, "val": val_idx, "test": test_idx}
         made = [f"{int((src == k).sum())} {what}" for k, what in ((1, "augmented"), (2, "synthetic")) if (src == k).any()]
         rank_zero_info(f"MNISTDataModule: train {len(ty)} ({', '.join([f'{len(train_idx)} real', *made])}), "
                        f"val {len(val_idx)}, test {len(yt)}")
 
     def setup(self, stage: str | None = None) -> None:
-        if not self._splits:
-            self._build()
         device = self._device()
+        if not self._splits:
+            self._build(device)
         if device is not None:
             self._splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self._splits.items()}
 
     def _device(self) -> torch.device | None:
-        if not self.on_device:
+        if not (self.on_device or self.device_resident):
             return None
         trainer = getattr(self, "trainer", None)
         return trainer.strategy.root_device if trainer is not None else None
@@ -395,18 +516,28 @@ class MNISTDataModule(L.LightningDataModule):
         return self._sources
 
     # --- loaders ------------------------------------------------------------------------------------
-    def train_dataloader(self) -> DataLoader:
-        x, y = self.split("train")
-        return batch_loader(x, y, self.batch_size, shuffle=True, num_workers=self.num_workers,
-                            drop_last=self.drop_last)
+    def _loader(self, name: str, batch_size: int, shuffle: bool,
+                drop_last: bool = False) -> DataLoader | DeviceBatches:
+        x, y = self.split(name)
+        if not self.device_resident:
+            return batch_loader(x, y, batch_size, shuffle=shuffle, num_workers=self.num_workers, drop_last=drop_last)
+        trainer = getattr(self, "trainer", None)
+        shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        # the run's seed, as Lightning seeds its DistributedSampler; the data seed outside a seeded run
+        seed = int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+        return DeviceBatches(x, y, batch_size, shuffle, seed=seed, drop_last=drop_last,
+                             rank=shard.get("rank", 0), world_size=shard.get("num_replicas", 1))
 
-    def val_dataloader(self) -> DataLoader:
-        x, y = self.split("val")
-        return batch_loader(x, y, self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
 
-    def test_dataloader(self) -> DataLoader:
-        x, y = self.split("test")
-        return batch_loader(x, y, self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        """Always a DataLoader: under DDP Lightning then predicts every test image exactly once."""
+        x, y = self.split("test")
+        return batch_loader(x, y, self.eval_batch_size, shuffle=False, num_workers=self.num_workers)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.mnist import MNIST_MEAN, MNISTDataModule, denormalize, load_synthetic, normalize
+from datamodules.mnist import (MNIST_MEAN, RAW_FILES, MNISTDataModule, denormalize, load_mnist, load_synthetic,
+                               normalize, write_idx)
 from datamodules.paths import DatasetNotFoundError
 from zoo.layers import SpatialAttention
 from zoo.mnist_classifiers import LeNet5, MnistCNN, SpatialAttentionCNN
@@ -173,6 +174,48 @@ def test_missing_synthetic_file_and_path(tmp_path):
         load_synthetic(tmp_path / "nope.npz", per_class=1)
     with pytest.raises(ValueError, match="synthetic_path"):
         MNISTDataModule(synthetic_per_class=10)
+
+
+# --- IDX files ----------------------------------------------------------------------------------
+def _idx_tree(root, n_train=20, n_test=10):
+    """A tiny MNIST in torchvision's raw layout; returns the training images written."""
+    images = np.random.default_rng(0).integers(0, 256, (n_train + n_test, 28, 28), dtype=np.uint8)
+    for (img, lab), part in ((RAW_FILES[:2], images[:n_train]), (RAW_FILES[2:], images[n_train:])):
+        write_idx(root / "MNIST" / "raw" / img, part)
+        write_idx(root / "MNIST" / "raw" / lab, np.arange(len(part)) % 10)
+    return images[:n_train]
+
+
+def test_idx_files_round_trip(tmp_path):
+    written = _idx_tree(tmp_path)
+    x, y = load_mnist(tmp_path, train=True)
+    assert x.dtype == torch.uint8 and torch.equal(x, torch.from_numpy(written))
+    assert y.dtype == torch.int64 and y.tolist() == [i % 10 for i in range(20)]
+    assert load_mnist(tmp_path, train=False)[0].shape == (10, 28, 28)
+
+
+@pytest.mark.parametrize("file, cut, match", [
+    (RAW_FILES[0], lambda b: b[:-100], r"truncated IDX file: its header says 20x28x28 uint8 values, expected 15696 "
+                                       r"bytes, got 15596"),
+    (RAW_FILES[0], lambda b: b"", r"empty IDX file: expected at least a 4-byte header, got 0 bytes"),
+    (RAW_FILES[0], lambda b: b[:10], r"truncated IDX file: expected a 16-byte header, got 10 bytes"),
+    (RAW_FILES[1], lambda b: b + b"\0", r"oversized IDX file: .* expected 28 bytes, got 29"),
+    (RAW_FILES[1], lambda b: b"\x1f\x8b" + b[2:], r"not an IDX file"),  # e.g. still gzipped
+])
+def test_truncated_or_empty_idx_file_names_the_file_and_the_sizes(tmp_path, file, cut, match):
+    _idx_tree(tmp_path)
+    path = tmp_path / "MNIST" / "raw" / file
+    path.write_bytes(cut(path.read_bytes()))
+    with pytest.raises(ValueError, match=match) as err:
+        MNISTDataModule(data_dir=str(tmp_path), real_per_class=1, test_per_class=1).setup()
+    assert str(path) in str(err.value)
+
+
+def test_label_count_must_match_the_images(tmp_path):
+    _idx_tree(tmp_path)
+    write_idx(tmp_path / "MNIST" / "raw" / RAW_FILES[1], np.zeros(19, np.uint8))
+    with pytest.raises(ValueError, match=f"{RAW_FILES[1]}: expected 20 labels"):
+        load_mnist(tmp_path, train=True)
 
 
 # --- bad settings -------------------------------------------------------------------------------

@@ -1,0 +1,194 @@
+"""Device-resident MNIST batches (``--data.device_resident true``): the same data as the DataLoader path,
+an epoch order that is a function of the run's seed and the epoch, DistributedSampler's shards, and
+identical training to the DataLoader path when both see the same order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.utilities.data import _update_dataloader
+from torch.utils.data import DistributedSampler, TensorDataset
+
+from datamodules.mnist import DeviceBatches, MNISTDataModule
+from zoo.mnist_classifiers import LeNet5
+
+SETTINGS = dict(real_per_class=50, test_per_class=20, val_fraction=0.2, augmented_per_class=30, batch_size=64,
+                eval_batch_size=100, seed=0)
+
+
+def fake_trainer(rank: int = 0, world_size: int = 1, device: str = "cpu"):
+    """What the datamodule reads from its trainer: the device and, under DDP, this process's shard."""
+    shard = {"num_replicas": world_size, "rank": rank} if world_size > 1 else None
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), distributed_sampler_kwargs=shard)
+
+
+def resident(rank: int = 0, world_size: int = 1, **kw) -> MNISTDataModule:
+    dm = MNISTDataModule(**{**SETTINGS, **kw}, device_resident=True)
+    dm.trainer = fake_trainer(rank, world_size)
+    dm.setup("fit")
+    return dm
+
+
+def epoch(loader, e: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    (loader.batch_sampler.sampler if hasattr(loader.batch_sampler, "sampler") else loader.sampler).set_epoch(e)
+    return list(loader)
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+@pytest.fixture(autouse=True)
+def no_run_seed(monkeypatch):
+    """Outside a seeded run the epoch order follows the data seed (0 here); earlier tests may have seeded one."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+
+
+@pytest.fixture(scope="module")
+def plain(shared_data):
+    dm = MNISTDataModule(**SETTINGS)
+    dm.setup()
+    return dm
+
+
+def test_same_splits_and_evaluation_batches_as_the_dataloader_path(plain):
+    dm = resident()
+    for name in ("train", "val", "test"):  # augmentation included: it is made the same way on the device
+        assert all(torch.equal(a, b) for a, b in zip(dm.split(name), plain.split(name)))
+    assert same(list(dm.val_dataloader()), list(plain.val_dataloader()))
+    assert same(list(dm.test_dataloader()), list(plain.test_dataloader()))
+    assert isinstance(dm.train_dataloader(), DeviceBatches)
+
+
+def test_an_epoch_serves_every_image_once_in_an_order_fixed_by_seed_and_epoch(plain):
+    loader = resident().train_dataloader()
+    x, y = plain.split("train")
+    batches = epoch(loader, 3)
+    assert [len(b[1]) for b in batches] == [64] * 12 + [800 - 12 * 64] and len(loader) == 13
+    assert torch.equal(torch.cat([b[0] for b in batches]).flatten(1).sum(1).sort().values,
+                       x.flatten(1).sum(1).sort().values)
+    assert same(batches, epoch(resident().train_dataloader(), 3)), "a new run (or a resumed one) must see the same epoch"
+    assert not torch.equal(batches[0][1], epoch(loader, 4)[0][1])
+    other_seed = DeviceBatches(x, y, 64, shuffle=True, seed=1)
+    other_seed.set_epoch(3)
+    assert not torch.equal(batches[0][1], next(iter(other_seed))[1])
+    dropped = resident(drop_last=True).train_dataloader()
+    assert len(dropped) == 12 == len(list(dropped))
+
+
+def test_the_runs_seed_orders_the_epochs(plain, monkeypatch):
+    """seed_everything (as Lightning's DistributedSampler uses it), so runs of a seed study differ in order too."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    x, y = plain.split("train")
+    expected = DeviceBatches(x, y, 64, shuffle=True, seed=7)
+    assert torch.equal(resident().train_dataloader().indices(), expected.indices())
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_two_ranks_get_disjoint_shards_identical_to_lightnings_distributed_sampler(plain, split):
+    """Under DDP Lightning puts a DistributedSampler(seed) into the DataLoader path; each rank's device-resident
+    batches must be exactly that rank's DataLoader batches, and the two shards together the whole split."""
+    get = "train_dataloader" if split == "train" else "test_dataloader"
+    seen = []
+    for rank in range(2):
+        mine = getattr(resident(rank, 2), get)()
+        loader = getattr(plain, get)()
+        theirs = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank, seed=0,
+                                                               shuffle=split == "train"))
+        for e in (0, 1):
+            assert same(epoch(mine, e), epoch(theirs, e)), f"rank {rank}, epoch {e}"
+        seen.append(mine.indices())
+        assert len(mine) == len(list(mine))
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())
+    assert sorted(torch.cat(seen).tolist()) == list(range(len(plain.split(split)[1])))
+
+
+def test_uneven_split_is_padded_like_distributed_sampler():
+    x, y = torch.arange(101.0).view(-1, 1), torch.arange(101)
+    for rank in range(3):
+        mine = DeviceBatches(x, y, 8, shuffle=True, seed=5, rank=rank, world_size=3)
+        sampler = DistributedSampler(TensorDataset(x, y), num_replicas=3, rank=rank, seed=5)
+        for e in (0, 7):
+            mine.set_epoch(e), sampler.set_epoch(e)
+            assert mine.indices().tolist() == list(sampler)
+        assert len(mine) == -(-34 // 8)
+
+
+def test_fit_is_identical_to_the_dataloader_path_given_the_same_epoch_order(shared_data):
+    """On one device the DataLoader path draws each epoch's order from the global RNG (RandomSampler); given
+    the device-resident order instead (a DistributedSampler of one, what DDP uses), training is identical."""
+
+    class SameOrder(MNISTDataModule):
+        def train_dataloader(self):
+            loader = super().train_dataloader()
+            return _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=1, rank=0, seed=self.seed))
+
+    class Spy(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.loader = trainer.train_dataloader
+
+    runs = {}
+    for name, dm in (("resident", MNISTDataModule(**SETTINGS, device_resident=True)),
+                     ("dataloader", SameOrder(**SETTINGS))):
+        L.seed_everything(0)
+        model, spy = LeNet5(dropout=0.1), Spy()
+        trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, callbacks=[spy])
+        trainer.fit(model, datamodule=dm)
+        runs[name] = (model.state_dict(), {k: float(v) for k, v in trainer.callback_metrics.items()}, spy.loader)
+    (w1, m1, loader1), (w2, m2, loader2) = runs["resident"], runs["dataloader"]
+    assert isinstance(loader1, DeviceBatches) and not isinstance(loader2, DeviceBatches)
+    assert m1 == m2 and {"val/acc", "val/loss", "train/acc"} <= set(m1)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_the_splits_and_augmentation_live_there(plain):
+    dm = MNISTDataModule(**SETTINGS, device_resident=True)
+    dm.trainer = fake_trainer(device="cuda")
+    dm.setup("fit")
+    x, y = dm.split("train")
+    assert x.is_cuda and y.is_cuda
+    assert torch.allclose(x.cpu(), plain.split("train")[0], atol=1e-4)  # grid_sample rounding may differ
+    bx, by = next(iter(dm.train_dataloader()))
+    assert bx.is_cuda and by.is_cuda
+
+
+def test_device_resident_needs_no_worker_processes():
+    with pytest.raises(ValueError, match="device_resident.*num_workers"):
+        MNISTDataModule(device_resident=True, num_workers=2)
+
+
+def test_a_run_resumed_after_an_interruption_ends_as_the_uninterrupted_one(shared_data, tmp_path, monkeypatch):
+    """The epoch order depends on seed and epoch only, so resuming from last.ckpt replays the same batches."""
+    from conftest import CONFIGS, run_cli
+
+    def fit(name: str, *extra) -> Path:
+        out = tmp_path / name
+        run_cli(["fit", "--config", CONFIGS / "lenet_reduced_mnist.yaml", "--data.device_resident", "true",
+                 "--data.real_per_class", "12", "--data.test_per_class", "5", "--data.batch_size", "16",
+                 "--model.dropout", "0.3", "--trainer.max_epochs", "3", "--model.scheduler.init_args.T_max", "3",
+                 "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                 "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", out,
+                 "--checkpoint.dirpath", out, "--run.test_after_fit", "false", *extra])
+        return out / "last.ckpt"
+
+    whole = fit("whole")
+    step = LeNet5.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 5):
+            raise RuntimeError("interrupted")
+        return step(self, batch, batch_idx)
+
+    with monkeypatch.context() as m:
+        m.setattr(LeNet5, "training_step", interrupted)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            fit("cut")
+    resumed = fit("cut", "--ckpt_path", tmp_path / "cut" / "last.ckpt")
+    a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (whole, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
