@@ -403,7 +403,7 @@ def render(results: list[dict], precisions: list[str], header: list[str]) -> str
 
 def gpu_check(configs: list[str] | None = None, accelerator: Literal["gpu", "cpu"] = "gpu",
               precisions: list[str] | None = None, steps: int = 30, warmup: int = 5, workers: int = 8,
-              out: str = "docs/results/gpu_check", compile_precision: str = "bf16-mixed",
+              out: str | None = None, compile_precision: str = "bf16-mixed",
               compile_backend: str = "inductor", budget: int = 320, job: str | None = None) -> int:
     """Run the check; returns the exit status (1 if any run failed).
 
@@ -414,7 +414,7 @@ def gpu_check(configs: list[str] | None = None, accelerator: Literal["gpu", "cpu
         steps: training steps per run (``--trainer.max_steps``; a DCGAN step counts its two optimizers).
         warmup: training batches not timed at the start of each run.
         workers: configs run at the same time, each in its own process.
-        out: folder for the markdown table and the raw results (JSON).
+        out: folder for the markdown table and the raw results (JSON); None: docs/results/gpu_check/.
         compile_precision: precision of the torch.compile rows.
         compile_backend: their ``torch.compile`` backend ("eager" skips compilation: a quick CPU smoke test).
         budget: seconds for the whole check: config processes still running then are stopped (their
@@ -471,7 +471,7 @@ def gpu_check(configs: list[str] | None = None, accelerator: Literal["gpu", "cpu
               "", f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`"]
     table = render(results, precisions, header)
     print("\n" + table)
-    folder = Path(out)
+    folder = Path(out) if out else REPO / "docs" / "results" / "gpu_check"
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{time.strftime('%Y-%m-%d')}_{''.join(c if c.isalnum() else '-' for c in device).strip('-')}"
     (folder / f"{stem}.md").write_text(table)
