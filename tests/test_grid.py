@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from zoo.grid import build_command, cell_name, load_grid, main, run_grid
 
 # Stands in for `python -m zoo fit`: appends its argv to a journal, fails for real_per_class=13,
@@ -274,3 +279,143 @@ def test_variants_config_axis_and_folds_summary(tmp_path):
 def test_bad_variants_folds_and_configs_are_named(tmp_path, change, match):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         load_grid(_grid(tmp_path, **change))
+
+
+# --- safe to kill, safe to run twice (issue 16 part 3) ------------------------------------------------
+def _zoo_grid(tmp_path: Path, **overrides) -> Path:
+    """A grid of real `python -m zoo fit` commands (only validated in these tests, never run)."""
+    spec = {"config": str(CONFIGS / "lenet_reduced_mnist.yaml"), "group": "g-check", "seeds": [0],
+            "axes": {"data.real_per_class": [5, 10]}, "out": str(tmp_path / "out"), **overrides}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"axes": {"data.real_per_clas": [5, 10]}}, r"Option 'real_per_clas' is not accepted"),
+    ({"axes": {"model.dropout": ["much"]}}, r"Parser key \"dropout\""),
+    ({"variants": {"plain": {}, "odd": {"model.nope": 1}}}, r"variant 'odd'.*Option 'nope' is not accepted"),
+])
+def test_a_bad_axis_key_or_value_stops_the_grid_before_any_run(tmp_path, change, match):
+    path = _zoo_grid(tmp_path, **change)
+    with pytest.raises(ValueError, match=f"(?s){match}") as err:
+        run_grid(str(path))
+    assert str(path) in str(err.value) and "none was started" in str(err.value)
+    assert not (tmp_path / "out").exists()  # no log, no lock, no run
+    with pytest.raises(SystemExit, match=f"(?s)^error: {path}.*{match}"):
+        main([str(path), "--dry_run", "true"])
+
+
+def test_commands_are_parsed_once_per_config_and_variant(tmp_path, monkeypatch, capsys):
+    import zoo.cli
+
+    parsed, real = [], zoo.cli.main
+    monkeypatch.setattr(zoo.cli, "main", lambda args, **kw: parsed.append(args) or real(args, **kw))
+    configs = [str(CONFIGS / "lenet_reduced_mnist.yaml"), str(CONFIGS / "lenet_cas.yaml")]
+    path = _zoo_grid(tmp_path, axes={"config": configs, "data.real_per_class": [5, 10, 20]},
+                     variants={"plain": {}, "dropout": {"model.dropout": 0.2}})
+    run_grid(str(path), dry_run=True)
+    assert len(capsys.readouterr().out.strip().splitlines()) == 12  # 12 commands, 4 parses
+    assert len(parsed) == 4 and all(args[-1] == "--print_config" for args in parsed)
+    assert sorted(args[args.index("--config") + 1] for args in parsed) == sorted(configs * 2)
+    assert sum("--model.dropout" in args for args in parsed) == 2
+    parsed.clear()
+    run_grid(str(_grid(tmp_path)), dry_run=True)  # not a zoo command: the user's own program, not checked
+    assert parsed == []
+
+
+def test_a_metric_no_run_produced_is_an_error_naming_the_ones_that_exist(tmp_path):
+    path = _grid(tmp_path, axes={"data.real_per_class": [30]}, seeds=[0], metric="test/accuracy")
+    with pytest.raises(SystemExit, match=r"metric 'test/accuracy' is in no run's results; the runs produced "
+                                         r"\['test/acc', 'val/acc'\]"):
+        main([str(path)])
+    assert (tmp_path / "out" / "runs.csv").exists() and not (tmp_path / "out" / "table.md").exists()
+
+
+def test_a_run_locked_by_a_live_runner_is_left_to_it_and_a_dead_runners_lock_is_taken_over(tmp_path):
+    from zoo.grid import _lock_run
+
+    path = _grid(tmp_path, axes={"data.real_per_class": [30, 40]}, seeds=[0])
+    logs = tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "real_per_class=40-seed0.lock").write_text("pid 999999 on elsewhere\n")  # its runner died
+    fd, _ = _lock_run(logs / "real_per_class=30-seed0.lock")  # held: as by another runner, running it now
+    try:
+        result = run_grid(str(path))
+    finally:
+        os.close(fd)
+    status = {r["cell"]: r["status"] for r in result.records}
+    assert status["real_per_class=30"].startswith(f"running elsewhere (pid {os.getpid()} on ")
+    assert status["real_per_class=40"] == "ok" and not result.failed
+    journal = (tmp_path / "out" / "journal.txt").read_text()
+    assert "--data.real_per_class 40" in journal and "--data.real_per_class 30" not in journal
+    assert not (logs / "real_per_class=40-seed0.lock").exists()  # released when the run ended
+
+
+# Stands in for a long `python -m zoo fit`: writes last.ckpt into its --checkpoint.dirpath (as after its
+# first epoch) and its pid, then trains "forever"; resumed with --ckpt_path, it finishes at once.
+SLOW_FIT = '''
+import json, os, sys, time
+from pathlib import Path
+argv = sys.argv[1:]
+opt = lambda k: argv[argv.index(k) + 1]
+out = Path(opt("--run.results_file")).parent.parent
+with open(out / "journal.txt", "a") as f:
+    f.write(" ".join(argv) + "\\n")
+if "--ckpt_path" in argv:
+    Path(opt("--run.results_file")).parent.mkdir(parents=True, exist_ok=True)
+    Path(opt("--run.results_file")).write_text(json.dumps({"metrics": {"test/acc": 0.5}}))
+    sys.exit(0)
+Path(opt("--checkpoint.dirpath")).mkdir(parents=True, exist_ok=True)
+Path(opt("--checkpoint.dirpath"), "last.ckpt").write_text("epoch 0")
+(out / "child.pid").write_text(str(os.getpid()))
+time.sleep(120)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie nobody has reaped yet is dead too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _wait(condition, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_runs_die_with_the_runner_and_resume_from_their_last_checkpoint(tmp_path, sig):
+    fake = tmp_path / "slow_fit.py"
+    fake.write_text(SLOW_FIT)
+    path = _grid(tmp_path, axes={"data.real_per_class": [30]}, seeds=[0], command=["python", str(fake)])
+    out = tmp_path / "out"
+    runner = subprocess.Popen([sys.executable, "-m", "zoo.grid", str(path)], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    child = None
+    try:
+        assert _wait((out / "child.pid").exists, 60), "the run never started"
+        child = int((out / "child.pid").read_text())
+        runner.send_signal(sig)
+        assert runner.wait(30) == (143 if sig == signal.SIGTERM else -9)
+        assert _wait(lambda: not _alive(child), 10), "the run outlived the runner"
+    finally:
+        runner.kill()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+    # started again: the interrupted run resumes from its last checkpoint (the dead runner's lock is taken over)
+    result = run_grid(str(path))
+    assert [r["status"] for r in result.records] == ["ok"]
+    last = (out / "journal.txt").read_text().splitlines()[-1].split()
+    ckpt = out / "logs" / "checkpoints" / "real_per_class=30-seed0" / "last.ckpt"
+    assert last[last.index("--ckpt_path") + 1] == str(ckpt)
+    assert "resumed from its last checkpoint" in (out / "logs" / "real_per_class=30-seed0.log").read_text()

@@ -29,19 +29,40 @@ Each run writes ``<out>/runs/<cell>-seed<N>.json`` (``--run.results_file``) and 
 ``<logs>/<cell>-seed<N>.log``. A run whose JSON exists is skipped; failed runs are reported,
 recorded in ``runs.csv`` and retried on the next invocation. Outputs: ``runs.csv`` (one row per run),
 ``table.md`` (mean +- std per cell) and, for two-axis grids, ``heatmap.png``.
+
+Safe to kill and to run twice:
+
+* Before anything runs, every distinct (config, variant) command is parsed by the zoo CLI (for
+  ``python -m zoo`` commands): an axis key that is not an option, or a value of the wrong type, is an
+  error naming it, not N failed runs.
+* A run is locked while it runs (``<logs>/<cell>-seed<N>.lock``, next to its log, holding pid and
+  host): a second runner skips it. The lock is an ``flock``, released by the kernel however the runner dies, so a lock
+  left by a dead runner is simply taken over.
+* Runs die with the runner: each runs in its own process group under a small supervisor that kills the
+  group when the runner exits, whatever the cause (SIGTERM, Ctrl-C, an error, even SIGKILL).
+* Each run keeps its checkpoints in ``<logs>/checkpoints/<cell>-seed<N>/``; a run that was interrupted
+  resumes from its ``last.ckpt`` (``--ckpt_path``): same logs, same W&B run, same numbers as if it had
+  not been interrupted. Delete that folder (and the results JSON) to run a cell again from scratch.
+* A ``metric`` that no run produced is an error that lists the metrics the runs did produce.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
+import io
 import itertools
 import json
 import math
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -185,6 +206,11 @@ def run_id(cell: Cell, seed: int) -> str:
     return f"{cell.name}-seed{seed}"
 
 
+def checkpoint_dir(spec: GridSpec, cell: Cell, seed: int) -> Path:
+    """Where a run keeps its checkpoints: a stable folder per run, so an interrupted run finds its last.ckpt."""
+    return spec.logs / "checkpoints" / run_id(cell, seed)
+
+
 def build_command(spec: GridSpec, cell: Cell, seed: int) -> list[str]:
     overrides = dict(cell.overrides)
     config = overrides.pop("config", spec.config)
@@ -193,10 +219,141 @@ def build_command(spec: GridSpec, cell: Cell, seed: int) -> list[str]:
     cmd = [*spec.command, "--config", config, *spec.args]
     for key, value in overrides.items():
         cmd += [f"--{key}", _cli_value(value)]
+    ckpt_dir = checkpoint_dir(spec, cell, seed)
     cmd += ["--seed_everything", str(seed), "--run.group", spec.group,
             "--run.name", f"{spec.group}-{run_id(cell, seed)}",
-            "--run.results_file", str(spec.out / "runs" / f"{run_id(cell, seed)}.json")]
+            "--run.results_file", str(spec.out / "runs" / f"{run_id(cell, seed)}.json"),
+            "--checkpoint.dirpath", str(ckpt_dir)]
+    if (ckpt_dir / "last.ckpt").is_file():  # interrupted before: continue it
+        cmd += ["--ckpt_path", str(ckpt_dir / "last.ckpt")]
     return cmd
+
+
+def _is_zoo_command(command: list[str]) -> bool:
+    return len(command) >= 4 and command[1:3] == ["-m", "zoo"]
+
+
+def validate_commands(spec: GridSpec) -> int:
+    """Parse one command per distinct (config, variant) with the zoo CLI, running nothing; returns how many.
+
+    Each parse carries every override key the cells of that config and variant use (with the first
+    value given), the grid's ``args`` and the runner's own options, so a misspelt axis key, a key of
+    another model, or a value of the wrong type stops the grid before its first run. Commands other
+    than ``python -m zoo ...`` are the user's own programs and are not checked.
+    """
+    if not _is_zoo_command(spec.command):
+        return 0
+    from unittest import mock
+
+    from zoo.cli import main
+
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for cell in spec.cells:
+        key = (cell.overrides.get("config", spec.config), cell.overrides.get("variant", ""))
+        merged = groups.setdefault(key, {})
+        for k, v in cell.overrides.items():
+            merged.setdefault(k, v)
+    for (config, variant), overrides in groups.items():
+        cmd = build_command(spec, Cell("check", overrides), spec.seeds[0])
+        err = io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), \
+                mock.patch("sys.argv", ["zoo"]):
+            try:
+                main([*cmd[3:], "--print_config"])
+            except SystemExit as e:
+                code = e.code
+        if code not in (0, None):
+            noise = ("Subtypes:", "Given value type:", "Does not validate against", "- Expected a <class 'NoneType'>")
+            text = err.getvalue()
+            lines = [ln for ln in text[text.find("error:") + 6:].strip().splitlines()
+                     if ln.strip() and not ln.strip().startswith(noise)]
+            which = f"config {config}" + (f", variant {variant!r}," if variant else "")
+            raise ValueError(f"{spec.path}: the runs of {which} would not start, so none was started:\n"
+                             + "\n".join(lines[:20]))
+    return len(groups)
+
+
+# Runs a cell's command in the cell's own session (process group) and kills that whole group - the run
+# and anything it started, such as DDP workers - as soon as the runner is gone, however it died
+# (its parent changes). Polling getppid() needs nothing platform-specific; 0.2 s is soon enough.
+_SUPERVISOR = """
+import os, signal, subprocess, sys, threading, time
+runner = int(sys.argv[1])
+def watch():
+    while os.getppid() == runner:
+        time.sleep(0.2)
+    os.killpg(0, signal.SIGKILL)
+threading.Thread(target=watch, daemon=True).start()
+sys.exit(subprocess.call(sys.argv[2:]))
+"""
+
+
+class _Children:
+    """The runs this runner started; :meth:`kill_all` ends them (their whole process groups)."""
+
+    def __init__(self) -> None:
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.RLock()  # also taken in a signal handler, in the thread it may interrupt
+        self.stopping = False
+
+    def run(self, cmd: list[str], log) -> int | None:
+        """Run ``cmd`` to completion with output to ``log``; None when the runner is stopping."""
+        with self._lock:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *cmd], stdout=log,
+                                    stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
+            self._procs.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+
+    def kill_all(self, wait: bool = True) -> None:
+        """Kill every run's process group; ``wait=False`` in a signal handler, which may have interrupted
+        ``Popen.wait`` (its lock is not reentrant)."""
+        with self._lock:
+            self.stopping = True
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the run's checkpoints are written at epoch ends
+        for proc in procs if wait else ():
+            proc.wait()
+
+
+def _lock_run(path: Path) -> tuple[int | None, str]:
+    """Take the lock of a run: ``(fd, "")`` or, when a live process holds it, ``(None, its pid and host)``.
+
+    An ``flock`` on the file: the kernel drops it when its holder dies, however it dies, so a lock left by
+    a dead runner is taken over without guessing from pids. The file says who holds it, for people."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip()
+            os.close(fd)
+            return None, holder or "another process"
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:  # not a file its last holder just removed
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {since}\n".encode())
+    return fd, ""
+
+
+def _unlock_run(path: Path, fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # while still held: no other runner can be holding this file
+    os.close(fd)
 
 
 def _read_result(path: Path) -> dict[str, Any]:
@@ -220,25 +377,50 @@ def _previous_seconds(spec: GridSpec) -> dict[tuple[str, int], Any]:
         return {}
 
 
-def _run_one(spec: GridSpec, cell: Cell, seed: int, previous: dict[tuple[str, int], Any] | None = None) -> dict[str, Any]:
+def _run_one(spec: GridSpec, cell: Cell, seed: int, previous: dict[tuple[str, int], Any] | None = None,
+             children: _Children | None = None) -> dict[str, Any]:
     previous = previous or {}
     rid = run_id(cell, seed)
     result = spec.out / "runs" / f"{rid}.json"
     log = spec.logs / f"{rid}.log"
     record: dict[str, Any] = {"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed}
-    if result.exists():
+
+    def finished() -> dict[str, Any]:
         data = _read_result(result)
         seconds = data.get("grid", {}).get("seconds", previous.get((cell.name, seed), ""))
         return {**record, "status": "skipped", "returncode": 0, "seconds": seconds, "log": str(log),
                 "metrics": dict(data.get("metrics", {}))}
+
+    if result.exists():
+        return finished()
+    lock_path = log.with_suffix(".lock")
+    fd, holder = _lock_run(lock_path)
+    if fd is None:
+        return {**record, "status": f"running elsewhere ({holder})", "returncode": "", "seconds": "",
+                "log": str(log), "metrics": {}}
+    try:
+        if result.exists():  # finished by another runner while we looked
+            return finished()
+        return _start(spec, cell, seed, record, result, log, children or _Children())
+    finally:
+        _unlock_run(lock_path, fd)
+
+
+def _start(spec: GridSpec, cell: Cell, seed: int, record: dict[str, Any], result: Path, log: Path,
+           children: _Children) -> dict[str, Any]:
+    rid = run_id(cell, seed)
     cmd = build_command(spec, cell, seed)
+    resumed = "--ckpt_path" in cmd
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"started {rid} (log: {log})", flush=True)
+    print(f"{'resumed' if resumed else 'started'} {rid} (log: {log})", flush=True)
     start = time.time()
-    with open(log, "w") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n\n")
+    with open(log, "a" if resumed else "w") as fh:  # a resumed run's log keeps the interrupted part
+        fh.write(("\n--- resumed from its last checkpoint ---\n" if resumed else "") + f"$ {' '.join(cmd)}\n\n")
         fh.flush()
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy()).returncode
+        rc = children.run(cmd, fh)
+    if rc is None:
+        return {**record, "status": "not started (runner stopped)", "returncode": "", "seconds": "",
+                "log": str(log), "metrics": {}}
     seconds = round(time.time() - start, 1)
     if rc == 0 and result.exists():
         data = _read_result(result)
@@ -251,6 +433,11 @@ def _run_one(spec: GridSpec, cell: Cell, seed: int, previous: dict[tuple[str, in
         return {**record, "status": "ok", "returncode": 0, "seconds": seconds, "log": str(log), "metrics": metrics}
     status = "failed" if rc != 0 else "failed (no results file)"
     return {**record, "status": status, "returncode": rc, "seconds": seconds, "log": str(log), "metrics": {}}
+
+
+def _number(value: Any) -> bool:
+    """A usable metric value (a diverged run's results hold null for NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -269,6 +456,9 @@ def summarize(spec: GridSpec, records: list[dict[str, Any]]) -> dict[str, tuple[
         writer.writeheader()
         for r in records:
             writer.writerow({**{k: v for k, v in r.items() if k != "metrics"}, **r["metrics"]})
+    if metric_keys and spec.metric not in metric_keys:  # runs finished, none of them has it: a typo, not n/a
+        raise ValueError(f"{spec.path}: metric {spec.metric!r} is in no run's results; the runs produced "
+                         f"{metric_keys} (see {spec.out / 'runs.csv'})")
 
     scale = 100.0 if spec.percent else 1.0
     fmt = "{:.2f}" if spec.percent else "{:.4f}"
@@ -279,7 +469,7 @@ def summarize(spec: GridSpec, records: list[dict[str, Any]]) -> dict[str, tuple[
              "|" + "---|" * (len(spec.keys) + 3)]
     for cell in spec.cells:
         rows = [r for r in records if r["cell"] == cell.name]
-        values = [r["metrics"][spec.metric] * scale for r in rows if spec.metric in r["metrics"]]
+        values = [r["metrics"][spec.metric] * scale for r in rows if _number(r["metrics"].get(spec.metric))]
         failed = sum(r["status"].startswith("failed") for r in rows)
         cells = [_cli_value(cell.overrides.get(k, "")) for k in spec.keys]
         if values:
@@ -402,6 +592,27 @@ def heatmap(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -> Pat
     return save_figure(fig, spec.out / "heatmap.png")
 
 
+@contextlib.contextmanager
+def _runs_die_with_runner(children: _Children):
+    """SIGTERM and SIGINT (and any error) end the running runs before the runner exits; SIGKILL of the
+    runner is left to each run's supervisor. The signal becomes SystemExit(128 + signal number)."""
+
+    def stop(signum, frame):
+        children.kill_all(wait=False)
+        raise SystemExit(128 + signum)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handlers[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        children.kill_all()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False,
              summary_only: bool = False, out: str | None = None,
              args: list[str | int | float | bool | None] | None = None) -> GridResult:
@@ -427,6 +638,8 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         spec = dataclasses.replace(spec, out=Path(out), logs=Path(out) / "logs")
     if args:
         spec = dataclasses.replace(spec, args=[*spec.args, *map(_cli_value, args)])
+    if not summary_only:
+        validate_commands(spec)
     if seeds_first:
         jobs = [(cell, seed) for seed in spec.seeds for cell in spec.cells]
     else:
@@ -453,20 +666,22 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
                                 "log": str(spec.logs / f"{run_id(cell, seed)}.log"), "metrics": {}})
         jobs = []
 
+    children = _Children()
+
     def work(job):
-        record = _run_one(spec, *job, previous)
+        record = _run_one(spec, *job, previous, children)
         value = record["metrics"].get(spec.metric)
-        shown = f"{spec.metric}={value:.4f}" if value is not None else f"see {record['log']}"
+        shown = f"{spec.metric}={value:.4f}" if _number(value) else f"see {record['log']}"
         print(f"[{next(counter)}/{total}] {run_id(*job)}: {record['status']} {shown}", flush=True)
         return record
 
-    if summary_only:
-        pass
-    elif max_parallel == 1:
-        records = [work(job) for job in jobs]
-    else:
-        with ThreadPoolExecutor(max_parallel) as pool:
-            records = list(pool.map(work, jobs))
+    if not summary_only:
+        with _runs_die_with_runner(children):
+            if max_parallel == 1:
+                records = [work(job) for job in jobs]
+            else:
+                with ThreadPoolExecutor(max_parallel) as pool:
+                    records = list(pool.map(work, jobs))
     order = {cell.name: i for i, cell in enumerate(spec.cells)}
     records.sort(key=lambda r: (order[r["cell"]], spec.seeds.index(r["seed"])))
     result = GridResult(summarize(spec, records), records)
@@ -494,7 +709,10 @@ def main(args: list[str] | None = None) -> None:
         if isinstance(raw, dict) and ("axes" in raw or "cells" in raw):
             sys.exit(f"{path} is a grid file: pass it as the argument, python -m zoo.grid {path} "
                      "(--config reads the runner's own options, such as max_parallel)")
-    result = auto_cli(run_grid, args=args)
+    try:
+        result = auto_cli(run_grid, args=args)
+    except (ValueError, FileNotFoundError) as e:  # a bad grid, command or metric: the message is the answer
+        sys.exit(f"error: {e}")
     sys.exit(1 if result.failed else 0)
 
 
