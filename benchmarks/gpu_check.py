@@ -37,6 +37,7 @@ import io
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -481,6 +482,7 @@ def gpu_check(configs: list[str] | None = None, accelerator: Literal["gpu", "cpu
         if log.exists() and any(r["config"] == name and r["status"] != "OK" for r in results):
             (folder / "logs").mkdir(exist_ok=True)
             (folder / "logs" / f"{stem}_{name}.log").write_text(log.read_text()[-200_000:])
+    shutil.rmtree(work, ignore_errors=True)  # fixtures, caches, run folders
     print(f"written: {folder / (stem + '.md')} and .json ({time.perf_counter() - start:.0f} s in all)")
     return int(any(r["status"] != "OK" for r in results))
 
