@@ -18,13 +18,15 @@ samples/s: median over the training steps after ``warmup`` of batch size / time 
 step ends (CUDA synchronised at each; steps that follow a validation are not counted). One subprocess
 per config runs that config's rows one after another (the import cost is paid once per config, and a
 row and its compiled variant share a process); ``workers`` such processes share the GPU at a time, so
-compare cells within a row. A failing run is recorded as FAIL with its error, and the rest continue.
+compare cells within a row. A failing run is recorded as FAIL with its error, and the rest continue;
+processes still running after ``budget`` seconds are stopped (their runs: FAIL), so the check ends on time.
 
     python benchmarks/gpu_check.py [--out docs/results/gpu_check] [--workers 8] [--steps 30]
     python benchmarks/gpu_check.py --accelerator cpu --configs '[lenet_reduced_mnist]'   # smoke test, no GPU
 
 Where torch and Lightning are installed but not the zoo's other dependencies, install the wheels of
-``.whl/`` (jsonargparse, docstring-parser, typeshed-client, soundfile) first:
+``.whl/`` (jsonargparse, docstring-parser, typeshed-client, soundfile, espeakng-loader; W&B is not needed)
+first (``benchmarks/gpu_check.md``):
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 """
