@@ -82,8 +82,8 @@ class BestCheckpoint(ModelCheckpoint):
 
 
 def rng_state() -> dict[str, Any]:
-    """torch (CPU and, once used, CUDA), numpy and Python ``random`` states as tensors, ints and lists:
-    what ``torch.load(weights_only=True)`` accepts, so checkpoints stay safe to load."""
+    """torch (CPU and, once used, the current CUDA device), numpy and Python ``random`` states as tensors,
+    ints and lists: what ``torch.load(weights_only=True)`` accepts, so checkpoints stay safe to load."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, mt, gauss_next = random.getstate()
     state = {"torch": torch.get_rng_state(),
@@ -91,19 +91,19 @@ def rng_state() -> dict[str, Any]:
                        "gauss": float(gauss)},
              "python": {"version": version, "state": list(mt), "gauss_next": gauss_next}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device: under DDP, each rank's own
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Undo of :func:`rng_state` (CUDA states only when this process has as many devices)."""
-    torch.set_rng_state(state["torch"])
+    """Undo of :func:`rng_state`; the CUDA state goes to this process's current device."""
+    torch.set_rng_state(state["torch"].cpu())  # a checkpoint may have been mapped onto a device
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
 
 
 class ResumeState(Callback):
@@ -114,8 +114,9 @@ class ResumeState(Callback):
       loader is iterated), dropout and on-device augmentation from the global generators. The states
       are set back while Lightning restores the checkpoint, the last thing before it iterates the
       resumed epoch's loader (the sanity check in between runs under ``isolate_rng``), so a resumed
-      run draws exactly what the uninterrupted run drew. Under DDP the states of rank 0 are saved;
-      ``seed_everything`` gave every rank the same ones.
+      run draws exactly what the uninterrupted run drew. Under DDP the file holds rank 0's states and
+      every rank restores them (on its own CUDA device): ``seed_everything`` gave every rank the same
+      seed and the ranks draw alike, so their states were equal.
     * Which run it is: each logger's version (CSV, TensorBoard: ``version_N``; W&B: the run id), read
       by ``python -m zoo fit --ckpt_path`` before the loggers are built, so logs, checkpoints and the
       W&B run continue where they were.
@@ -142,23 +143,47 @@ class NonFiniteLossError(RuntimeError):
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stops training at the first NaN or infinite training loss, naming the setting most likely to blame.
+    """Stops training at a NaN or infinite training loss, naming the setting most likely to blame.
 
     Without it a diverged run trains on to the end, tests NaN weights and exits 0, and a study
-    tabulates the NaNs as results. Modules with manual optimisation return no loss and are not checked.
+    tabulates the NaNs as results. Reading a loss on the host waits for the device, so the check is
+    kept on the device and read every ``check_every`` batches and at the end of every epoch (before
+    its checkpoint is written). Modules with manual optimisation return no loss and are not checked.
+
+    Args:
+        check_every: read the device-side flag every this many batches.
     """
+
+    def __init__(self, check_every: int = 16) -> None:
+        self.check_every = check_every
+        self._finite: torch.Tensor | None = None
+        self._first: str = ""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if not isinstance(loss, torch.Tensor) or bool(torch.isfinite(loss.detach()).all()):
+        if not isinstance(loss, torch.Tensor):
             return
-        rates = [f"{type(opt).__name__} lr={opt.param_groups[0]['lr']:g}" for opt in trainer.optimizers]
+        finite = torch.isfinite(loss.detach()).all()
+        self._finite = finite if self._finite is None else self._finite & finite
+        if self._first == "" and loss.device.type == "cpu" and not bool(finite):  # free to read on the CPU
+            self._first = f"epoch {trainer.current_epoch}, batch {batch_idx}"
+        if (batch_idx + 1) % self.check_every == 0:
+            self._check(trainer, f"epoch {trainer.current_epoch}, by batch {batch_idx}")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer, f"epoch {trainer.current_epoch}")
+
+    def _check(self, trainer, where: str) -> None:
+        if self._finite is None or bool(self._finite):
+            return
+        # the configured rate: a scheduler may have changed the current one since
+        rates = [f"{type(opt).__name__} lr={opt.param_groups[0].get('initial_lr', opt.param_groups[0]['lr']):g}"
+                 for opt in trainer.optimizers]
         precision = f", precision {trainer.precision}" if "16" in str(trainer.precision) else ""
         raise NonFiniteLossError(
-            f"training loss is {loss.detach().float().mean().item()} at epoch {trainer.current_epoch}, batch "
-            f"{batch_idx} (global step {trainer.global_step}): the run diverged. Most likely the learning rate is too high "
-            f"({'; '.join(rates) or 'no optimizer'}{precision}): lower it (e.g. --model.optimizer.init_args.lr), "
-            "or check the inputs for NaN/inf values.")
+            f"training loss became NaN or infinite ({self._first or where}): the run diverged. Most likely the "
+            f"learning rate is too high ({'; '.join(rates) or 'no optimizer'}{precision}): lower it (e.g. "
+            "--model.optimizer.init_args.lr), or check the inputs for NaN/inf values.")
 
 
 class SafeLearningRateMonitor(LearningRateMonitor):
