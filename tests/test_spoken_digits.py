@@ -466,3 +466,35 @@ def test_time_crop_hook_touches_training_batches_only():
     dm.trainer = SimpleNamespace(training=True)
     x, y = dm.on_after_batch_transfer(batch, 0)
     assert x.shape == batch[0].shape and not torch.allclose(x, batch[0]) and torch.equal(y, batch[1])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "other_files", "crafted"])
+def test_a_damaged_feature_cache_is_named_and_rebuilt(tmp_path, caplog, damage):
+    root = _small_fsdd(tmp_path)
+    first = make(tmp_path, root)
+    first.setup()
+    cache = first.cache_path(first.root, first.clips)
+    good = first.dataset("train").feats.clone()
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    elif damage == "empty":
+        cache.write_bytes(b"")
+    elif damage == "other_files":
+        blob = torch.load(cache, weights_only=True)
+        torch.save({**blob, "files": blob["files"][::-1]}, cache)
+    else:  # a pickle that would run code: refused by the weights-only load, never executed
+        marker = tmp_path / "pwned"
+
+        class Evil:
+            def __reduce__(self):
+                return (Path.touch, (marker,))
+
+        torch.save({"files": Evil()}, cache)
+    with caplog.at_level(logging.WARNING, logger="datamodules.spoken_digits"):
+        again = make(tmp_path, root)
+        again.setup()
+    assert f"feature cache {cache} is unusable" in caplog.text and "rebuilding it" in caplog.text
+    assert torch.equal(again.dataset("train").feats, good)
+    assert torch.load(cache, weights_only=True)["files"] == [c.path for c in again.clips]  # rewritten whole
+    if damage == "crafted":
+        assert not marker.exists()

@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from zoo import compat
 from zoo.figures import confusion_matrix_figure, log_figure
 
 
@@ -46,11 +47,10 @@ def step_is_shown(module: L.LightningModule) -> bool:
     time), as much as a whole LeNet-5 step on one CPU core; skipping calls nobody reads is what keeps
     ``python -m zoo fit`` close to a hand-written loop (``benchmarks/bench_lenet_loop.py``).
     """
-    trainer = module._trainer
+    trainer = compat.attached_trainer(module)
     if trainer is None or trainer.progress_bar_callback is not None or trainer.fast_dev_run:
         return True
-    connector = getattr(trainer, "_logger_connector", None)
-    return bool(getattr(connector, "should_update_logs", True))
+    return compat.logger_updates_now(trainer)
 
 
 class Classifier(L.LightningModule):

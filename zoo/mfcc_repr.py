@@ -53,6 +53,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from zoo import compat
 from zoo.classifier import Classifier, default_optimizer
 
 Mode = Literal["faithful", "improved"]
@@ -571,13 +572,16 @@ class MFCCStatsSVM(Classifier):
         C: SVC regularisation parameter; larger values fit the training data more closely.
         gamma: SVC kernel coefficient: "scale", "auto" or a positive float.
         kernel: SVC kernel name (e.g. "rbf", "linear", "poly").
+        class_weight: "balanced" weighs each class by the inverse of its share of the training set (for
+            unequal classes, e.g. 40 male and 19 female speakers); None: every sample counts the same.
         n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc.
         num_classes: number of target classes (>= 2; e.g. 10 digits or 2 genders).
     """
 
     def __init__(self, deltas: bool = True, C: float = 10.0, gamma: str | float = "scale",
                  kernel: str = "rbf", n_mfcc: int = 13, num_classes: int = 10,
-                 class_names: Sequence[str] | None = None) -> None:
+                 class_names: Sequence[str] | None = None,
+                 class_weight: Literal["balanced"] | None = None) -> None:
         super().__init__(num_classes, class_names)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -605,7 +609,8 @@ class MFCCStatsSVM(Classifier):
             raise ValueError(f"MFCCStatsSVM: the training data has only one class ({np.unique(labels)}); "
                              f"an SVM needs at least two")
         h = self.hparams
-        self.svm = make_pipeline(StandardScaler(), SVC(C=h.C, gamma=h.gamma, kernel=h.kernel)).fit(feats, labels)
+        self.svm = make_pipeline(StandardScaler(), SVC(C=h.C, gamma=h.gamma, kernel=h.kernel,
+                                                           class_weight=h.class_weight)).fit(feats, labels)
 
     def decision_scores(self, feats: np.ndarray) -> np.ndarray:
         """``(N, num_classes)`` decision values; classes absent from training get a very low score."""
@@ -644,9 +649,7 @@ class MFCCStatsSVM(Classifier):
         self.fit_svm(feats, labels)
         # the fit is this module's one optimisation step: count it, so global_step advances and the
         # checkpoint callback (which skips saving when global_step has not moved) stores the fitted SVM
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
+        compat.count_manual_optimizer_step(self.trainer)
         scores = torch.as_tensor(self.decision_scores(feats))
         y = torch.as_tensor(labels)
         self.log("train/loss", F.cross_entropy(scores, y), batch_size=len(y))
