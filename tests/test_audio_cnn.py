@@ -45,3 +45,13 @@ def test_learns_a_tiny_fixed_batch(cls):
     assert loss.item() < 0.5 * first
     with torch.no_grad():  # batch statistics: 40 steps are too few for BN running averages
         assert (model(x).argmax(-1) == y).float().mean() >= 0.9
+
+
+def test_per_class_report_from_a_confusion_matrix():
+    from zoo.classifier import per_class_report
+
+    cm = torch.tensor([[8, 2, 0], [1, 9, 0], [0, 0, 0]])  # rows: true class
+    report = per_class_report(cm, ["a", "b", "c"])
+    assert report["a"] == {"precision": 8 / 9, "recall": 0.8, "f1": 2 * (8 / 9) * 0.8 / (8 / 9 + 0.8), "support": 10}
+    assert report["b"]["precision"] == 9 / 11 and report["b"]["recall"] == 0.9
+    assert report["c"] == {"precision": None, "recall": None, "f1": None, "support": 0}

@@ -93,6 +93,11 @@ def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
     assert {"val/acc", "val/loss", "test/acc", "test/f1", "test/balanced_acc", "test/loss"} <= set(metrics["metrics"])
     assert Path(metrics["best_checkpoint"]).name.startswith("best-")
     assert cli.trainer.ckpt_path == metrics["best_checkpoint"]  # test/ came from the best weights, not the last
+    # the test confusion matrix and the per-class table it gives, one row per class name
+    cm = torch.tensor(metrics["confusion_matrix"])
+    assert cm.shape == (10, 10) and int(cm.sum()) > 0
+    assert list(metrics["per_class"]) == cli.model.class_names
+    assert sum(row["support"] for row in metrics["per_class"].values()) == int(cm.sum())
     # the file alone says what ran: seed, resolved config, code version and packages
     assert metrics["seed"] == 0 and metrics["config"]["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
     assert metrics["config"]["trainer"]["max_epochs"] == 3 and metrics["command"][:4] == ["python", "-m", "zoo", "fit"]

@@ -135,6 +135,7 @@ class Classifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         cm = self.test_confusion.compute()
         self.last_test_confusion = cm.tolist()  # for the results file: per-fold matrices of a study
+        self.last_test_per_class = per_class_report(cm, self.class_names)
         log_figure(self.trainer, "test/confusion_matrix", confusion_matrix_figure(cm, self.class_names))
         self.test_confusion.reset()
 
@@ -144,6 +145,20 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         return configure_optimizers_from(self, self.optimizer, self.scheduler)
+
+
+def per_class_report(cm: torch.Tensor, class_names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (rows: true class), the
+    table a results file carries next to the averages (None where a class was never predicted/present)."""
+    cm = cm.double()
+    tp, predicted, actual = cm.diag(), cm.sum(0), cm.sum(1)
+    report = {}
+    for i, name in enumerate(class_names):
+        p = float(tp[i] / predicted[i]) if predicted[i] else None
+        r = float(tp[i] / actual[i]) if actual[i] else None
+        f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else None
+        report[str(name)] = {"precision": p, "recall": r, "f1": f1, "support": int(actual[i])}
+    return report
 
 
 def conv_bn_relu(cin: int, cout: int, kernel_size: int = 3) -> nn.Sequential:

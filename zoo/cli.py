@@ -395,6 +395,7 @@ class ZooCLI(LightningCLI):
                   "epochs": self.trainer.current_epoch, "seed": cfg.get("seed_everything"), "command": self._command}
         if getattr(self.model, "last_test_confusion", None) is not None:
             record["confusion_matrix"] = self.model.last_test_confusion
+            record["per_class"] = getattr(self.model, "last_test_per_class", None)
         # enough to redo the run without the logger's files; a failure here must not cost the metrics
         try:
             record["provenance"] = provenance()
