@@ -71,6 +71,20 @@ def decode_image(path: str | os.PathLike, image_size: int, channels: int = 3) ->
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
+def predict_images(pattern: str, class_names: Sequence[str], image_size: int,
+                   channels: int) -> tuple[list, torch.Tensor, torch.Tensor]:
+    """A user's images for ``predict``: their :class:`~datamodules.predict.PredictItem` records, the
+    usable ones decoded as training images are (``uint8 (N, C, S, S)``) and their folder labels (-1: none)."""
+    from datamodules.predict import find_files, good_labels, load_items
+
+    items, images = load_items(find_files(pattern, IMAGE_EXTENSIONS), class_names,
+                               lambda p: decode_image(p, image_size, channels), (ValueError,))
+    if not images:
+        raise ValueError(f"predict_path={pattern!r}: none of the {len(items)} image(s) could be used: "
+                         + "; ".join(it.error for it in items[:3]))
+    return items, torch.stack(images), torch.tensor(good_labels(items), dtype=torch.int64)
+
+
 def decode_images(paths: Sequence[Path], image_size: int, channels: int, desc: str = "decoding images") -> torch.Tensor:
     """Decode many files into one ``uint8`` ``(N, C, S, S)`` tensor, with a progress bar."""
     out = torch.empty((len(paths), channels, image_size, image_size), dtype=torch.uint8)
@@ -220,13 +234,15 @@ class ImageTensorDataModule(L.LightningDataModule):
         batch_size: batch size of all loaders.
         num_workers: DataLoader worker processes (0: load in the main process).
         split_seed: seed of the splits, label fraction and per-class limit.
+        predict_path: images to predict on (a file, a folder searched recursively, or a glob), converted as
+            the training images are; None: the test split. Class names come from the checkpoint.
     """
 
     def __init__(self, data_dir: str | None = None, cache_dir: str | None = None, image_size: int = 64,
                  image_channels: int = 3, normalization: Normalization = "zero_one",
                  split_ratios: list[float] | None = None, val_fraction: float = 0.1,
                  label_fraction: float = 1.0, limit_per_class: int | None = None, batch_size: int = 128,
-                 num_workers: int = 0, split_seed: int = 0) -> None:
+                 num_workers: int = 0, split_seed: int = 0, predict_path: str | None = None) -> None:
         super().__init__()
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
@@ -247,6 +263,8 @@ class ImageTensorDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, split_seed
         self._class_names: list[str] | None = None
         self.train_set = self.val_set = self.test_set = None
+        self.predict_path = predict_path
+        self.predict_items: list = []
 
     # subclasses -------------------------------------------------------------------------------
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:  # pragma: no cover
@@ -306,7 +324,7 @@ class ImageTensorDataModule(L.LightningDataModule):
         return train, val, test
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if self.train_set is not None or (stage == "predict" and self.predict_path):  # no dataset for predict
             return
         images, labels, own_split, names = self.load()
         self._class_names = names
@@ -338,6 +356,28 @@ class ImageTensorDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False, "test")
 
+    def predict_dataloader(self) -> DataLoader:
+        if not self.predict_path:
+            return self._loader(self.test_set, False, "test")
+        self.predict_items, images, labels = predict_images(self.predict_path, self.class_names, self.image_size,
+                                                            self.channels)
+        return self._loader(ImageTensorDataset(images, labels, self.normalization), False, "predict")
+
+    # --- what a checkpoint carries: predicting needs no dataset ---------------------------------------
+    def state_dict(self) -> dict:
+        """Class names and the image conversion, saved in every checkpoint by Lightning."""
+        return {"class_names": self._class_names, "image_size": self.image_size, "channels": self.channels,
+                "normalization": self.normalization}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = {"image_size": self.image_size, "channels": self.channels, "normalization": self.normalization}
+        differ = {k: (state[k], v) for k, v in mine.items() if k in state and state[k] != v}
+        if differ:
+            raise ValueError(f"{type(self).__name__}: the checkpoint was trained on other images than this run's data "
+                             "settings: " + ", ".join(f"{k}={a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in differ.items()))
+        if state.get("class_names") is not None:
+            self._class_names = list(state["class_names"])
+
 
 def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -362,9 +402,9 @@ class ImageFolderDataModule(ImageTensorDataModule):
                  image_size: int = 64, image_channels: int = 3, normalization: Normalization = "zero_one",
                  split_ratios: list[float] | None = None, val_fraction: float = 0.1, label_fraction: float = 1.0,
                  limit_per_class: int | None = None, batch_size: int = 128, num_workers: int = 0,
-                 split_seed: int = 0) -> None:
+                 split_seed: int = 0, predict_path: str | None = None) -> None:
         super().__init__(data_dir, cache_dir, image_size, image_channels, normalization, split_ratios, val_fraction,
-                         label_fraction, limit_per_class, batch_size, num_workers, split_seed)
+                         label_fraction, limit_per_class, batch_size, num_workers, split_seed, predict_path)
         self.save_hyperparameters()
         self.root = root
 

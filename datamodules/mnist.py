@@ -376,6 +376,7 @@ class MNISTDataModule(L.LightningDataModule):
         on_device: keep all split tensors on the trainer's device (e.g. GPU) so no batch is copied per step.
         device_resident: as on_device, and serve batches by slicing the device tensors (no DataLoader); the
             training order of every epoch is a function of the run's seed and the epoch only.
+        predict_path: images to predict on (a file, a folder searched recursively, or a glob); None: the test split.
         drop_last: drop the last incomplete training batch.
         aug_degrees: maximum rotation of the augmented images in degrees.
         aug_translate: maximum shift of the augmented images per axis, as a fraction of the image size.
@@ -395,7 +396,8 @@ class MNISTDataModule(L.LightningDataModule):
                  on_device: bool = False, device_resident: bool = False, drop_last: bool = False,
                  aug_degrees: float = 12.0, aug_translate: float = 0.08,
                  aug_crop_scale: tuple[float, float] = (0.8, 1.0),
-                 aug_crop_ratio: tuple[float, float] = (0.85, 1.0 / 0.85)) -> None:
+                 aug_crop_ratio: tuple[float, float] = (0.85, 1.0 / 0.85),
+                 predict_path: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         if real_per_class is not None and real_per_class < 1:
@@ -431,6 +433,8 @@ class MNISTDataModule(L.LightningDataModule):
         #: indices into the official train (train/val) and test sets of the real images of each split
         self.indices: dict[str, torch.Tensor] = {}
         self._sources: torch.Tensor | None = None  # per training image: 0 real, 1 augmented, 2 synthetic
+        self.predict_path = predict_path
+        self.predict_items: list = []
 
     def prepare_data(self) -> None:
         if self.download:
@@ -489,6 +493,8 @@ class MNISTDataModule(L.LightningDataModule):
                        f"val {len(val_idx)}, test {len(yt)}")
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.predict_path:  # the user's images need no dataset
+            return
         device = self._device()
         if not self._splits:
             self._build(device)
@@ -538,6 +544,13 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """Always a DataLoader: under DDP Lightning then predicts every test image exactly once."""
+        """Always a DataLoader: under DDP Lightning then predicts every test image exactly once. With
+        ``predict_path``: the user's images (PNG/JPEG, gray or RGB, any size) converted as MNIST is: one
+        gray channel, 28x28, the ``normalize`` range; unreadable files are in :attr:`predict_items`."""
+        if self.predict_path:
+            from datamodules.images import predict_images
+
+            self.predict_items, x, y = predict_images(self.predict_path, CLASS_NAMES, 28, 1)
+            return batch_loader(normalize(x.float() / 255.0, self.normalize), y, self.eval_batch_size, shuffle=False)
         x, y = self.split("test")
         return batch_loader(x, y, self.eval_batch_size, shuffle=False, num_workers=self.num_workers)

@@ -27,9 +27,10 @@ DATA = ["--data.trim_db", "40", "--data.normalize", "dataset", "--data.add_tts",
         "--data.noise_snr", "null"]
 
 
-def _quiet(tmp_path: Path) -> list[str]:
+def _quiet(tmp_path: Path, audio: bool = True) -> list[str]:
     return ["--trainer.accelerator", "cpu", "--trainer.default_root_dir", tmp_path / "runs",
-            "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--data.progress", "false"]
+            "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+            *(["--data.progress", "false"] if audio else [])]
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,74 @@ def test_trim_silence_keeps_the_word_and_drops_the_padding():
     out = trim_silence(padded, 8000, top_db=40)
     assert 0.28 * 8000 <= out.numel() <= 0.40 * 8000  # the word (0.3 s) plus small margins
     assert trim_silence(word, 8000, top_db=40).numel() >= 0.9 * word.numel()  # a trimmed clip stays whole
+
+
+# --- images: MNIST classifiers and the image classifier ------------------------------------------------
+def test_mnist_classifier_predicts_png_and_jpeg_of_any_size_and_mode(tmp_path, capsys):
+    from PIL import Image
+    from test_resume import write_mnist
+
+    data = write_mnist(tmp_path / "data", per_class=30)
+    cli = run_cli(["fit", "--config", CONFIGS / "lenet_reduced_mnist.yaml", *_quiet(tmp_path, audio=False),
+                   "--data.data_dir", data, "--data.real_per_class", "27", "--data.test_per_class", "5",
+                   "--data.batch_size", "16", "--trainer.max_epochs", "8", "--run.test_after_fit", "false"])
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    shutil.rmtree(data)
+    rng = np.random.default_rng(1)
+    for digit, (size, mode, suffix) in zip((3, 5, 7), ((28, "L", ".png"), (56, "RGB", ".jpg"), (40, "RGBA", ".png"))):
+        img = rng.integers(0, 60, (28, 28), dtype=np.uint8)
+        img[2 * digit:2 * digit + 8, 4:12] = 250  # the fixture's digit pattern
+        path = tmp_path / "imgs" / str(digit) / f"x{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img, "L").convert(mode).resize((size, size), Image.NEAREST).save(path)
+    (tmp_path / "imgs" / "3" / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "digits.csv"
+    run_cli(["predict", "--config", CONFIGS / "lenet_reduced_mnist.yaml", *_quiet(tmp_path, audio=False), "--data.data_dir",
+             tmp_path / "gone", "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "imgs",
+             "--run.predictions_file", out])
+    rows = {Path(r["path"]).name + "@" + Path(r["path"]).parent.name: r for r in csv.DictReader(out.open())}
+    assert "cannot decode image file" in rows["broken.png@3"]["error"]
+    assert [rows[k]["prediction"] for k in ("x.png@3", "x.jpg@5", "x.png@7")] == ["3", "5", "7"]
+    assert "accuracy on 3 labelled file(s): 100.00 %" in capsys.readouterr().out
+
+
+def test_image_classifier_takes_class_names_from_the_checkpoint(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = {"cats": (220, 40, 40), "dogs": (40, 40, 220)}
+    for name, colour in colours.items():
+        for i in range(12):
+            img = np.clip(rng.normal(colour, 25, (16, 16, 3)), 0, 255).astype(np.uint8)
+            (tmp_path / "pets" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(tmp_path / "pets" / name / f"{i}.png")
+    args = ["--config", CONFIGS / "image_classifier_cifar.yaml", *_quiet(tmp_path, audio=False), "--data.root", tmp_path / "pets",
+            "--data.image_size", "16", "--data.batch_size", "8", "--data.cache_dir", tmp_path / "cache",
+            "--model.init_args.num_classes", "2", "--model.init_args.class_names", "null",
+            "--model.init_args.channels", "[4, 8, 8, 16]", "--model.init_args.hidden", "16"]
+    cli = run_cli(["fit", *args, "--trainer.max_epochs", "4", "--run.test_after_fit", "false"])
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    shutil.rmtree(tmp_path / "pets" / "dogs")  # the dataset is gone: names must come from the checkpoint
+    shutil.rmtree(tmp_path / "pets" / "cats")
+    Image.fromarray(np.full((48, 32, 3), (200, 50, 60), np.uint8)).save(tmp_path / "mine.jpg")
+    out = tmp_path / "p.csv"
+    run_cli(["predict", *args, "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "mine.jpg",
+             "--run.predictions_file", out])
+    (row,) = csv.DictReader(out.open())
+    assert row["prediction"] == "cats" and list(row) == ["path", "prediction", "probability"]
+
+
+def test_mfcc_svm_predicts_files(tmp_path):
+    data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(10))
+    base = ["--config", CONFIGS / "mfcc_svm.yaml", *_quiet(tmp_path), "--data.cache_dir", tmp_path / "cache"]
+    cli = run_cli(["fit", *base, "--data.data_dir", data, "--run.test_after_fit", "false"])
+    ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
+    shutil.rmtree(data)
+    folder = tmp_path / "recs" / "four"
+    folder.mkdir(parents=True)
+    sf.write(folder / "a.flac", digit_tone(4, 0, 9, sample_rate=16000), 16000, format="FLAC")
+    out = tmp_path / "svm.csv"
+    run_cli(["predict", *base, "--data.data_dir", tmp_path / "gone", "--ckpt_path", ckpt,
+             "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out])
+    (row,) = csv.DictReader(out.open())
+    assert row["prediction"] == "four" and row["label"] == "four" and 0 < float(row["probability"]) <= 1
