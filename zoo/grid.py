@@ -67,13 +67,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 DEFAULT_COMMAND = [sys.executable, "-m", "zoo", "fit"]
 _KNOWN = {"config", "group", "seeds", "metric", "axes", "cells", "args", "out", "logs", "percent", "command",
-          "variants", "folds"}
+          "variants", "folds", "search", "slurm"}
 
 
 @dataclass
@@ -110,6 +110,8 @@ class GridSpec:
     logs: Path | None = None
     percent: bool = False
     command: list[str] = field(default_factory=lambda: list(DEFAULT_COMMAND))
+    search: dict[str, Any] = field(default_factory=dict)  # Optuna / W&B random+bayes (zoo.launchers)
+    slurm: dict[str, Any] = field(default_factory=dict)  # submitit executor parameters (zoo.launchers)
 
 
 def _cli_value(value: Any) -> str:
@@ -153,8 +155,12 @@ def load_grid(path: str | os.PathLike) -> GridSpec:
         raise ValueError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: 'seeds' has duplicates: {seeds}")
-    if ("axes" in raw) == ("cells" in raw):
-        raise ValueError(f"{path}: give exactly one of 'axes' (cartesian product) or 'cells' (explicit list)")
+    for key in ("search", "slurm"):
+        if not isinstance(raw.get(key) or {}, dict):
+            raise ValueError(f"{path}: '{key}' must be a mapping, got {raw[key]!r}")
+    if "axes" in raw and "cells" in raw or not ("axes" in raw or "cells" in raw or raw.get("search")):
+        raise ValueError(f"{path}: give exactly one of 'axes' (cartesian product) or 'cells' (explicit list)"
+                         " (or only a 'search' space)")
     variants = raw.get("variants") or {}
     if not isinstance(variants, dict) or not all(isinstance(v, dict) or v is None for v in variants.values()):
         raise ValueError(f"{path}: 'variants' must map names to mappings of override keys, got {variants!r}")
@@ -167,6 +173,8 @@ def load_grid(path: str | os.PathLike) -> GridSpec:
             axes = {"variant": list(variants), **axes}
         keys = list(axes)
         combos = [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
+    elif "cells" not in raw:  # a search-only grid: the grid itself is the base config's one cell
+        keys, combos = [], [{}]
     else:
         combos = raw["cells"]
         if not isinstance(combos, list) or not combos or not all(isinstance(c, dict) for c in combos):
@@ -199,7 +207,8 @@ def load_grid(path: str | os.PathLike) -> GridSpec:
                     out=Path(raw["out"]), cells=cells, keys=keys, args=[str(a) for a in args],
                     logs=Path(raw["logs"]) if raw.get("logs") else Path(raw["out"]) / "logs",
                     percent=bool(raw.get("percent", False)), variants=variants, folds=folds,
-                    command=[sys.executable if c == "python" else str(c) for c in command])
+                    command=[sys.executable if c == "python" else str(c) for c in command],
+                    search=dict(raw.get("search") or {}), slurm=dict(raw.get("slurm") or {}))
 
 
 def run_id(cell: Cell, seed: int) -> str:
@@ -243,10 +252,6 @@ def validate_commands(spec: GridSpec) -> int:
     """
     if not _is_zoo_command(spec.command):
         return 0
-    from unittest import mock
-
-    from zoo.cli import main
-
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for cell in spec.cells:
         key = (cell.overrides.get("config", spec.config), cell.overrides.get("variant", ""))
@@ -255,23 +260,34 @@ def validate_commands(spec: GridSpec) -> int:
             merged.setdefault(k, v)
     for (config, variant), overrides in groups.items():
         cmd = build_command(spec, Cell("check", overrides), spec.seeds[0])
-        err = io.StringIO()
-        code = 0
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), \
-                mock.patch("sys.argv", ["zoo"]):
-            try:
-                main([*cmd[3:], "--print_config"])
-            except SystemExit as e:
-                code = e.code
-        if code not in (0, None):
-            noise = ("Subtypes:", "Given value type:", "Does not validate against", "- Expected a <class 'NoneType'>")
-            text = err.getvalue()
-            lines = [ln for ln in text[text.find("error:") + 6:].strip().splitlines()
-                     if ln.strip() and not ln.strip().startswith(noise)]
+        errors = cli_errors(cmd[3:])
+        if errors:
             which = f"config {config}" + (f", variant {variant!r}," if variant else "")
-            raise ValueError(f"{spec.path}: the runs of {which} would not start, so none was started:\n"
-                             + "\n".join(lines[:20]))
+            raise ValueError(f"{spec.path}: the runs of {which} would not start, so none was started:\n{errors}")
     return len(groups)
+
+
+def cli_errors(args: list[str]) -> str:
+    """Parse ``python -m zoo <args>`` with the zoo CLI, running nothing: the parser's error (its useful
+    lines), or "" when the command would start. Shared by every launcher that checks its commands."""
+    from unittest import mock
+
+    from zoo.cli import main
+
+    err = io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), mock.patch("sys.argv", ["zoo"]):
+        try:
+            main([*args, "--print_config"])
+        except SystemExit as e:
+            code = e.code
+    if code in (0, None):
+        return ""
+    noise = ("Subtypes:", "Given value type:", "Does not validate against", "- Expected a <class 'NoneType'>")
+    text = err.getvalue()
+    lines = [ln for ln in text[text.find("error:") + 6:].strip().splitlines()
+             if ln.strip() and not ln.strip().startswith(noise)]
+    return "\n".join(lines[:20]) or text.strip()[-2000:] or f"exit status {code}"
 
 
 # Runs a cell's command in the cell's own session (process group) and kills that whole group - the run
@@ -297,8 +313,11 @@ class _Children:
         self._lock = threading.RLock()  # also taken in a signal handler, in the thread it may interrupt
         self.stopping = False
 
-    def run(self, cmd: list[str], log) -> int | None:
-        """Run ``cmd`` to completion with output to ``log``; None when the runner is stopping."""
+    def run(self, cmd: list[str], log, poll=None) -> int | None:
+        """Run ``cmd`` to completion with output to ``log``; None when the runner is stopping.
+
+        ``poll()``, when given, is called about once a second while the run lives; when it returns True
+        the run's process group is killed (Optuna pruning) and its negative exit status returned."""
         with self._lock:
             if self.stopping:
                 return None
@@ -306,6 +325,14 @@ class _Children:
                                     stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
             self._procs.add(proc)
         try:
+            while poll is not None:
+                try:
+                    return proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    if poll():
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        poll = None
             return proc.wait()
         finally:
             with self._lock:
@@ -407,7 +434,7 @@ def _run_one(spec: GridSpec, cell: Cell, seed: int, previous: dict[tuple[str, in
 
 
 def _start(spec: GridSpec, cell: Cell, seed: int, record: dict[str, Any], result: Path, log: Path,
-           children: _Children) -> dict[str, Any]:
+           children: _Children, poll=None) -> dict[str, Any]:
     rid = run_id(cell, seed)
     cmd = build_command(spec, cell, seed)
     resumed = "--ckpt_path" in cmd
@@ -417,7 +444,7 @@ def _start(spec: GridSpec, cell: Cell, seed: int, record: dict[str, Any], result
     with open(log, "a" if resumed else "w") as fh:  # a resumed run's log keeps the interrupted part
         fh.write(("\n--- resumed from its last checkpoint ---\n" if resumed else "") + f"$ {' '.join(cmd)}\n\n")
         fh.flush()
-        rc = children.run(cmd, fh)
+        rc = children.run(cmd, fh, poll)
     if rc is None:
         return {**record, "status": "not started (runner stopped)", "returncode": "", "seconds": "",
                 "log": str(log), "metrics": {}}
@@ -615,7 +642,10 @@ def _runs_die_with_runner(children: _Children):
 
 def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False,
              summary_only: bool = False, out: str | None = None,
-             args: list[str | int | float | bool | None] | None = None) -> GridResult:
+             args: list[str | int | float | bool | None] | None = None,
+             launcher: Literal["local", "slurm", "submitit-local", "wandb-sweep", "optuna"] = "local",
+             partition: str | None = None, gpus_per_job: int | None = None, time_min: int | None = None,
+             cpus_per_job: int | None = None, method: Literal["grid", "random", "bayes"] | None = None) -> GridResult:
     """Run every (cell, seed) of a grid YAML that has no results yet, then write runs.csv, table.md, heatmap.png.
 
     Args:
@@ -630,6 +660,20 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
             whose results are committed re-runs from scratch with ``--out runs/repro/<name>``.
         args: more CLI overrides for every run, after the grid's own ``args`` (e.g. ``--args
             '[--trainer.logger, false]'`` on a machine without W&B); a finished run is not redone.
+        launcher: where the runs run (docs/scaling.md). ``local``: processes on this machine.
+            ``slurm``: one submitit job per run (a job array), this command waits and then writes the
+            same outputs as ``local``; ``submitit-local``: the same jobs as local processes (to try it).
+            ``wandb-sweep``: write W&B sweep files for the grid (or its ``search`` space) and print the
+            ``wandb sweep`` / ``wandb agent`` commands, running nothing. ``optuna``: search the grid's
+            ``search`` space; ``max_parallel`` trials at once, and any number of these commands on
+            other machines may share its journal file.
+        partition: SLURM partition (else the grid's ``slurm: {slurm_partition: ...}``).
+        gpus_per_job: GPUs per job (``gpus_per_node``).
+        time_min: time limit per job in minutes (``timeout_min``); a job that reaches it is requeued and
+            its run resumes from its last checkpoint.
+        cpus_per_job: CPU cores per job (``cpus_per_task``).
+        method: W&B sweep method (default ``grid`` over the axes; ``random``/``bayes`` also sample
+            the grid's ``search`` space).
     """
     if max_parallel < 1:
         raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
@@ -638,6 +682,13 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         spec = dataclasses.replace(spec, out=Path(out), logs=Path(out) / "logs")
     if args:
         spec = dataclasses.replace(spec, args=[*spec.args, *map(_cli_value, args)])
+    if launcher in ("wandb-sweep", "optuna"):
+        from zoo import launchers
+
+        if launcher == "wandb-sweep":
+            launchers.write_sweeps(spec, method or ("bayes" if spec.search and not spec.cells[0].overrides else "grid"))
+            return GridResult({}, [])
+        return launchers.optuna_search(spec, max_parallel=max_parallel, dry_run=dry_run, summary_only=summary_only)
     if not summary_only:
         validate_commands(spec)
     if seeds_first:
@@ -675,7 +726,14 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         print(f"[{next(counter)}/{total}] {run_id(*job)}: {record['status']} {shown}", flush=True)
         return record
 
-    if not summary_only:
+    if launcher in ("slurm", "submitit-local") and jobs:
+        from zoo import launchers
+
+        resources = {"slurm_partition": partition, "gpus_per_node": gpus_per_job, "timeout_min": time_min,
+                     "cpus_per_task": cpus_per_job}
+        records = launchers.submit_runs(spec, jobs, "slurm" if launcher == "slurm" else "local", max_parallel,
+                                        {k: v for k, v in resources.items() if v is not None}, previous)
+    elif not summary_only:
         with _runs_die_with_runner(children):
             if max_parallel == 1:
                 records = [work(job) for job in jobs]
