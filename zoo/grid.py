@@ -24,6 +24,10 @@ Grid YAML::
     # optional: an axis of cross-validation folds; folds.md gives mean +- std over them (and worst)
     # folds: data.test_speaker
     # an axis (or cell key) 'config' runs other base configs: axes: {config: [configs/a.yaml, ...]}
+    # optional, for other launchers (zoo/launchers.py, docs/scaling.md): a search space for
+    # --launcher optuna / wandb-sweep --method random|bayes, and submitit resources for --launcher slurm
+    # search: {params: {model.init_args.optimizer.init_args.lr: {low: 1.0e-4, high: 0.1, log: true}}, trials: 20}
+    # slurm: {slurm_partition: gpu, gpus_per_node: 1, timeout_min: 120}
 
 Each run writes ``<out>/runs/<cell>-seed<N>.json`` (``--run.results_file``) and its console output to
 ``<logs>/<cell>-seed<N>.log``. A run whose JSON exists is skipped; failed runs are reported,
