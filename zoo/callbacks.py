@@ -274,8 +274,10 @@ class PredictionWriter(BasePredictionWriter):
         scored = [r for r in rows if r["label"] and not r["error"]]
         lines.append(f"{len(rows) - len(failed)} file(s) predicted, {len(failed)} failed"
                      + (f"; written to {self.predictions_file}" if self.predictions_file else ""))
-        for r in failed[self.show:self.show + 5] if len(rows) > self.show else []:
-            lines.append(f"FAILED {r['path']}: {r['error']}")
+        unseen = [r for r in rows[self.show:] if r["error"]]  # failures past the table
+        lines += [f"FAILED {r['error']}" for r in unseen[:5]]  # the error names the file
+        if len(unseen) > 5:
+            lines.append(f"... and {len(unseen) - 5} more failed files: see the error column of the CSV")
         if scored:
             correct = sum(r["prediction"] == r["label"] for r in scored)
             lines.append(f"accuracy on {len(scored)} labelled file(s): {100.0 * correct / len(scored):.2f} %")
