@@ -109,7 +109,7 @@ def read_cache(path: Path) -> dict | None:
             raise ValueError(f"expected a dict of tensors, found {type(data).__name__}")
         return data
     except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted
-        if isinstance(err, pickle.UnpicklingError):  # torch's text suggests weights_only=False: not repeated
+        if isinstance(err, pickle.UnpicklingError):  # torch's text suggests the unsafe mode: not repeated
             why = ("refused: it asks for Python objects, which could run code" if "GLOBAL" in str(err)
                    else "not a tensor file")
         else:

@@ -708,9 +708,8 @@ class MFCCStatsSVM(Classifier):
             raise ValueError(
                 f"MFCCStatsSVM: {where} stores its SVM as pickled bytes ('sklearn_svm'), which the zoo no longer loads "
                 "because a crafted file could run code. Retrain it (`python -m zoo fit --config configs/mfcc_svm.yaml`"
-                ": one pass over the data), or, only for a file you trust, convert it in Python: c = torch.load(f, "
-                "weights_only=False); c['svm_state'] = zoo.mfcc_repr.svm_state(pickle.loads(c.pop('sklearn_svm')"
-                ".numpy().tobytes())); torch.save(c, f)")
+                ": one pass over the data), or, only for a file you trust, convert it as docs/reliability.md "
+                "(converting an old SVM checkpoint) shows")
         state = checkpoint.get("svm_state")
         try:
             self.svm = svm_from_state(state) if state is not None else None

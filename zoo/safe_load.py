@@ -39,8 +39,8 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str = "checkpoi
     """The ``ValueError`` for a file ``torch.load(weights_only=True)`` failed on, naming the file.
 
     A file that asks for a Python object (a pickle ``GLOBAL``) is *refused*; anything else is unreadable.
-    Only the specific part of torch's message is kept: its advice to retry with ``weights_only=False``
-    is exactly what must not be done with a file of unknown origin.
+    Only the specific part of torch's message is kept: its advice to retry in the unsafe (full-unpickling)
+    mode is exactly what must not be done with a file of unknown origin.
     """
     tail = f": {hint}" if hint else ""
     text = str(err)
