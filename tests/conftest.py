@@ -48,3 +48,21 @@ def run_cli(args: list[str]):
 
     with mock.patch("sys.argv", ["zoo"]):  # pytest's own argv must not leak into the CLI
         return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def _fixture_data_root(tmp_path_factory) -> Path:
+    from data_fixtures import write_all
+
+    return write_all(tmp_path_factory.mktemp("fixture_data"))
+
+
+@pytest.fixture
+def config_data(request, monkeypatch) -> Path:
+    """The real shared data when present; otherwise tiny fixtures of every dataset in its real format
+    (so a clone without ``../shared`` still runs every config), with ``ZOO_DATA_DIR`` pointing at them."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    root = request.getfixturevalue("_fixture_data_root")
+    monkeypatch.setenv("ZOO_DATA_DIR", str(root))
+    return root

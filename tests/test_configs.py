@@ -34,7 +34,7 @@ def test_there_are_configs():
 
 
 @pytest.mark.parametrize("config", CONFIG_FILES, ids=[c.stem for c in CONFIG_FILES])
-def test_config_fast_dev_run(config: Path, tmp_path: Path, shared_data):
+def test_config_fast_dev_run(config: Path, tmp_path: Path, config_data):
     common = ["--config", config, "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
               "--trainer.default_root_dir", tmp_path, "--trainer.enable_progress_bar", "false",
               *extra_args(config, tmp_path)]
