@@ -385,8 +385,8 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             raise ValueError(f"SpokenDigits: noise_snr=[lo, hi] needs lo <= hi, got {list(noise_snr)}")
         if trim_db is not None and trim_db <= 0:
             raise ValueError(f"SpokenDigits: trim_db must be > 0 dB (or null to keep silences), got {trim_db}")
-        if add_tts and target != "digit":
-            raise ValueError("SpokenDigits: add_tts=True only makes sense for target='digit'")
+        if add_tts and target != "digit" and source != "tts":
+            raise ValueError("SpokenDigits: add_tts=True only makes sense for target='digit' (pass --data.add_tts false)")
         if folder is not None and source == "tts":
             raise ValueError("SpokenDigits: folder names a dataset folder; source='tts' has none")
         self.save_hyperparameters()
