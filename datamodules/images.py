@@ -77,11 +77,8 @@ def predict_images(pattern: str, class_names: Sequence[str], image_size: int,
     usable ones decoded as training images are (``uint8 (N, C, S, S)``) and their folder labels (-1: none)."""
     from datamodules.predict import find_files, good_labels, load_items
 
-    items, images = load_items(find_files(pattern, IMAGE_EXTENSIONS), class_names,
+    items, images = load_items(pattern, find_files(pattern, IMAGE_EXTENSIONS), class_names,
                                lambda p: decode_image(p, image_size, channels), (ValueError,))
-    if not images:
-        raise ValueError(f"predict_path={pattern!r}: none of the {len(items)} image(s) could be used: "
-                         + "; ".join(it.error for it in items[:3]))
     return items, torch.stack(images), torch.tensor(good_labels(items), dtype=torch.int64)
 
 
@@ -371,10 +368,9 @@ class ImageTensorDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         mine = {"image_size": self.image_size, "channels": self.channels, "normalization": self.normalization}
-        differ = {k: (state[k], v) for k, v in mine.items() if k in state and state[k] != v}
-        if differ:
-            raise ValueError(f"{type(self).__name__}: the checkpoint was trained on other images than this run's data "
-                             "settings: " + ", ".join(f"{k}={a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in differ.items()))
+        from datamodules.predict import check_saved_settings
+
+        check_saved_settings(type(self).__name__, state, mine)
         if state.get("class_names") is not None:
             self._class_names = list(state["class_names"])
 

@@ -57,10 +57,11 @@ def label_from_folder(path: Path, class_names: Sequence[str]) -> int | None:
     return None
 
 
-def load_items(paths: Iterable[Path], class_names: Sequence[str], load: Callable[[Path], T],
+def load_items(pattern: str, paths: Iterable[Path], class_names: Sequence[str], load: Callable[[Path], T],
                errors: tuple[type[Exception], ...]) -> tuple[list[PredictItem], list[T]]:
     """Load every file with ``load``; a file that raises one of ``errors`` is recorded with the message
-    and skipped. Returns all items and the loaded values of the good ones, in the same order."""
+    and skipped. Returns all items and the loaded values of the good ones, in the same order; when no
+    file of ``predict_path=pattern`` is usable, a ``ValueError`` quotes the first reasons."""
     items, values = [], []
     for p in paths:
         item = PredictItem(str(p), label_from_folder(p, class_names))
@@ -69,7 +70,20 @@ def load_items(paths: Iterable[Path], class_names: Sequence[str], load: Callable
         except errors as e:
             item.error = str(e)
         items.append(item)
+    if not values:
+        raise ValueError(f"predict_path={pattern!r}: none of the {len(items)} file(s) could be used: "
+                         + "; ".join(it.error for it in items[:3]))
     return items, values
+
+
+def check_saved_settings(owner: str, saved: dict, mine: dict) -> None:
+    """Refuse a checkpoint whose data settings (``saved``) differ from this run's (``mine``): predicting with
+    other features or image conversion than training used would give wrong answers without any error."""
+    differ = {k: (saved[k], v) for k, v in mine.items() if k in saved and saved[k] != v}
+    if differ:
+        raise ValueError(f"{owner}: the checkpoint was trained with other data settings than this run's: "
+                         + ", ".join(f"{k}={a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in differ.items())
+                         + "; use the config the checkpoint was trained with")
 
 
 def good_labels(items: Sequence[PredictItem]) -> list[int]:

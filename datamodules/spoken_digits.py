@@ -43,7 +43,7 @@ from datamodules.audio import (AUDIO_SUFFIXES, FEATURES, AudioFileError, Feature
                                load_clips, load_recording, pad_sequences, random_time_crop, spec_augment,
                                utterance_normalize, vtlp)
 from datamodules.paths import cache_root, data_root, missing_dataset
-from datamodules.predict import PredictItem, find_files, good_labels, load_items
+from datamodules.predict import PredictItem, check_saved_settings, find_files, good_labels, load_items
 from datamodules.splits import SplitLoadersMixin
 
 log = logging.getLogger(__name__)
@@ -616,12 +616,7 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         mine = {**asdict(self.settings), "normalize": self.hparams.normalize}
         saved = {**state.get("settings", {}), "normalize": state.get("normalize", mine["normalize"])}
-        differ = {k: (saved[k], v) for k, v in mine.items() if k in saved and saved[k] != v}
-        if differ:
-            raise ValueError("SpokenDigits: the checkpoint was trained with other feature settings than this run's "
-                             "data settings: " + ", ".join(f"{k}={a!r} (checkpoint) vs {b!r} (now)"
-                                                             for k, (a, b) in differ.items())
-                             + "; use the config the checkpoint was trained with")
+        check_saved_settings("SpokenDigits", saved, mine)
         if "feature_mean" in state:
             self.feature_stats = (state["feature_mean"], state["feature_std"])
 
@@ -665,11 +660,8 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         hp = self.hparams
         paths = find_files(hp.predict_path, AUDIO_SUFFIXES)
         rate = self.settings.sample_rate
-        self.predict_items, waves = load_items(paths, self.class_names, lambda p: load_recording(p, rate),
-                                               (AudioFileError,))
-        if not waves:
-            raise ValueError(f"predict_path={hp.predict_path!r}: none of the {len(paths)} file(s) could be used: "
-                             + "; ".join(it.error for it in self.predict_items[:3]))
+        self.predict_items, waves = load_items(hp.predict_path, paths, self.class_names,
+                                               lambda p: load_recording(p, rate), (AudioFileError,))
         feats = FeatureExtractor(self.settings)(waves, progress=hp.progress)
         seq = self.settings.feature == "mfcc"
         feats = feats if seq else torch.stack(feats)

@@ -224,3 +224,13 @@ def test_mfcc_svm_predicts_files(tmp_path):
              "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out])
     (row,) = csv.DictReader(out.open())
     assert row["prediction"] == "four" and row["label"] == "four" and 0 < float(row["probability"]) <= 1
+
+
+def test_a_folder_of_only_unusable_files_is_one_clear_error(trained, tmp_path):
+    _, ckpt = trained
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "empty.wav").write_bytes(b"")
+    sf.write(tmp_path / "bad" / "silent.wav", np.zeros(8000, np.float32), 8000, subtype="PCM_16")
+    with pytest.raises(ValueError, match=r"none of the 2 file\(s\) could be used: .*empty\.wav: empty file"):
+        run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path), *DATA,
+                 "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "bad"])
