@@ -18,7 +18,7 @@ status=0
 one() {
   local g=$1 t0
   t0=$(date +%s)
-  $py -m zoo.grid "configs/grids/$g.yaml" --max_parallel "$parallel" --out "$out/$g" \
+  $py -m zoo.tools.grid "configs/grids/$g.yaml" --max_parallel "$parallel" --out "$out/$g" \
       ${ZOO_ARGS:+--args "$ZOO_ARGS"} > "$out/$g.log" 2>&1
   local rc=$?
   echo "$g: exit $rc, $(( $(date +%s) - t0 )) s" | tee -a "$out/times.txt"

@@ -121,14 +121,16 @@ def random_contrast(x: torch.Tensor, strength: float = 0.2, generator: torch.Gen
 class BatchAugment(nn.Module):
     """Module form of the random augmentations with its own seeded generator.
 
-    Use it inside a LightningModule (``if self.training: x = self.augment(x)``) or on a data
-    tensor once. The generator lives on the CPU, so results do not depend on the device.
+    Use it as a classifier task's ``augment`` (applied to training batches only) or on a data tensor
+    once. The generator lives on the CPU, so results do not depend on the device. ``seed=None`` takes
+    the run's seed (``seed_everything`` / ``torch.initial_seed()``), so the runs of a multi-seed grid
+    draw different augmentations; an explicit seed pins the stream.
     """
 
     def __init__(self, degrees: float = 0.0, translate: float = 0.0, crop_scale: Sequence[float] = (1.0, 1.0),
                  crop_ratio: Sequence[float] = (1.0, 1.0), hflip: float = 0.0, contrast: float = 0.0,
                  value_range: tuple[float, float] | None = (0.0, 1.0),
-                 padding_mode: Literal["zeros", "border", "reflection"] = "zeros", seed: int = 0) -> None:
+                 padding_mode: Literal["zeros", "border", "reflection"] = "zeros", seed: int | None = None) -> None:
         super().__init__()
         self.degrees, self.translate, self.hflip, self.contrast = degrees, translate, hflip, contrast
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
@@ -137,7 +139,7 @@ class BatchAugment(nn.Module):
         random_affine_matrices(1, 2, 2, degrees, translate, self.crop_scale, self.crop_ratio, hflip)
         if not 0 <= contrast < 1:
             raise ValueError(f"BatchAugment: contrast must be in [0, 1), got {contrast}")
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
 
     @property
     def is_geometric(self) -> bool:

@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import CONFIGS
 from zoo.dcgan import DCGAN, load_dcgan, slerp
-from zoo.gan_eval import ClassifierFeatures, agreement, cas, classifier_fid, load_classifier, losses
+from zoo.tools.gan_eval import ClassifierFeatures, agreement, cas, classifier_fid, load_classifier, losses
 from zoo.mnist_classifiers import LeNet5
-from zoo.sample_export import load_samples, main as export_main, to_uint8
+from zoo.tools.sample_export import load_samples, main as export_main, to_uint8
 
 
 def tiny(**kw) -> DCGAN:

@@ -1,4 +1,4 @@
-"""The grid runner (zoo/grid.py): expansion, commands, resume, failures, outputs."""
+"""The grid runner (zoo/tools/grid.py): expansion, commands, resume, failures, outputs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import CONFIGS, REPO
-from zoo.grid import build_command, cell_name, load_grid, main, run_grid
+from zoo.tools.grid import build_command, cell_name, load_grid, main, run_grid
 
 # Stands in for `python -m zoo fit`: appends its argv to a journal, fails for real_per_class=13,
 # else writes --run.results_file with test/acc = real/100 + seed/1000.
@@ -333,7 +333,7 @@ def test_a_metric_no_run_produced_is_an_error_naming_the_ones_that_exist(tmp_pat
 
 
 def test_a_run_locked_by_a_live_runner_is_left_to_it_and_a_dead_runners_lock_is_taken_over(tmp_path):
-    from zoo.grid import _lock_run
+    from zoo.tools.grid import _lock_run
 
     path = _grid(tmp_path, axes={"data.real_per_class": [30, 40]}, seeds=[0])
     logs = tmp_path / "out" / "logs"
@@ -399,7 +399,7 @@ def test_runs_die_with_the_runner_and_resume_from_their_last_checkpoint(tmp_path
     fake.write_text(SLOW_FIT)
     path = _grid(tmp_path, axes={"data.real_per_class": [30]}, seeds=[0], command=["python", str(fake)])
     out = tmp_path / "out"
-    runner = subprocess.Popen([sys.executable, "-m", "zoo.grid", str(path)], cwd=REPO, stdout=subprocess.DEVNULL,
+    runner = subprocess.Popen([sys.executable, "-m", "zoo.tools.grid", str(path)], cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     child = None
     try:

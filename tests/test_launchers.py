@@ -1,4 +1,4 @@
-"""Back-ends of the grid runner (zoo/launchers.py): submitit jobs, W&B sweep files, Optuna searches."""
+"""Back-ends of the grid runner (zoo/tools/launchers.py): submitit jobs, W&B sweep files, Optuna searches."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import yaml
 
 from conftest import CONFIGS, REPO
 from test_grid import SLOW_FIT, _grid, _wait
-from zoo.grid import load_grid, run_grid
-from zoo.launchers import GridRunJob, check_sweep, sweep_command_lines, sweep_configs, write_sweeps
+from zoo.tools.grid import load_grid, run_grid
+from zoo.tools.launchers import GridRunJob, check_sweep, sweep_command_lines, sweep_configs, write_sweeps
 
 pytest.importorskip("submitit")
 pytest.importorskip("optuna")
@@ -185,7 +185,7 @@ def test_two_optuna_workers_share_one_study_without_lost_or_duplicated_trials(tm
     from optuna.storages.journal import JournalFileBackend
 
     path = _search_grid(tmp_path, trials=8)
-    workers = [subprocess.Popen([sys.executable, "-m", "zoo.grid", str(path), "--launcher", "optuna"], cwd=REPO,
+    workers = [subprocess.Popen([sys.executable, "-m", "zoo.tools.grid", str(path), "--launcher", "optuna"], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     logs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], logs
@@ -229,7 +229,7 @@ def test_a_trial_whose_worker_died_is_asked_again_and_its_run_resumes(tmp_path):
     raw = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump({**raw, "command": ["python", str(fake)]}))
     out = tmp_path / "out"
-    worker = subprocess.Popen([sys.executable, "-m", "zoo.grid", str(path), "--launcher", "optuna"], cwd=REPO,
+    worker = subprocess.Popen([sys.executable, "-m", "zoo.tools.grid", str(path), "--launcher", "optuna"], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert _wait((out / "child.pid").exists, 60), "the trial never started"

@@ -26,7 +26,7 @@ from conftest import CONFIGS, run_cli
 from datamodules.images import ImageFolderDataModule, decode_image
 from zoo.audio_to_image import load_judge
 from zoo.dcgan import DCGAN, load_dcgan
-from zoo.gan_eval import grid, load_classifier
+from zoo.tools.gan_eval import grid, load_classifier
 from zoo.masked_ae import MaskedAE
 from zoo.mfcc_repr import MFCCStatsSVM, svm_from_state, svm_state
 from zoo.mnist_classifiers import LeNet5

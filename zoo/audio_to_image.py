@@ -31,7 +31,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.mnist import normalize as mnist_normalize
 from zoo.checkpoints import load_cli_checkpoint
-from zoo.classifier import configure_optimizers_from, default_optimizer
+from zoo.optim import configure_optimizers_from, default_optimizer
 from zoo.figures import image_grid_figure, log_audio, log_figure
 
 Normalize = Literal["zero_one", "minus_one_one", "standard"]

@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanSquaredError
 
-from zoo.classifier import configure_optimizers_from, default_optimizer
+from zoo.optim import configure_optimizers_from, default_optimizer
 from zoo.figures import image_grid_figure, log_figure, plt
 
 

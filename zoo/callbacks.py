@@ -1,8 +1,9 @@
-"""Callbacks the CLI attaches by default."""
+"""Callbacks: the ones the CLI attaches by default, and :class:`EpochMetricLog` for searches."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 from pathlib import Path
@@ -282,3 +283,23 @@ class PredictionWriter(BasePredictionWriter):
             correct = sum(r["prediction"] == r["label"] for r in scored)
             lines.append(f"accuracy on {len(scored)} labelled file(s): {100.0 * correct / len(scored):.2f} %")
         return "\n".join(lines)
+
+
+class EpochMetricLog(Callback):
+    """Appends ``{"epoch", "value"}`` of one metric to a JSON-lines file at every validation epoch end.
+
+    Used by ``zoo.tools.launchers`` (Optuna trials run as ``python -m zoo fit`` subprocesses).
+    Why a file and not Optuna's Lightning callback: the trial stays an ordinary ``python -m zoo fit``
+    subprocess (same logs, W&B run, resume, and a crash is the trial's, not the search's); the search
+    reads the file, reports each epoch to Optuna and kills the run when the pruner says so."""
+
+    def __init__(self, path: str, metric: str = "val/acc") -> None:
+        self.path, self.metric = path, metric
+
+    def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch's metrics are computed
+        value = trainer.callback_metrics.get(self.metric)
+        if trainer.sanity_checking or value is None or not trainer.is_global_zero:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"epoch": trainer.current_epoch, "value": float(value)}) + "\n")

@@ -59,7 +59,7 @@ from zoo.figures import use_file_backend
 from zoo.safe_load import load_checkpoint
 
 PACKAGES = ("zoo", "datamodules")
-_SKIP = {"zoo.cli", "zoo.__main__"}
+_SKIP = {"zoo.cli", "zoo.__main__", "zoo.tools"}
 
 
 def import_all(packages=PACKAGES) -> list[str]:
@@ -68,7 +68,7 @@ def import_all(packages=PACKAGES) -> list[str]:
     for pkg_name in packages:
         pkg = importlib.import_module(pkg_name)
         for info in pkgutil.walk_packages(pkg.__path__, prefix=pkg_name + "."):
-            if info.name in _SKIP or info.name.rsplit(".", 1)[-1].startswith("_"):
+            if info.name in _SKIP or info.name.startswith("zoo.tools.") or info.name.rsplit(".", 1)[-1].startswith("_"):
                 continue
             importlib.import_module(info.name)
             names.append(info.name)

@@ -43,15 +43,11 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from zoo.figures import image_grid_figure, log_figure
+from zoo.optim import dcgan_adam
 from zoo.safe_load import load_checkpoint, load_module
 
 Architecture = Literal["mnist28", "dcgan64"]
 IMAGE_SIZE = {"mnist28": 28, "dcgan64": 64}
-
-
-def dcgan_adam(params) -> torch.optim.Optimizer:
-    """The DCGAN paper's optimizer: Adam, lr 2e-4, beta1 0.5 (beta1 0.9 makes GAN training oscillate)."""
-    return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -223,7 +219,7 @@ class DCGAN(L.LightningModule):
     """Generator + discriminator trained with the non-saturating GAN loss, one D then one G step per batch.
 
     ``fid_features`` (a zoo classifier checkpoint, e.g. LeNet5 on MNIST) turns on ``val/fid`` and
-    ``test/fid`` with that classifier's penultimate-layer features (:mod:`zoo.gan_eval`); without it
+    ``test/fid`` with that classifier's penultimate-layer features (:mod:`zoo.tools.gan_eval`); without it
     the only held-out signal is ``val/d_loss`` (the discriminator's loss on real validation images vs
     fresh fakes), which measures D as much as G, so no "best" epoch is picked: only ``last.ckpt``
     is kept, and test-after-fit scores the final weights.
@@ -330,7 +326,7 @@ class DCGAN(L.LightningModule):
         self.register_buffer("interp_z", torch.randn(2 * rows, latent_dim, generator=g))
 
         if fid_features is not None:
-            from zoo.gan_eval import classifier_fid
+            from zoo.tools.gan_eval import classifier_fid
 
             self.val_fid = classifier_fid(fid_features)
             self.test_fid = classifier_fid(fid_features)

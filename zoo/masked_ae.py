@@ -23,7 +23,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from zoo.classifier import configure_optimizers_from, default_optimizer
+from zoo.optim import configure_optimizers_from, default_optimizer
 from zoo.figures import image_grid_figure, log_figure
 
 MaskType = Literal["none", "pixel", "patch"]

@@ -54,7 +54,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from zoo import compat
-from zoo.classifier import Classifier, default_optimizer
+from zoo.optim import default_optimizer
+from zoo.tasks.classifier import Classifier
 
 Mode = Literal["faithful", "improved"]
 

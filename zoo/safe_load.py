@@ -19,13 +19,14 @@ from typing import Any, Iterator
 
 import torch
 
+from zoo.optim import dcgan_adam, default_optimizer
+
 
 def zoo_callables() -> list:
     """The zoo's default optimizer factories, which Python-written checkpoints hold as hyperparameters."""
-    from zoo.classifier import default_optimizer
-    from zoo.dcgan import dcgan_adam
-
-    return [default_optimizer, dcgan_adam]
+    # the same functions under the names checkpoints written before the nets/tasks split pickled
+    return [default_optimizer, dcgan_adam, (default_optimizer, "zoo.classifier.default_optimizer"),
+            (dcgan_adam, "zoo.dcgan.dcgan_adam")]
 
 
 @contextmanager

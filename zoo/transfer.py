@@ -26,9 +26,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassAUROC, MulticlassROC
 
-from zoo.classifier import Classifier, configure_optimizers_from, default_optimizer
+from zoo.optim import configure_optimizers_from, default_optimizer
+from zoo.tasks.classifier import Classifier
 from zoo.figures import log_figure, plt
-from zoo.image_classifier import make_augment
+from datamodules.augment import BatchAugment
 from zoo.masked_ae import MaskedAE
 from zoo.safe_load import load_checkpoint
 
@@ -132,7 +133,8 @@ class EncoderClassifier(Classifier):
             self.head = nn.Linear(feature_dim, num_classes)
         else:
             self.head = mlp_head(feature_dim, mlp_hidden, mlp_layers, num_classes, dropout)
-        self.augment = make_augment(augment, hflip, contrast, translate, augment_seed)
+        self.augment = (BatchAugment(translate=translate, hflip=hflip, contrast=contrast, value_range=(0.0, 1.0),
+                                     padding_mode="reflection", seed=augment_seed) if augment else None)
         self.test_metrics.add_metrics({"auroc": MulticlassAUROC(num_classes, average="macro")})
         self.test_roc = MulticlassROC(num_classes, thresholds=200)
 

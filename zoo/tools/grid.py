@@ -1,4 +1,4 @@
-"""``python -m zoo.grid configs/grids/<name>.yaml``: run a whole study grid, one zoo run per cell and seed.
+"""``python -m zoo.tools.grid configs/grids/<name>.yaml``: run a whole study grid, one zoo run per cell and seed.
 
 Why a runner instead of a shell loop: a study is only comparable if every cell is the *same*
 experiment with one override changed, every run lands in the same W&B group, a crash in one
@@ -24,7 +24,7 @@ Grid YAML::
     # optional: an axis of cross-validation folds; folds.md gives mean +- std over them (and worst)
     # folds: data.test_speaker
     # an axis (or cell key) 'config' runs other base configs: axes: {config: [configs/a.yaml, ...]}
-    # optional, for other launchers (zoo/launchers.py, docs/scaling.md): a search space for
+    # optional, for other launchers (zoo/tools/launchers.py, docs/scaling.md): a search space for
     # --launcher optuna / wandb-sweep --method random|bayes, and submitit resources for --launcher slurm
     # search: {params: {model.init_args.optimizer.init_args.lr: {low: 1.0e-4, high: 0.1, log: true}}, trials: 20}
     # slurm: {slurm_partition: gpu, gpus_per_node: 1, timeout_min: 120}
@@ -114,8 +114,8 @@ class GridSpec:
     logs: Path | None = None
     percent: bool = False
     command: list[str] = field(default_factory=lambda: list(DEFAULT_COMMAND))
-    search: dict[str, Any] = field(default_factory=dict)  # Optuna / W&B random+bayes (zoo.launchers)
-    slurm: dict[str, Any] = field(default_factory=dict)  # submitit executor parameters (zoo.launchers)
+    search: dict[str, Any] = field(default_factory=dict)  # Optuna / W&B random+bayes (zoo.tools.launchers)
+    slurm: dict[str, Any] = field(default_factory=dict)  # submitit executor parameters (zoo.tools.launchers)
 
 
 def _cli_value(value: Any) -> str:
@@ -687,7 +687,7 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
     if args:
         spec = dataclasses.replace(spec, args=[*spec.args, *map(_cli_value, args)])
     if launcher in ("wandb-sweep", "optuna"):
-        from zoo import launchers
+        from zoo.tools import launchers
 
         if launcher == "wandb-sweep":
             launchers.write_sweeps(spec, method or ("bayes" if spec.search and not spec.cells[0].overrides else "grid"))
@@ -731,7 +731,7 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         return record
 
     if launcher in ("slurm", "submitit-local") and jobs:
-        from zoo import launchers
+        from zoo.tools import launchers
 
         resources = {"slurm_partition": partition, "gpus_per_node": gpus_per_job, "timeout_min": time_min,
                      "cpus_per_task": cpus_per_job}
@@ -769,7 +769,7 @@ def main(args: list[str] | None = None) -> None:
     for path in given:  # `--config` (as for `python -m zoo fit`) reads the runner's own options, not a grid
         raw = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
         if isinstance(raw, dict) and ("axes" in raw or "cells" in raw):
-            sys.exit(f"{path} is a grid file: pass it as the argument, python -m zoo.grid {path} "
+            sys.exit(f"{path} is a grid file: pass it as the argument, python -m zoo.tools.grid {path} "
                      "(--config reads the runner's own options, such as max_parallel)")
     try:
         result = auto_cli(run_grid, args=args)

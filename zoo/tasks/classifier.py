@@ -1,14 +1,15 @@
-"""Shared training logic for every zoo classifier: the metric-name contract lives here.
+"""Classifier: the task that trains any classification net with the zoo's metric-name contract.
 
-Subclasses build their network in ``__init__`` and implement ``forward``; this base class
-owns the loss, one torchmetrics instance per stage, the optimizer wiring and the test-time
-confusion-matrix figure. Metric names are a contract across the zoo:
-``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``, ``test/f1``.
+The net (:mod:`zoo.nets`) maps a batch's input to logits; this task owns the loss, one torchmetrics
+instance per stage, optional train-time batch augmentation, the optimizer wiring and the test-time
+confusion-matrix figure and per-class table. Metric names are a contract across the zoo:
+``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``, ``test/f1``,
+``test/balanced_acc``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -20,23 +21,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from zoo import compat
 from zoo.figures import confusion_matrix_figure, log_figure
-
-
-def default_optimizer(params) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
-
-
-def configure_optimizers_from(module: L.LightningModule, optimizer: OptimizerCallable,
-                              scheduler: LRSchedulerCallable | None, params=None) -> Any:
-    """Build the optimizer (and an optional per-epoch scheduler) from CLI-injected callables."""
-    opt = optimizer(module.parameters() if params is None else params)
-    if scheduler is None:
-        return opt
-    sched = scheduler(opt)
-    config = {"scheduler": sched, "interval": "epoch"}
-    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        config["monitor"] = module.monitor[0]
-    return {"optimizer": opt, "lr_scheduler": config}
+from zoo.optim import configure_optimizers_from, default_optimizer
+from zoo.tasks.base import save_task_hyperparameters
 
 
 def step_is_shown(module: L.LightningModule) -> bool:
@@ -54,28 +40,39 @@ def step_is_shown(module: L.LightningModule) -> bool:
 
 
 class Classifier(L.LightningModule):
-    """Base class: cross-entropy classification with the zoo's metrics and figures.
+    """Cross-entropy classification of any net with the zoo's metrics and figures.
 
-    Batches are tuples whose first element is the input and whose last is the target;
-    anything in between (e.g. sequence lengths) is passed to :meth:`forward` as extra args.
+    Batches are tuples whose first element is the input and whose last is the target; anything in
+    between (e.g. sequence lengths) is passed to the net as extra arguments.
 
     Args:
-        num_classes: number of target classes (>= 2); the size of the output layer.
-        class_names: class labels for the test confusion-matrix figure (num_classes entries); None: "0", "1", ...
+        net: the network, input -> ``(N, num_classes)`` logits (e.g. :class:`zoo.nets.convnet.ConvNet`).
+        num_classes: number of classes; None: the net's ``num_classes`` attribute.
+        class_names: class labels for the confusion-matrix figure and the per-class table; None: "0", "1", ...
         label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
+        augment: a module applied to each training batch's input only (e.g.
+            :class:`datamodules.augment.BatchAugment`); None: no augmentation.
         optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
         scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     monitor = ("val/acc", "max")
 
-    def __init__(self, num_classes: int = 10, class_names: Sequence[str] | None = None,
-                 label_smoothing: float = 0.0,
+    def __init__(self, net: nn.Module, num_classes: int | None = None, class_names: Sequence[str] | None = None,
+                 label_smoothing: float = 0.0, augment: nn.Module | None = None,
                  optimizer: OptimizerCallable = default_optimizer,
                  scheduler: LRSchedulerCallable | None = None) -> None:
         super().__init__()
+        save_task_hyperparameters(self)
+        if num_classes is None:
+            num_classes = getattr(net, "num_classes", None)
+            if not isinstance(num_classes, int):
+                raise ValueError(f"Classifier: set num_classes; the net {type(net).__name__} has no integer "
+                                 "num_classes attribute to take it from")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.net = net
+        self.augment = augment
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
@@ -94,9 +91,8 @@ class Classifier(L.LightningModule):
         }, prefix="test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
-    # --- subclasses override -------------------------------------------------------------
-    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return self.net(x, *extra)
 
     # --- shared steps ---------------------------------------------------------------------
     def _logits_and_target(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +103,9 @@ class Classifier(L.LightningModule):
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.augment is not None:
+            x, *rest = batch
+            batch = (self.augment(x), *rest)
         logits, y = self._logits_and_target(batch)
         loss = self._loss(logits, y)
         self.train_acc.update(logits.detach(), y)  # epoch-level metric: computed once in on_train_epoch_end
@@ -159,8 +158,3 @@ def per_class_report(cm: torch.Tensor, class_names: Sequence[str]) -> dict[str, 
         f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else None
         report[str(name)] = {"precision": p, "recall": r, "f1": f1, "support": int(actual[i])}
     return report
-
-
-def conv_bn_relu(cin: int, cout: int, kernel_size: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))

@@ -1,6 +1,6 @@
 """Export class-conditional DCGAN samples as a sample file for the MNIST DataModule.
 
-``python -m zoo.sample_export --checkpoint X.ckpt --per_class 1000 --out samples.npz``
+``python -m zoo.tools.sample_export --checkpoint X.ckpt --per_class 1000 --out samples.npz``
 
 The file holds ``images``: uint8 ``(N, 28, 28)`` (0-255, digit white on black like MNIST) and
 ``labels``: int64 ``(N,)``, ``per_class`` of every class in class order. This is the format

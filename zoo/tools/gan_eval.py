@@ -1,4 +1,4 @@
-"""GAN evaluation that needs no downloaded weights (``python -m zoo.gan_eval <command> --help``).
+"""GAN evaluation that needs no downloaded weights (``python -m zoo.tools.gan_eval <command> --help``).
 
 * **FID with own features**: torchmetrics' :class:`FrechetInceptionDistance` with a zoo-trained MNIST
   classifier (e.g. the best checkpoint of ``configs/lenet_mnist.yaml``) in place of Inception.
@@ -29,7 +29,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from zoo.checkpoints import load_cli_checkpoint
-from zoo.classifier import Classifier
+from zoo.tasks.classifier import Classifier
 from zoo.safe_load import load_checkpoint
 
 
@@ -119,7 +119,7 @@ def _real(split: str, data_dir: str | None, n: int | None, seed: int) -> torch.T
 
 
 def _samples(path: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from zoo.sample_export import load_samples
+    from zoo.tools.sample_export import load_samples
 
     images, labels = load_samples(path)
     return torch.from_numpy(images).unsqueeze(1).float().div(255), torch.from_numpy(labels)
@@ -127,7 +127,7 @@ def _samples(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 # --- commands ------------------------------------------------------------------------------------
 def fid(*, samples: str, features: str, data_dir: str | None = None) -> dict:
-    """FID of an exported sample file (``zoo.sample_export``) against the real MNIST test set.
+    """FID of an exported sample file (``zoo.tools.sample_export``) against the real MNIST test set.
 
     Args:
         samples: ``.npz`` with ``images`` uint8 (N, 28, 28) and ``labels``.

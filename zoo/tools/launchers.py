@@ -1,10 +1,10 @@
-"""Back-ends of ``python -m zoo.grid GRID --launcher ...`` beyond one machine (docs/scaling.md).
+"""Back-ends of ``python -m zoo.tools.grid GRID --launcher ...`` beyond one machine (docs/scaling.md).
 
 * ``slurm`` / ``submitit-local``: every run of the grid a submitit job (:func:`submit_runs`).
 * ``wandb-sweep``: W&B sweep files whose command is ``python -m zoo fit`` (:func:`write_sweeps`).
 * ``optuna``: a search of the grid's ``search`` space, shared through a journal file (:func:`optuna_search`).
 
-Why they reuse ``zoo.grid`` instead of starting runs their own way: a run is then the same run whichever
+Why they reuse ``zoo.tools.grid`` instead of starting runs their own way: a run is then the same run whichever
 back-end starts it - the same command, results file, log, lock and checkpoint folder - so the summary
 table is the same, and a run that was interrupted (a preempted job, a killed worker) resumes from its
 ``last.ckpt`` into the same logs and W&B run. submitit, optuna and wandb are imported inside the
@@ -28,14 +28,14 @@ from typing import Any
 
 import yaml
 
-from zoo.grid import (Cell, GridResult, GridSpec, _Children, _cli_value, _is_zoo_command, _lock_run, _number,
+from zoo.tools.grid import (Cell, GridResult, GridSpec, _Children, _cli_value, _is_zoo_command, _lock_run, _number,
                       _read_result, _run_one, _runs_die_with_runner, _start, _unlock_run, build_command,
                       cli_errors, run_id, validate_commands)
 
 
 # --- SLURM through submitit ------------------------------------------------------------------------
 class GridRunJob:
-    """One run of a grid as a submitit job: ``_run_one`` as ``python -m zoo.grid`` would call it.
+    """One run of a grid as a submitit job: ``_run_one`` as ``python -m zoo.tools.grid`` would call it.
 
     ``checkpoint`` makes it requeueable: on preemption or at its time limit submitit calls it and
     requeues the same call; the run's process group dies with the job (the grid's supervisor) and the
@@ -261,7 +261,7 @@ def write_sweeps(spec: GridSpec, method: str) -> list[Path]:
             check_sweep(sweep, str(spec.path))
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{name}.yaml"
-        path.write_text(f"# written by python -m zoo.grid {spec.path} --launcher wandb-sweep --method {method}\n"
+        path.write_text(f"# written by python -m zoo.tools.grid {spec.path} --launcher wandb-sweep --method {method}\n"
                         + yaml.safe_dump(sweep, sort_keys=False))
         paths.append(path)
         print(f"wrote {path}\n  wandb sweep --project zoo {path}        # prints the sweep id\n"
@@ -275,7 +275,7 @@ def _epoch_log(spec: GridSpec, rid: str) -> Path:
 
 
 def _callback_arg(path: Path, metric: str) -> str:
-    spec = {"class_path": "zoo.trial_metrics.EpochMetricLog", "init_args": {"path": str(path), "metric": metric}}
+    spec = {"class_path": "zoo.callbacks.EpochMetricLog", "init_args": {"path": str(path), "metric": metric}}
     return "--trainer.callbacks+=" + json.dumps(spec)
 
 
@@ -495,7 +495,7 @@ def _write_search(st: _Study, direction: str) -> GridResult:
         lines += [f"Best: trial {best.number}, {st.metric} = {best.value:.4f}"
                   + (f", {spec.metric} = {test:.4f}" if _number(test) else "") + f"\n\n    {overrides}\n",
                   "Confirm it over several seeds: put these values in a grid (or the config) and run "
-                  "`python -m zoo.grid` on it.\n"]
+                  "`python -m zoo.tools.grid` on it.\n"]
     lines += [f"| trial | {' | '.join(k.rsplit('.', 1)[-1] for k in keys)} | status | epochs | {st.metric} | {spec.metric} |",
               "|" + "---|" * (len(keys) + 5)]
     for r in records:

@@ -1,0 +1,3 @@
+"""Legacy checkpoint rules: autoencoders family (see zoo.tools.convert)."""
+
+RULES: dict = {}

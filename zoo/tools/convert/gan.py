@@ -1,0 +1,3 @@
+"""Legacy checkpoint rules: gan family (see zoo.tools.convert)."""
+
+RULES: dict = {}

@@ -1,0 +1,3 @@
+"""Legacy checkpoint rules: mfcc family (see zoo.tools.convert)."""
+
+RULES: dict = {}
