@@ -1,4 +1,5 @@
-"""Seconds per training epoch of CNN and CBAMNet on FSDD log-mel images (configs/{cnn,cbam}_audio.yaml).
+"""Seconds per training epoch of the ConvNet without and with CBAM on FSDD log-mel images
+(configs/{cnn,cbam}_audio.yaml).
 
 ``python benchmarks/bench_audio_epoch.py [EPOCHS]`` builds each config exactly as ``python -m zoo fit``
 does (LightningCLI, ``run=False``), times every epoch (training + the 270-clip validation) with a callback (the

@@ -15,7 +15,7 @@ import time
 import torch
 
 from datamodules.paths import data_root
-from zoo.mfcc_repr import PairAutoencoder, greedy_merge, greedy_merge_reference
+from zoo.nets.mfcc import PairAutoencoder, greedy_merge, greedy_merge_reference
 
 TARGET = 20.0
 

@@ -132,14 +132,14 @@ class HandLoop:
     def __init__(self, epochs: int, threads: int, data=None) -> None:
         import torch
 
-        from zoo.mnist_classifiers import LeNet5
+        from zoo.nets.lenet import LeNet5
 
         torch.set_num_threads(threads)
         _, model_args, seed = recipe()
         torch.manual_seed(seed)
         dm = data or recipe_data()
         (self.x, self.y), (self.xv, self.yv) = dm.split("train"), dm.split("val")
-        self.model = LeNet5()
+        self.model = LeNet5(**model_args["net"].get("init_args", {}))  # the config's net, initialised as the run's
         self.opt = torch.optim.AdamW(self.model.parameters(), **model_args["optimizer"]["init_args"])
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=epochs)
         self.smoothing, self.bs = model_args.get("label_smoothing", 0.0), dm.batch_size
@@ -210,13 +210,15 @@ def breakdown(epochs: int, threads: int, batch_size: int | None = None, device_r
     import torch
     import torch.nn.functional as F
 
-    from zoo.mnist_classifiers import LeNet5
+    from zoo.nets.lenet import LeNet5
+    from zoo.tasks.classifier import Classifier
 
     torch.set_num_threads(threads)
     model_args = recipe()[1]
     opt_args, smoothing = model_args["optimizer"]["init_args"], model_args.get("label_smoothing", 0.0)
+    net_args = model_args["net"].get("init_args", {})
 
-    class Bare(LeNet5):
+    class Bare(Classifier):
         """Lightning's loop around the hand loop's step: ``return cross_entropy``, nothing logged."""
 
         def training_step(self, batch, batch_idx):
@@ -226,7 +228,7 @@ def breakdown(epochs: int, threads: int, batch_size: int | None = None, device_r
         def configure_optimizers(self):
             return torch.optim.AdamW(self.parameters(), **opt_args)
 
-    class Zoo(LeNet5):
+    class Zoo(Classifier):
         """The zoo's Classifier steps (train_acc, step loss where shown, val/loss and val/acc)."""
 
         def configure_optimizers(self):
@@ -293,9 +295,10 @@ def breakdown(epochs: int, threads: int, batch_size: int | None = None, device_r
 
     print(f"  breakdown, in-process, median (quartiles) of {epochs - 1} per-epoch CPU ratios to the paired hand loop:")
     with tempfile.TemporaryDirectory() as tmp:
-        for model, val, what in ((Bare(), False, "Lightning loop, bare training_step, no validation"),
-                                 (Bare(), True, "+ Lightning validation loop with the zoo's validation_step"),
-                                 (Zoo(label_smoothing=smoothing), True, "+ the zoo's training_step (Classifier)")):
+        for model, val, what in (
+                (Bare(LeNet5(**net_args)), False, "Lightning loop, bare training_step, no validation"),
+                (Bare(LeNet5(**net_args)), True, "+ Lightning validation loop with the zoo's validation_step"),
+                (Zoo(LeNet5(**net_args), label_smoothing=smoothing), True, "+ the zoo's training_step (Classifier)")):
             dm = recipe_data(batch_size, device_resident)
             pair = PairedHandLoop(str(Path(tmp) / "pairs.json"))
             trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,

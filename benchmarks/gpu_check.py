@@ -178,7 +178,7 @@ def contract(model, metrics: dict[str, float], evaluated: bool) -> list[str]:
     """Problems with the metric names and values of a run (empty: all good)."""
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
-    from zoo.classifier import Classifier
+    from zoo.tasks.classifier import Classifier
 
     problems = [f"non-finite {k} = {v}" for k, v in metrics.items() if "loss" in k and not math.isfinite(v)]
     problems += [f"metric {k!r} outside the train/ val/ test/ prefixes" for k in metrics

@@ -22,6 +22,17 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
+@dataclass(frozen=True)
+class Clip:
+    """One recording; ``path`` relative to the source root (stable across machines for cache keys)."""
+
+    path: str
+    speaker: str
+    digit: int
+    take: int
+    gender: str | None = None
+
+
 #: container formats soundfile reports for RIFF/WAVE files: the datasets' own format
 WAV_FORMATS = ("WAV", "WAVEX")
 #: what ``predict`` reads from a user's own recordings

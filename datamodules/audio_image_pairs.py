@@ -4,7 +4,7 @@ Composes :class:`~datamodules.spoken_digits.SpokenDigits` (MFCC sequences) and
 :class:`~datamodules.mnist.MNISTDataModule` (pixels in [0, 1]). Each clip is paired with a
 *random* MNIST image of its digit, redrawn every training epoch: no clip is tied to one
 handwriting, so a generator learns "what a 3 looks like" rather than memorising one picture.
-The draw is made by :class:`PairSampler` from ``(seed, epoch)`` alone, so a run is reproducible
+The draw is made by :class:`PairSampler` from ``(data_seed, epoch)`` alone, so a run is reproducible
 and worker processes need no shared state. Validation and test pairings are drawn once (epoch 0)
 and stay fixed, so their losses are comparable across epochs.
 
@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.audio import load_clips, pad_sequences
 from datamodules.mnist import MNISTDataModule
-from datamodules.spoken_digits import DIGIT_NAMES, SpokenDigits
+from datamodules.settings import LegacySettingsMixin, NonNegativeInt, OpenUnitInterval, PositiveInt, save_settings
 from datamodules.splits import SplitLoadersMixin
+from datamodules.spoken_digits import DIGIT_NAMES, SpokenDigits
 
 NUM_DIGITS = 10
 
@@ -92,7 +93,7 @@ def collate_pairs(items):
     return feats, lengths, torch.stack([im for _, im, _ in items]), torch.stack([torch.as_tensor(y) for _, _, y in items])
 
 
-class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
+class SpokenDigitImagePairs(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule):
     """``SpokenDigits`` MFCC clips paired with same-digit MNIST images; see the module docstring.
 
     Args:
@@ -108,7 +109,8 @@ class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
         mnist_per_class: draw images from only this many MNIST training images per class; None: all of them.
         batch_size: batch size of all loaders.
         num_workers: DataLoader worker processes (0: load in the main process).
-        seed: seed of the clip split, the MNIST split and the clip-image pairing.
+        split_seed: seed of the clip split and of the MNIST split.
+        data_seed: seed of the clip-image pairing; None: split_seed.
         progress: show progress bars while reading audio and computing features.
     """
 
@@ -118,8 +120,9 @@ class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
     def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",
                  split: Literal["official", "speaker"] = "official", test_speaker: str | None = None,
                  data_dir: str | None = None, cache_dir: str | None = None, download: bool = False,
-                 sample_rate: int = 8000, n_mfcc: int = 13, val_fraction: float = 0.1,
-                 mnist_per_class: int | None = None, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
+                 sample_rate: PositiveInt = 8000, n_mfcc: PositiveInt = 13, val_fraction: OpenUnitInterval = 0.1,
+                 mnist_per_class: PositiveInt | None = None, batch_size: PositiveInt = 64,
+                 num_workers: NonNegativeInt = 0, split_seed: int = 0, data_seed: int | None = None,
                  progress: bool = True) -> None:
         """
         Args:
@@ -128,9 +131,8 @@ class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
                 (``None``: all 54k after the validation hold-out).
         """
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"SpokenDigitImagePairs: batch_size must be >= 1, got {batch_size}")
-        self.save_hyperparameters()
+        save_settings(self)
+        self.data_seed = split_seed if data_seed is None else data_seed
         # The two wrapped DataModules are built on first use, not here: built inside our __init__, their
         # save_hyperparameters() would pick up *our* settings from LightningCLI's instantiation context.
         self._audio: SpokenDigits | None = None
@@ -147,7 +149,7 @@ class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
                                        target="digit", data_dir=hp.data_dir, cache_dir=hp.cache_dir,
                                        download=hp.download, sample_rate=hp.sample_rate, n_mfcc=hp.n_mfcc,
                                        val_fraction=hp.val_fraction, batch_size=hp.batch_size,
-                                       num_workers=hp.num_workers, seed=hp.seed, progress=hp.progress)
+                                       num_workers=hp.num_workers, split_seed=hp.split_seed, progress=hp.progress)
         return self._audio
 
     @property
@@ -156,7 +158,7 @@ class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
         if self._images is None:
             hp = self.hparams
             self._images = MNISTDataModule(data_dir=hp.data_dir, download=hp.download, real_per_class=hp.mnist_per_class,
-                                           normalize="zero_one", batch_size=hp.batch_size, seed=hp.seed)
+                                           normalization="zero_one", batch_size=hp.batch_size, split_seed=hp.split_seed)
         return self._images
 
     def prepare_data(self) -> None:
@@ -174,7 +176,7 @@ class SpokenDigitImagePairs(SplitLoadersMixin, L.LightningDataModule):
             self._datasets[split] = ClipImagePairs(clips, images)
             train = split == "train"
             self._samplers[split] = PairSampler(clips.labels, image_digits, shuffle=train,
-                                                seed=self.hparams.seed + i, redraw=train)
+                                                seed=self.data_seed + i, redraw=train)
 
     def sampler(self, split: str) -> PairSampler:
         self.setup()

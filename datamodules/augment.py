@@ -136,7 +136,10 @@ class BatchAugment(nn.Module):
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.value_range, self.padding_mode = value_range, padding_mode
         # validate once, at construction, rather than on the first batch
-        random_affine_matrices(1, 2, 2, degrees, translate, self.crop_scale, self.crop_ratio, hflip)
+        # a throwaway generator: building the module must not draw from the global stream, or a seeded run's
+        # net (built after it by the CLI) would start from other weights
+        random_affine_matrices(1, 2, 2, degrees, translate, self.crop_scale, self.crop_ratio, hflip,
+                               generator=torch.Generator())
         if not 0 <= contrast < 1:
             raise ValueError(f"BatchAugment: contrast must be in [0, 1), got {contrast}")
         self.generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)

@@ -7,10 +7,11 @@ later runs load the tensor in a second. Batches are ``(x, y)``: ``x`` float ``(B
 indices, and **``y == -1`` for every image of an unlabelled folder** (so every batch has the same
 structure and a GAN or autoencoder simply ignores ``y``).
 
-Splits are either the dataset's own (``<root>/train`` + ``<root>/test``; validation is a stratified
+Splits are either the dataset's own (``<folder>/train`` + ``<folder>/test``; validation is a stratified
 ``val_fraction`` of train) or ``split_ratios`` (e.g. ``[0.8, 0.1, 0.1]`` or ``[0.7, 0.2, 0.1]``) over
-all images, stratified by class and seeded. ``label_fraction`` keeps that share of the *training*
-labels with the same count per class (seeded), for label-efficiency curves.
+all images, stratified by class and seeded by ``split_seed``. ``label_fraction`` keeps that share of the
+*training* labels with the same count per class (seeded), for label-efficiency curves. The rules live
+in :mod:`datamodules.splits`.
 
 :class:`ImageTensorDataModule` is the shared machinery (splits, label fraction, loaders); the
 VOC 2007 and STL-10 modules in :mod:`datamodules.voc_stl` reuse it and only say how to decode.
@@ -33,10 +34,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from datamodules.paths import cache_root, data_root, missing_dataset
+from datamodules.settings import (LegacySettingsMixin, NonNegativeInt, OpenUnitInterval, PositiveInt, UnitFraction,
+                                  save_settings, upgrade_settings)
+from datamodules.splits import balanced_subset, limit_per_class, stratified_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 CACHE_VERSION = 1
 Normalization = Literal["zero_one", "minus_one_one"]
+Channels = Literal[1, 3]
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -138,59 +143,10 @@ def cached(key_parts: dict, build, cache_dir: str | os.PathLike | None, name: st
     return data
 
 
-# --- splits --------------------------------------------------------------------------------------
-def stratified_split(labels: np.ndarray, ratios: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Split indices by ``ratios`` within each class (seeded), so every split keeps the class mix."""
-    ratios = np.asarray(ratios, dtype=float)
-    if ratios.ndim != 1 or len(ratios) < 2 or (ratios < 0).any() or not np.isclose(ratios.sum(), 1.0):
-        raise ValueError(f"split ratios must be non-negative and sum to 1, got {ratios.tolist()}")
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in ratios]
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        bounds = np.round(np.cumsum(ratios) * len(idx)).astype(int)
-        bounds[-1] = len(idx)
-        for k, chunk in enumerate(np.split(idx, bounds[:-1])):
-            parts[k].append(chunk)
-    return [np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=int) for p in parts]
-
-
-def balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices of a class-balanced, seeded subset holding ``fraction`` of the labels.
-
-    Every class contributes the same count, ``round(fraction * N / num_classes)`` (at least one);
-    a class with fewer images than that is an error rather than a silently unbalanced subset.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
-    if fraction == 1.0:
-        return np.arange(len(labels))
-    classes = np.unique(labels)
-    per_class = max(1, int(round(fraction * len(labels) / len(classes))))
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c in classes:
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < per_class:
-            raise ValueError(f"label_fraction={fraction} needs {per_class} training images per class, but class "
-                             f"{c} has only {len(idx)}")
-        keep.append(rng.choice(idx, per_class, replace=False))
-    return np.sort(np.concatenate(keep))
-
-
-def limit_per_class_indices(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """A seeded subset with at most ``limit`` images per class (quick runs and tests)."""
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:limit] for c in np.unique(labels)]
-    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=int)
-
-
 class ImageTensorDataset(Dataset):
     """``uint8`` images + labels held in memory; converts to float with the chosen normalisation."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalization: Normalization = "zero_one"):
-        if normalization not in ("zero_one", "minus_one_one"):
-            raise ValueError(f"normalization must be 'zero_one' or 'minus_one_one', got {normalization!r}")
         self.images, self.labels, self.normalization = images, labels, normalization
 
     def __len__(self) -> int:
@@ -210,7 +166,7 @@ class ImageTensorDataset(Dataset):
 
 
 # --- shared DataModule machinery -----------------------------------------------------------------
-class ImageTensorDataModule(L.LightningDataModule):
+class ImageTensorDataModule(LegacySettingsMixin, L.LightningDataModule):
     """Splits, label fraction and loaders over a decoded ``uint8`` image tensor.
 
     Subclasses implement :meth:`load` returning ``images (N, C, S, S) uint8``, ``labels (N,)``
@@ -235,29 +191,23 @@ class ImageTensorDataModule(L.LightningDataModule):
             the training images are; None: the test split. Class names come from the checkpoint.
     """
 
-    def __init__(self, data_dir: str | None = None, cache_dir: str | None = None, image_size: int = 64,
-                 image_channels: int = 3, normalization: Normalization = "zero_one",
-                 split_ratios: list[float] | None = None, val_fraction: float = 0.1,
-                 label_fraction: float = 1.0, limit_per_class: int | None = None, batch_size: int = 128,
-                 num_workers: int = 0, split_seed: int = 0, predict_path: str | None = None) -> None:
+    def __init__(self, data_dir: str | None = None, cache_dir: str | None = None, image_size: PositiveInt = 64,
+                 image_channels: Channels = 3, normalization: Normalization = "zero_one",
+                 split_ratios: list[float] | None = None, val_fraction: OpenUnitInterval = 0.1,
+                 label_fraction: UnitFraction = 1.0, limit_per_class: PositiveInt | None = None,
+                 batch_size: PositiveInt = 128, num_workers: NonNegativeInt = 0, split_seed: int = 0,
+                 predict_path: str | None = None) -> None:
+        """Subclasses call this, then :func:`~datamodules.settings.save_settings`, which checks the ranges
+        and Literals of their (same-named) arguments."""
         super().__init__()
-        if image_size < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
-        if image_channels not in (1, 3):
-            raise ValueError(f"image_channels must be 1 or 3, got {image_channels}")
-        if normalization not in ("zero_one", "minus_one_one"):
-            raise ValueError(f"normalization must be 'zero_one' or 'minus_one_one', got {normalization!r}")
         if split_ratios is not None and len(split_ratios) != 3:
-            raise ValueError(f"split_ratios must be [train, val, test], got {split_ratios}")
-        if not 0.0 < val_fraction < 1.0:  # 0 would leave no validation split to select checkpoints on
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if limit_per_class is not None and limit_per_class < 1:
-            raise ValueError(f"limit_per_class must be >= 1, got {limit_per_class}")
+            raise ValueError(f"{type(self).__name__}: split_ratios must be [train, val, test], got {split_ratios}")
         self.data_dir, self.cache_dir = data_dir, cache_dir
-        self.image_size, self.channels, self.normalization = image_size, image_channels, normalization
-        self.split_ratios, self.val_fraction = split_ratios, val_fraction
-        self.label_fraction, self.limit_per_class = label_fraction, limit_per_class
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, split_seed
+        self.image_size, self.channels, self.normalization = int(image_size), int(image_channels), normalization
+        self.split_ratios = None if split_ratios is None else [float(r) for r in split_ratios]
+        self.val_fraction, self.label_fraction = float(val_fraction), float(label_fraction)
+        self.limit_per_class = None if limit_per_class is None else int(limit_per_class)
+        self.batch_size, self.num_workers, self.split_seed = int(batch_size), int(num_workers), split_seed
         self._class_names: list[str] | None = None
         self.train_set = self.val_set = self.test_set = None
         self.predict_path = predict_path
@@ -296,14 +246,14 @@ class ImageTensorDataModule(L.LightningDataModule):
         keep = []
         for g in np.unique(groups):
             sel = np.flatnonzero(groups == g)
-            keep.append(sel[limit_per_class_indices(labels[sel], self.limit_per_class, self.seed)])
+            keep.append(sel[limit_per_class(labels[sel], self.limit_per_class, self.split_seed)])
         return np.sort(np.concatenate(keep))
 
     def split_indices(self, labels: np.ndarray, own_split: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """Train / val / test indices (after ``limit_per_class``, which :meth:`load` applies)."""
         if self.split_ratios is not None or own_split is None:
             ratios = self.split_ratios or [0.8, 0.1, 0.1]
-            train, val, test = stratified_split(labels, ratios, self.seed)
+            train, val, test = stratified_split(labels, ratios, self.split_seed)
         else:
             pool, test = np.flatnonzero(own_split == 0), np.flatnonzero(own_split == 2)
             if len(pool) == 0 or len(test) == 0:
@@ -312,12 +262,12 @@ class ImageTensorDataModule(L.LightningDataModule):
             if (own_split == 1).any():  # the dataset has its own validation split
                 train, val = pool, np.flatnonzero(own_split == 1)
             else:
-                tr, va = stratified_split(labels[pool], [1.0 - self.val_fraction, self.val_fraction], self.seed)
+                tr, va = stratified_split(labels[pool], [1.0 - self.val_fraction, self.val_fraction], self.split_seed)
                 train, val = pool[tr], pool[va]
         if self.label_fraction != 1.0:
             if (labels[train] < 0).any():
                 raise ValueError("label_fraction < 1 needs labelled images, but this folder is unlabelled")
-            train = train[balanced_subset(labels[train], self.label_fraction, self.seed)]
+            train = train[balanced_subset(labels[train], self.label_fraction, self.split_seed)]
         return train, val, test
 
     def setup(self, stage: str | None = None) -> None:
@@ -370,7 +320,7 @@ class ImageTensorDataModule(L.LightningDataModule):
         mine = {"image_size": self.image_size, "channels": self.channels, "normalization": self.normalization}
         from datamodules.predict import check_saved_settings
 
-        check_saved_settings(type(self).__name__, state, mine)
+        check_saved_settings(type(self).__name__, upgrade_settings(type(self).__name__, state), mine)
         if state.get("class_names") is not None:
             self._class_names = list(state["class_names"])
 
@@ -382,37 +332,40 @@ def list_images(folder: Path) -> list[Path]:
 class ImageFolderDataModule(ImageTensorDataModule):
     """Images from a folder under the data root, in one of three layouts (detected):
 
-    * ``<root>/train/<class>/*`` + ``<root>/test/<class>/*``: labelled, with the dataset's own split
-      (e.g. ``root: cifar10-jpeg``); ``split_ratios`` pools both and re-splits instead.
-    * ``<root>/<class>/*``: labelled class folders, split by ``split_ratios`` (default 80/10/10).
-    * ``<root>/*.png``: a flat unlabelled folder (e.g. ``root: anime-faces/images``); ``y == -1``.
+    * ``<folder>/train/<class>/*`` + ``<folder>/test/<class>/*``: labelled, with the dataset's own split
+      (e.g. ``folder: cifar10-jpeg``); ``split_ratios`` pools both and re-splits instead.
+    * ``<folder>/<class>/*``: labelled class folders, split by ``split_ratios`` (default 80/10/10).
+    * ``<folder>/*.png``: a flat unlabelled folder (e.g. ``folder: anime-faces/images``); ``y == -1``.
 
-    ``root`` is relative to ``data_dir`` / ``$ZOO_DATA_DIR`` (an absolute path also works).
+    ``folder`` is relative to ``data_dir`` / ``$ZOO_DATA_DIR`` (an absolute path also works).
 
     Args:
-        root: dataset folder, relative to data_dir (an absolute path also works); its layout is detected.
+        folder: dataset folder, relative to data_dir (an absolute path also works); its layout is detected.
         split_ratios: seeded, stratified [train, val, test] fractions of all images; None: own train/test or 80/10/10.
     """
 
-    def __init__(self, root: str = "cifar10-jpeg", data_dir: str | None = None, cache_dir: str | None = None,
-                 image_size: int = 64, image_channels: int = 3, normalization: Normalization = "zero_one",
-                 split_ratios: list[float] | None = None, val_fraction: float = 0.1, label_fraction: float = 1.0,
-                 limit_per_class: int | None = None, batch_size: int = 128, num_workers: int = 0,
-                 split_seed: int = 0, predict_path: str | None = None) -> None:
+    def __init__(self, folder: str = "cifar10-jpeg", data_dir: str | None = None, cache_dir: str | None = None,
+                 image_size: PositiveInt = 64, image_channels: Channels = 3, normalization: Normalization = "zero_one",
+                 split_ratios: list[float] | None = None, val_fraction: OpenUnitInterval = 0.1,
+                 label_fraction: UnitFraction = 1.0, limit_per_class: PositiveInt | None = None,
+                 batch_size: PositiveInt = 128, num_workers: NonNegativeInt = 0, split_seed: int = 0,
+                 predict_path: str | None = None) -> None:
         super().__init__(data_dir, cache_dir, image_size, image_channels, normalization, split_ratios, val_fraction,
                          label_fraction, limit_per_class, batch_size, num_workers, split_seed, predict_path)
-        self.save_hyperparameters()
-        self.root = root
+        save_settings(self)
+        self.folder = folder
 
     @property
-    def folder(self) -> Path:
-        return data_root(self.data_dir) / self.root
+    def dataset_dir(self) -> Path:
+        """The dataset's folder: ``folder`` under the data root."""
+        return data_root(self.data_dir) / self.folder
 
     def _scan(self) -> tuple[list[Path], list[int], list[int] | None, list[str]]:
         """File list, labels, own split (or None) and class names; decoding nothing."""
-        folder = self.folder
+        folder = self.dataset_dir
         if not folder.is_dir():
-            raise missing_dataset(f"image folder '{self.root}' (--data.root, relative to the data directory)", folder, None)
+            raise missing_dataset(f"image folder '{self.folder}' (--data.folder, relative to the data directory)", folder,
+                                  None)
         subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         if {"train", "test"} <= {p.name for p in subdirs}:
             names = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
@@ -451,11 +404,11 @@ class ImageFolderDataModule(ImageTensorDataModule):
         keep = self.limit_indices(np.asarray(labels), None if own is None else np.asarray(own))
         files, labels = [files[i] for i in keep], [labels[i] for i in keep]
         own = None if own is None else [own[i] for i in keep]
-        folder = self.folder
+        folder = self.dataset_dir
         rel = [str(p.relative_to(folder)) for p in files]
         key = {"root": str(folder.resolve()), "files": rel, "size": self.image_size, "channels": self.channels}
         data = cached(key, lambda: {"images": decode_images(files, self.image_size, self.channels,
-                                                            f"decoding {self.root}")},
-                      self.cache_dir, Path(self.root).name, files=files)
+                                                            f"decoding {self.folder}")},
+                      self.cache_dir, Path(self.folder).name, files=files)
         return (data["images"], torch.tensor(labels, dtype=torch.long),
                 None if own is None else torch.tensor(own, dtype=torch.long), names)

@@ -5,8 +5,8 @@ indexing a tensor with a whole batch of indices costs microseconds where a per-i
 pipeline costs most of a small model's epoch. The loader below yields whole batches per index
 list, so a LeNet epoch is spent in the model, not in Python data plumbing.
 
-Splits (all stratified and seeded by ``seed``, so "the last 10%" of a sorted set can never
-become a single-class validation set):
+Splits (all stratified and seeded by ``split_seed``, so "the last 10%" of a sorted set can never
+become a single-class validation set; the rules live in :mod:`datamodules.splits`):
 
 * ``real_per_class=None``: the 60,000 training images, minus ``val_fraction`` of each class for
   validation.
@@ -14,7 +14,8 @@ become a single-class validation set):
   validation set of ``round(val_fraction * k)`` per class, both drawn from the 60,000.
 * ``test_per_class=m``: ``m`` test images per class from the official 10,000 (ReducedMNIST: 200).
 * ``augmented_per_class``: extra images per class made once per run from that class's real
-  training images by random rotation, translation and resized crop (:mod:`datamodules.augment`).
+  training images by random rotation, translation and resized crop (:mod:`datamodules.augment`),
+  drawn from ``data_seed``.
 * ``synthetic_per_class``: extra images per class from a ``.npz`` sample file (keys ``images``
   ``(N, 28, 28)`` or ``(N, 1, 28, 28)``, uint8 0-255 or float in [0, 1], and ``labels`` ``(N,)``),
   e.g. the samples exported by a DCGAN.
@@ -36,6 +37,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from datamodules.augment import random_affine_matrices, random_geometric
 from datamodules.paths import data_root, missing_dataset
+from datamodules.settings import (LegacySettingsMixin, NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveInt,
+                                  save_settings, upgrade_settings)
+from datamodules.splits import holdout_per_class, take_per_class
 
 NUM_CLASSES = 10
 CLASS_NAMES = [str(i) for i in range(NUM_CLASSES)]
@@ -43,11 +47,11 @@ IMAGE_SHAPE = (1, 28, 28)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the 60k training images in [0, 1]
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
-Normalize = Literal["zero_one", "minus_one_one", "standard"]
+Normalization = Literal["zero_one", "minus_one_one", "standard"]
 
 
 # --- value ranges ------------------------------------------------------------------------------
-def normalize(x01: torch.Tensor, mode: Normalize) -> torch.Tensor:
+def normalize(x01: torch.Tensor, mode: Normalization) -> torch.Tensor:
     """Map images in ``[0, 1]`` to the model's input range (``minus_one_one`` suits a tanh GAN)."""
     if mode == "zero_one":
         return x01
@@ -55,10 +59,10 @@ def normalize(x01: torch.Tensor, mode: Normalize) -> torch.Tensor:
         return x01 * 2 - 1
     if mode == "standard":
         return (x01 - MNIST_MEAN) / MNIST_STD
-    raise ValueError(f"normalize must be one of 'zero_one', 'minus_one_one', 'standard', got {mode!r}")
+    raise ValueError(f"normalization must be one of 'zero_one', 'minus_one_one', 'standard', got {mode!r}")
 
 
-def denormalize(x: torch.Tensor, mode: Normalize) -> torch.Tensor:
+def denormalize(x: torch.Tensor, mode: Normalization) -> torch.Tensor:
     """Inverse of :func:`normalize`: back to ``[0, 1]`` (for plotting or exporting samples)."""
     if mode == "zero_one":
         return x
@@ -66,7 +70,7 @@ def denormalize(x: torch.Tensor, mode: Normalize) -> torch.Tensor:
         return (x + 1) / 2
     if mode == "standard":
         return x * MNIST_STD + MNIST_MEAN
-    raise ValueError(f"normalize must be one of 'zero_one', 'minus_one_one', 'standard', got {mode!r}")
+    raise ValueError(f"normalization must be one of 'zero_one', 'minus_one_one', 'standard', got {mode!r}")
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -137,32 +141,6 @@ def load_mnist(data_dir: str | Path | None = None, train: bool = True,
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
-def stratified_split(labels: torch.Tensor, counts: list[int | None], generator: torch.Generator,
-                     num_classes: int = NUM_CLASSES, what: str = "split") -> list[torch.Tensor]:
-    """Disjoint index sets taking ``counts[j]`` random images of every class (``None`` = the rest).
-
-    Each returned index set is shuffled across classes so no consumer ever sees a class-sorted order.
-    """
-    parts: list[list[torch.Tensor]] = [[] for _ in counts]
-    for c in range(num_classes):
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=generator)]
-        wanted = sum(n for n in counts if n is not None)
-        if wanted > len(idx):
-            raise ValueError(f"{what}: class {c} has only {len(idx)} images but {wanted} per class were requested "
-                             f"({' + '.join(str(n) for n in counts if n is not None)})")
-        start = 0
-        for j, n in enumerate(counts):
-            stop = len(idx) if n is None else start + n
-            parts[j].append(idx[start:stop])
-            start = stop
-    out = []
-    for p in parts:
-        cat = torch.cat(p)
-        out.append(cat[torch.randperm(len(cat), generator=generator)])
-    return out
-
-
 def load_synthetic(path: str | Path, per_class: int, generator: torch.Generator | None = None,
                    num_classes: int = NUM_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` random samples of every class from a sample file, as float ``(N, 1, 28, 28)`` in [0, 1].
@@ -210,8 +188,8 @@ def load_synthetic(path: str | Path, per_class: int, generator: torch.Generator 
     if short:
         raise ValueError(f"{path}: synthetic_per_class={per_class} but some classes have fewer samples "
                          f"(class: count) {short}")
-    (idx,) = stratified_split(y, [per_class], generator or torch.Generator().manual_seed(0), num_classes,
-                              what=str(path))
+    (idx,) = take_per_class(y, [per_class], generator or torch.Generator().manual_seed(0), num_classes,
+                            what=str(path))
     return x[idx].unsqueeze(1), y[idx]
 
 
@@ -344,13 +322,13 @@ def batch_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: boo
                       persistent_workers=num_workers > 0)
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(LegacySettingsMixin, L.LightningDataModule):
     """MNIST / ReducedMNIST with optional augmented and GAN-synthetic training images.
 
-    Batches are ``(x, y)``: ``x`` float32 ``(B, 1, 28, 28)`` in the ``normalize`` range, ``y`` int64.
+    Batches are ``(x, y)``: ``x`` float32 ``(B, 1, 28, 28)`` in the ``normalization`` range, ``y`` int64.
     ``on_device`` keeps every tensor on the trainer's device (a GPU) so no batch is copied per step;
     ``device_resident`` also replaces the DataLoaders by :class:`DeviceBatches`: each epoch is one
-    permutation, a function of the run's seed (``seed_everything``; ``seed`` when none is set) and the
+    permutation, a function of the run's seed (``seed_everything``; ``data_seed`` when none is set) and the
     epoch, sliced into batches; each DDP process takes its own shard. Either way the augmented images
     are made on that device. The two paths serve the same splits and identical validation and test
     batches. Training differs on one device only in order: the DataLoader path draws each epoch's order
@@ -367,67 +345,60 @@ class MNISTDataModule(L.LightningDataModule):
         augmented_per_class: extra training images per class, random warps of that class's real training images.
         synthetic_per_class: extra training images per class drawn from synthetic_path (e.g. DCGAN samples).
         synthetic_path: ``.npz`` sample file with ``images`` and ``labels``; required when synthetic_per_class > 0.
-        normalize: pixel range of the batches: "zero_one" [0, 1], "minus_one_one" [-1, 1], "standard" (MNIST mean/std).
+        normalization: pixel range of the batches: "zero_one" [0, 1], "minus_one_one" [-1, 1], "standard"
+            (MNIST mean/std).
         batch_size: training batch size.
         eval_batch_size: batch size of the validation, test and predict loaders.
         num_workers: DataLoader worker processes (0: load in the main process; must be 0 with on_device or
             device_resident).
-        seed: seed of the split, test-subset, augmentation and synthetic-sample draws.
+        split_seed: seed of the train/validation split and of the test subset.
+        data_seed: seed of the augmentation and synthetic-sample draws (and of the device-resident epoch
+            order outside a seeded run); None: split_seed.
         on_device: keep all split tensors on the trainer's device (e.g. GPU) so no batch is copied per step.
         device_resident: as on_device, and serve batches by slicing the device tensors (no DataLoader); the
             training order of every epoch is a function of the run's seed and the epoch only.
-        predict_path: images to predict on (a file, a folder searched recursively, or a glob); None: the test split.
         drop_last: drop the last incomplete training batch.
         aug_degrees: maximum rotation of the augmented images in degrees.
         aug_translate: maximum shift of the augmented images per axis, as a fraction of the image size.
         aug_crop_scale: (min, max) area fraction of the random resized crop of the augmented images.
         aug_crop_ratio: (min, max) aspect ratio of the random resized crop of the augmented images.
+        predict_path: images to predict on (a file, a folder searched recursively, or a glob); None: the test split.
     """
 
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
 
     def __init__(self, data_dir: str | None = None, download: bool = False,
-                 real_per_class: int | None = None, test_per_class: int | None = None,
-                 val_fraction: float = 0.1,
-                 augmented_per_class: int = 0, synthetic_per_class: int = 0, synthetic_path: str | None = None,
-                 normalize: Normalize = "standard",
-                 batch_size: int = 128, eval_batch_size: int = 1000, num_workers: int = 0, seed: int = 0,
+                 real_per_class: PositiveInt | None = None, test_per_class: PositiveInt | None = None,
+                 val_fraction: OpenUnitInterval = 0.1,
+                 augmented_per_class: NonNegativeInt = 0, synthetic_per_class: NonNegativeInt = 0,
+                 synthetic_path: str | None = None, normalization: Normalization = "standard",
+                 batch_size: PositiveInt = 128, eval_batch_size: PositiveInt = 1000, num_workers: NonNegativeInt = 0,
+                 split_seed: int = 0, data_seed: int | None = None,
                  on_device: bool = False, device_resident: bool = False, drop_last: bool = False,
-                 aug_degrees: float = 12.0, aug_translate: float = 0.08,
+                 aug_degrees: NonNegativeFloat = 12.0, aug_translate: NonNegativeFloat = 0.08,
                  aug_crop_scale: tuple[float, float] = (0.8, 1.0),
                  aug_crop_ratio: tuple[float, float] = (0.85, 1.0 / 0.85),
                  predict_path: str | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        if real_per_class is not None and real_per_class < 1:
-            raise ValueError(f"MNISTDataModule: real_per_class must be >= 1 or None (all), got {real_per_class}")
-        if test_per_class is not None and test_per_class < 1:
-            raise ValueError(f"MNISTDataModule: test_per_class must be >= 1 or None (all), got {test_per_class}")
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"MNISTDataModule: val_fraction must be in (0, 1), got {val_fraction}")
-        if augmented_per_class < 0 or synthetic_per_class < 0:
-            raise ValueError("MNISTDataModule: augmented_per_class and synthetic_per_class must be >= 0, got "
-                             f"{augmented_per_class} and {synthetic_per_class}")
+        save_settings(self)
         if synthetic_per_class > 0 and not synthetic_path:
             raise ValueError(f"MNISTDataModule: synthetic_per_class={synthetic_per_class} needs --data.synthetic_path "
                              "(an .npz with 'images' and 'labels')")
-        if normalize not in ("zero_one", "minus_one_one", "standard"):
-            raise ValueError(f"MNISTDataModule: normalize must be 'zero_one', 'minus_one_one' or 'standard', "
-                             f"got {normalize!r}")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"MNISTDataModule: batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
         random_affine_matrices(1, 28, 28, aug_degrees, aug_translate, aug_crop_scale, aug_crop_ratio)  # validates
         if (on_device or device_resident) and num_workers > 0:
             raise ValueError(f"MNISTDataModule: {'device_resident' if device_resident else 'on_device'}=True serves "
                              f"batches from device memory; it needs num_workers=0, got {num_workers}")
+        hp = self.hparams
         self.data_dir, self.download = data_dir, download
-        self.real_per_class, self.test_per_class, self.val_fraction = real_per_class, test_per_class, val_fraction
-        self.augmented_per_class, self.synthetic_per_class = augmented_per_class, synthetic_per_class
-        self.synthetic_path, self.normalize = synthetic_path, normalize
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.seed, self.on_device, self.device_resident, self.drop_last = seed, on_device, device_resident, drop_last
-        self.aug_degrees, self.aug_translate = aug_degrees, aug_translate
+        self.real_per_class, self.test_per_class, self.val_fraction = hp.real_per_class, hp.test_per_class, hp.val_fraction
+        self.augmented_per_class, self.synthetic_per_class = hp.augmented_per_class, hp.synthetic_per_class
+        self.synthetic_path, self.normalization = synthetic_path, normalization
+        self.batch_size, self.eval_batch_size, self.num_workers = hp.batch_size, hp.eval_batch_size, hp.num_workers
+        self.split_seed = split_seed
+        self.data_seed = split_seed if data_seed is None else data_seed
+        self.on_device, self.device_resident, self.drop_last = on_device, device_resident, drop_last
+        self.aug_degrees, self.aug_translate = hp.aug_degrees, hp.aug_translate
         self.aug_crop_scale, self.aug_crop_ratio = tuple(aug_crop_scale), tuple(aug_crop_ratio)
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         #: indices into the official train (train/val) and test sets of the real images of each split
@@ -444,27 +415,17 @@ class MNISTDataModule(L.LightningDataModule):
     # --- building the splits ----------------------------------------------------------------------
     def _build(self, device: torch.device | None = None) -> None:
         # one generator per purpose, so e.g. the test subset is identical whatever the augmentation setting
-        g, g_test, g_aug, g_syn = (torch.Generator().manual_seed(self.seed + k * 1_000_003) for k in range(4))
+        g, g_test = (torch.Generator().manual_seed(self.split_seed + k * 1_000_003) for k in range(2))
+        g_aug, g_syn = (torch.Generator().manual_seed(self.data_seed + k * 1_000_003) for k in (2, 3))
         x, y = load_mnist(self.data_dir, train=True, download=False)
         x01 = x.unsqueeze(1).to(device).float().div_(255)  # on the training device: augmentation runs there
         if self.real_per_class is None:
-            n_val = [round(self.val_fraction * int((y == c).sum())) for c in range(NUM_CLASSES)]
-            # class sizes differ, so draw each class's validation share class by class
-            val_parts, train_parts = [], []
-            for c, n in enumerate(n_val):
-                idx = torch.nonzero(y == c).flatten()
-                idx = idx[torch.randperm(len(idx), generator=g)]
-                val_parts.append(idx[:n])
-                train_parts.append(idx[n:])
-            train_idx = torch.cat(train_parts)
-            train_idx = train_idx[torch.randperm(len(train_idx), generator=g)]
-            val_idx = torch.cat(val_parts)
-            val_idx = val_idx[torch.randperm(len(val_idx), generator=g)]
+            train_idx, val_idx = holdout_per_class(y, self.val_fraction, g, NUM_CLASSES)
         else:
             n_val = max(1, round(self.val_fraction * self.real_per_class))
-            train_idx, val_idx = stratified_split(
-                y, [self.real_per_class, n_val], g, what=f"MNISTDataModule(real_per_class={self.real_per_class}, "
-                f"val_fraction={self.val_fraction})")
+            train_idx, val_idx = take_per_class(
+                y, [self.real_per_class, n_val], g, NUM_CLASSES, what=f"MNISTDataModule(real_per_class="
+                f"{self.real_per_class}, val_fraction={self.val_fraction})")
         parts_x, parts_y, sources = [x01[train_idx]], [y[train_idx]], [torch.zeros(len(train_idx), dtype=torch.uint8)]
         if self.augmented_per_class:
             ax, ay = augment_per_class(parts_x[0], parts_y[0], self.augmented_per_class, g_aug, self.aug_degrees,
@@ -475,18 +436,18 @@ class MNISTDataModule(L.LightningDataModule):
             parts_x.append(sx.to(x01.device)), parts_y.append(sy)
             sources.append(torch.full((len(sy),), 2, dtype=torch.uint8))
         tx, ty, src = torch.cat(parts_x), torch.cat(parts_y), torch.cat(sources)
-        self._splits["train"] = (normalize(tx, self.normalize), ty)
+        self._splits["train"] = (normalize(tx, self.normalization), ty)
         self._sources = src
-        self._splits["val"] = (normalize(x01[val_idx], self.normalize), y[val_idx])
+        self._splits["val"] = (normalize(x01[val_idx], self.normalization), y[val_idx])
 
         xt, yt = load_mnist(self.data_dir, train=False, download=False)
         if self.test_per_class is not None:
-            (test_idx,) = stratified_split(yt, [self.test_per_class], g_test,
-                                           what=f"MNISTDataModule(test_per_class={self.test_per_class})")
+            (test_idx,) = take_per_class(yt, [self.test_per_class], g_test, NUM_CLASSES,
+                                         what=f"MNISTDataModule(test_per_class={self.test_per_class})")
             xt, yt = xt[test_idx], yt[test_idx]
         else:
             test_idx = torch.arange(len(yt))
-        self._splits["test"] = (normalize(xt.unsqueeze(1).to(device).float().div_(255), self.normalize), yt)
+        self._splits["test"] = (normalize(xt.unsqueeze(1).to(device).float().div_(255), self.normalization), yt)
         self.indices = {"train": train_idx, "val": val_idx, "test": test_idx}
         made = [f"{int((src == k).sum())} {what}" for k, what in ((1, "augmented"), (2, "synthetic")) if (src == k).any()]
         rank_zero_info(f"MNISTDataModule: train {len(ty)} ({', '.join([f'{len(train_idx)} real', *made])}), "
@@ -508,9 +469,9 @@ class MNISTDataModule(L.LightningDataModule):
         return trainer.strategy.root_device if trainer is not None else None
 
     def split(self, name: Literal["train", "val", "test"]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``(images, labels)`` tensors of a split, in the ``normalize`` range (calls :meth:`setup`)."""
+        """The ``(images, labels)`` tensors of a split, in the ``normalization`` range (calls :meth:`setup`)."""
         if name not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {name!r}")
+            raise ValueError(f"MNISTDataModule.split: name must be 'train', 'val' or 'test', got {name!r}")
         if not self._splits:
             self.setup()
         return self._splits[name]
@@ -530,7 +491,7 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
         # the run's seed, as Lightning seeds its DistributedSampler; the data seed outside a seeded run
-        seed = int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+        seed = int(os.environ.get("PL_GLOBAL_SEED", self.data_seed))
         return DeviceBatches(x, y, batch_size, shuffle, seed=seed, drop_last=drop_last,
                              rank=shard.get("rank", 0), world_size=shard.get("num_replicas", 1))
 
@@ -546,11 +507,24 @@ class MNISTDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Always a DataLoader: under DDP Lightning then predicts every test image exactly once. With
         ``predict_path``: the user's images (PNG/JPEG, gray or RGB, any size) converted as MNIST is: one
-        gray channel, 28x28, the ``normalize`` range; unreadable files are in :attr:`predict_items`."""
+        gray channel, 28x28, the ``normalization`` range; unreadable files are in :attr:`predict_items`."""
         if self.predict_path:
             from datamodules.images import predict_images
 
             self.predict_items, x, y = predict_images(self.predict_path, CLASS_NAMES, 28, 1)
-            return batch_loader(normalize(x.float() / 255.0, self.normalize), y, self.eval_batch_size, shuffle=False)
+            return batch_loader(normalize(x.float() / 255.0, self.normalization), y, self.eval_batch_size,
+                                shuffle=False)
         x, y = self.split("test")
         return batch_loader(x, y, self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+    # --- what a checkpoint carries ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The input range, saved in every checkpoint by Lightning: predicting or resuming with another one
+        would feed the model inputs it never saw."""
+        return {"normalization": self.normalization}
+
+    def load_state_dict(self, state: dict) -> None:
+        from datamodules.predict import check_saved_settings
+
+        check_saved_settings("MNISTDataModule", upgrade_settings("MNISTDataModule", state),
+                             {"normalization": self.normalization})

@@ -2,7 +2,7 @@
 
 Every sequence draws its own frequency, phase and amplitude, so an autoencoder has to encode
 three real numbers (and cannot memorise one waveform); Gaussian noise on top keeps the
-reconstruction from being exact. Generation is seeded per split: the same ``seed`` gives the
+reconstruction from being exact. Generation is seeded per split: the same ``data_seed`` gives the
 same train/val/test sets on every machine, and the three splits never share a draw.
 """
 
@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from datamodules.settings import LegacySettingsMixin, NonNegativeFloat, NonNegativeInt, PositiveInt, save_settings
 from datamodules.splits import SplitLoadersMixin
 
 _SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
@@ -41,7 +42,7 @@ def make_sines(n: int, length: int, freq_range: tuple[float, float], amp_range: 
     return x.unsqueeze(-1), torch.stack([freq, phase, amp], dim=1)
 
 
-class SineWaves(SplitLoadersMixin, L.LightningDataModule):
+class SineWaves(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule):
     """Batches ``(x (B, length, 1), params (B, 3))``; ``params`` = (frequency, phase, amplitude) per sequence.
 
     Args:
@@ -54,20 +55,15 @@ class SineWaves(SplitLoadersMixin, L.LightningDataModule):
         noise: standard deviation of the Gaussian noise added to every time step (>= 0).
         batch_size: batch size of all loaders.
         num_workers: DataLoader worker processes (0: load in the main process).
-        seed: seed of the generated splits (each split its own stream) and of the training shuffle order.
+        data_seed: seed of the generated splits (each split its own stream) and of the training shuffle order.
     """
 
-    def __init__(self, n_train: int = 4000, n_val: int = 500, n_test: int = 500, length: int = 64,
-                 freq_range: tuple[float, float] = (1.0, 4.0), amp_range: tuple[float, float] = (0.5, 1.5),
-                 noise: float = 0.05, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(self, n_train: PositiveInt = 4000, n_val: PositiveInt = 500, n_test: PositiveInt = 500,
+                 length: PositiveInt = 64, freq_range: tuple[float, float] = (1.0, 4.0),
+                 amp_range: tuple[float, float] = (0.5, 1.5), noise: NonNegativeFloat = 0.05,
+                 batch_size: PositiveInt = 64, num_workers: NonNegativeInt = 0, data_seed: int = 0) -> None:
         super().__init__()
-        for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("length", length),
-                            ("batch_size", batch_size)):
-            if value < 1:
-                raise ValueError(f"SineWaves {name} must be >= 1, got {value}")
-        if noise < 0:
-            raise ValueError(f"SineWaves noise must be >= 0 (a standard deviation), got {noise}")
-        self.save_hyperparameters()
+        save_settings(self)
         self.freq_range = _check_range("freq_range", freq_range, 0.0)
         self.amp_range = _check_range("amp_range", amp_range, 0.0)
         self.datasets: dict[str, TensorDataset] = {}
@@ -78,7 +74,7 @@ class SineWaves(SplitLoadersMixin, L.LightningDataModule):
             raise ValueError(f"SineWaves split must be one of {sorted(_SPLIT_OFFSET)}, got {split!r}")
         if split not in self.datasets:
             hp = self.hparams
-            gen = torch.Generator().manual_seed(hp.seed * 3 + _SPLIT_OFFSET[split])
+            gen = torch.Generator().manual_seed(hp.data_seed * 3 + _SPLIT_OFFSET[split])
             n = {"train": hp.n_train, "val": hp.n_val, "test": hp.n_test}[split]
             self.datasets[split] = TensorDataset(*make_sines(n, hp.length, self.freq_range, self.amp_range,
                                                              hp.noise, gen))
@@ -90,6 +86,6 @@ class SineWaves(SplitLoadersMixin, L.LightningDataModule):
             self.dataset(split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
+        gen = torch.Generator().manual_seed(self.hparams.data_seed) if shuffle else None
         return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
                           num_workers=self.hparams.num_workers, generator=gen)

@@ -11,7 +11,8 @@ One DataModule, three ``source`` settings, so every audio experiment swaps data 
 
 Features are computed once per (file list, feature settings), in batches, and cached under
 ``<cache_root>/spoken_digits/``; a second run only loads the cache. Dataset folders are never
-written to. Splits and train-set normalisation are cheap and recomputed at every set-up.
+written to. Splits (:mod:`datamodules.splits`, seeded by ``split_seed``) and train-set normalisation are
+cheap and recomputed at every set-up.
 
 Batches: ``feature="mfcc"`` -> ``(feats (B, T_max, n_mfcc) zero-padded, lengths (B,), y (B,))``;
 ``feature="logmel"`` -> ``(x (B, 1, n_mels, frames), y (B,))``.
@@ -27,7 +28,6 @@ import os
 import re
 import shutil
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -39,18 +39,44 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import download_and_extract_archive
 
-from datamodules.audio import (AUDIO_SUFFIXES, FEATURES, AudioFileError, FeatureExtractor, FeatureSettings, add_noise,
-                               load_clips, load_recording, pad_sequences, random_time_crop, spec_augment,
-                               utterance_normalize, vtlp)
+from datamodules.audio import (
+    AUDIO_SUFFIXES,
+    AudioFileError,
+    Clip,
+    FeatureExtractor,
+    FeatureSettings,
+    add_noise,
+    load_clips,
+    load_recording,
+    pad_sequences,
+    random_time_crop,
+    spec_augment,
+    utterance_normalize,
+    vtlp,
+)
 from datamodules.paths import cache_root, data_root, missing_dataset
-from datamodules.predict import PredictItem, check_saved_settings, find_files, good_labels, load_items
-from datamodules.splits import SplitLoadersMixin
+from datamodules.predict import (
+    PredictItem,
+    check_saved_settings,
+    find_files,
+    good_labels,
+    load_items,
+)
+from datamodules.settings import (
+    LegacySettingsMixin,
+    NonNegativeInt,
+    OpenUnitInterval,
+    PositiveFloat,
+    PositiveInt,
+    UnitFraction,
+    restricted_number_type,
+    save_settings,
+    upgrade_settings,
+)
+from datamodules.splits import SplitLoadersMixin, share_count, stratified_chunks
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("fsdd", "audiomnist", "tts")
-SPLITS = ("official", "speaker")
-TARGETS = ("digit", "gender")
 STAGES = ("train", "val", "test")
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 GENDERS = ["female", "male"]
@@ -60,7 +86,9 @@ DEFAULT_VOICES = ["en-us+m3", "en+m1", "en-gb-scotland+m4", "en-029+m7",
                   "en-us+f2", "en+f3", "en-gb-scotland+f4", "en-029+f1"]
 DEFAULT_RATES = [130, 175, 220]
 DEFAULT_PITCHES = [35, 50, 65]
-NORMALIZE = ("dataset", "utterance", "none")
+Normalization = Literal["dataset", "utterance", "none"]
+#: the largest vocal-tract-length warp: [0, 0.5)
+WarpFraction = restricted_number_type("WarpFraction", float, [(">=", 0), ("<", 0.5)])
 
 
 @dataclass(frozen=True)
@@ -82,17 +110,6 @@ ARCHIVES = {
                           "https://github.com/soerenab/AudioMNIST/archive/refs/heads/master.zip",
                           "AudioMNIST-master"),
 }
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One recording; ``path`` relative to the source root (stable across machines for cache keys)."""
-
-    path: str
-    speaker: str
-    digit: int
-    take: int
-    gender: str | None = None
 
 
 # --- locating / downloading the data ------------------------------------------------------------
@@ -203,33 +220,6 @@ def _audiomnist_meta(path: Path) -> dict:
     return meta
 
 
-# --- splits ------------------------------------------------------------------------------------
-
-def stratified_order(strata: Sequence, seed: int) -> list[int]:
-    """A seeded ordering of indices such that every prefix is a stratified sample.
-
-    Members of each stratum are shuffled and spread evenly over (0, 1) with a random offset
-    (systematic sampling); sorting by that position means the first ``k`` indices contain each
-    stratum close to its share (within one of it for two strata or for equal-sized ones; unequal
-    strata beyond two can be off by a little more), and ``k`` is exact.
-    """
-    rng = np.random.default_rng(seed)
-    groups: dict = defaultdict(list)
-    for i, s in enumerate(strata):
-        groups[s].append(i)
-    pos = np.empty(len(strata))
-    for s in sorted(groups, key=repr):
-        members = groups[s]
-        perm, offset = rng.permutation(len(members)), rng.random()
-        for rank, j in enumerate(perm):
-            pos[members[j]] = (rank + offset) / len(members)
-    return [int(i) for i in np.argsort(pos, kind="stable")]
-
-
-def _count(fraction: float, n: int) -> int:
-    return max(1, round(fraction * n))
-
-
 # --- datasets -------------------------------------------------------------------------------------
 
 class SpokenDigitDataset(Dataset):
@@ -254,10 +244,10 @@ def collate_sequences(items):
     return feats, lengths, torch.stack([y for _, _, y in items])
 
 
-class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
+class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule):
     """Spoken digits from ``source`` as ``feature`` batches; see the module docstring for layouts.
 
-    Splits (validation is always disjoint from test and seeded by ``seed``):
+    Splits (validation is always disjoint from test and seeded by ``split_seed``):
 
     * ``fsdd``, ``split="official"``: test = takes 0-4 of every speaker and digit (300 clips);
       validation = ``val_fraction`` of the rest, stratified by speaker and digit.
@@ -283,14 +273,14 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         n_mfcc: MFCC coefficients per frame (feature="mfcc").
         n_mels: mel bands of the log-mel image (feature="logmel").
         frames: time columns every log-mel image is resized to (feature="logmel").
-        normalize: "dataset": standardise each MFCC coefficient / mel band with the training split's mean and
-            std; "utterance": per clip, remove the image's mean level and scale it to unit std (logmel only;
-            a recording's gain does not matter); "none". true/false mean "dataset"/"none".
+        normalization: "dataset": standardise each MFCC coefficient / mel band with the training split's mean
+            and std; "utterance": per clip, remove the image's mean level and scale it to unit std (logmel only;
+            a recording's gain does not matter); "none".
         val_fraction: share held out for validation (clips for FSDD, speakers otherwise), in (0, 1).
         test_fraction: share of speakers in the test set for speaker-disjoint "official" splits, in (0, 1).
         batch_size: batch size of all loaders.
         num_workers: DataLoader worker processes (0: load in the main process).
-        seed: seed of the validation (and speaker-partition) draws.
+        split_seed: seed of the validation (and speaker-partition) draws.
         voices: tts only: espeak-ng voice names (+fN/+mN set the gender); None: 8 default voices.
         rates: tts only: speaking rates in words per minute; None: 130, 175, 220.
         pitches: tts only: espeak-ng pitches (0-99); None: 35, 50, 65.
@@ -308,6 +298,9 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             validation and test stay real recordings (no effect with source="tts", which is all espeak-ng).
         folder: the dataset's folder under data_dir when it is not the source's usual name (e.g.
             "AudioMNIST-AZ" for an AudioMNIST-format corpus).
+        train_per_class: keep this many real training clips of each class (digit, or gender), chosen seeded
+            (``split_seed``) and spread over the speakers; validation, test and added espeak-ng clips are
+            unchanged. The original CBAM study trained on 50 clips per digit. None: every training clip.
         predict_path: files to predict on: a WAV/FLAC file, a folder (searched recursively) or a glob;
             None: predict on the test split. Needs no dataset: features and normalisation come from
             the checkpoint.
@@ -319,15 +312,16 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
                  test_speaker: str | None = None,
                  target: Literal["digit", "gender"] = "digit",
                  data_dir: str | None = None, cache_dir: str | None = None, download: bool = False,
-                 sample_rate: int = 8000, n_mfcc: int = 13, n_mels: int = 64, frames: int = 64,
-                 normalize: bool | Literal["dataset", "utterance", "none"] = "dataset", val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 batch_size: int = 64, num_workers: int = 0, seed: int = 0,
+                 sample_rate: PositiveInt = 8000, n_mfcc: PositiveInt = 13, n_mels: PositiveInt = 64,
+                 frames: PositiveInt = 64, normalization: Normalization = "dataset",
+                 val_fraction: OpenUnitInterval = 0.1, test_fraction: OpenUnitInterval = 0.2,
+                 batch_size: PositiveInt = 64, num_workers: NonNegativeInt = 0, split_seed: int = 0,
                  voices: list[str] | None = None, rates: list[int] | None = None,
                  pitches: list[int] | None = None, progress: bool = True,
-                 spec_augment: bool = False, num_masks: int = 2, mask_width: int = 8,
-                 time_crop: float = 1.0, trim_db: float | None = None, vtlp: float = 0.0,
+                 spec_augment: bool = False, num_masks: NonNegativeInt = 2, mask_width: NonNegativeInt = 8,
+                 time_crop: UnitFraction = 1.0, trim_db: PositiveFloat | None = None, vtlp: WarpFraction = 0.0,
                  noise_snr: tuple[float, float] | None = None, add_tts: bool = False, folder: str | None = None,
-                 predict_path: str | None = None) -> None:
+                 train_per_class: PositiveInt | None = None, predict_path: str | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -346,10 +340,7 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
                 the device, before the masking. Invariance to how much silence a clip kept at its ends.
         """
         super().__init__()
-        for name, value, allowed in (("source", source, SOURCES), ("feature", feature, FEATURES),
-                                     ("split", split, SPLITS), ("target", target, TARGETS)):
-            if value not in allowed:
-                raise ValueError(f"SpokenDigits: {name}={value!r} is not supported; expected one of {list(allowed)}")
+        save_settings(self)
         if split == "speaker" and not test_speaker:
             raise ValueError("SpokenDigits: split='speaker' needs test_speaker (--data.test_speaker NAME); "
                              "the valid names are listed by the error for an unknown speaker")
@@ -359,45 +350,28 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         if source == "fsdd" and target == "gender":
             raise ValueError("SpokenDigits: target='gender' is impossible with source='fsdd': all six FSDD "
                              "speakers are male; use source='audiomnist' or 'tts'")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"SpokenDigits: {name} must be in (0, 1), got {value}")
-        if batch_size < 1:
-            raise ValueError(f"SpokenDigits: batch_size must be >= 1, got {batch_size}")
         if spec_augment and feature != "logmel":
             raise ValueError(f"SpokenDigits: spec_augment=True needs feature='logmel', got feature={feature!r}")
         if time_crop != 1.0 and feature != "logmel":
             raise ValueError(f"SpokenDigits: time_crop < 1 needs feature='logmel', got feature={feature!r}")
-        if not 0.0 < time_crop <= 1.0:
-            raise ValueError(f"SpokenDigits: time_crop must be in (0, 1] (share of frames kept), got {time_crop}")
-        if num_masks < 0 or mask_width < 0:
-            raise ValueError(f"SpokenDigits: num_masks and mask_width must be >= 0, got {num_masks}, {mask_width}")
-        normalize = {True: "dataset", False: "none"}.get(normalize, normalize)
-        if normalize not in NORMALIZE:
-            raise ValueError(f"SpokenDigits: normalize={normalize!r} is not supported; expected one of {list(NORMALIZE)}")
-        spectral = [name for name, on in (("normalize='utterance'", normalize == "utterance"), ("vtlp", vtlp > 0),
+        spectral = [name for name, on in (("normalization='utterance'", normalization == "utterance"), ("vtlp", vtlp > 0),
                                           ("noise_snr", noise_snr is not None)) if on]
         if spectral and feature != "logmel":
             raise ValueError(f"SpokenDigits: {', '.join(spectral)} need feature='logmel', got feature={feature!r}")
-        if not 0.0 <= vtlp < 0.5:
-            raise ValueError(f"SpokenDigits: vtlp is the largest frequency warp, in [0, 0.5); got {vtlp}")
         if noise_snr is not None and not noise_snr[0] <= noise_snr[1]:
             raise ValueError(f"SpokenDigits: noise_snr=[lo, hi] needs lo <= hi, got {list(noise_snr)}")
-        if trim_db is not None and trim_db <= 0:
-            raise ValueError(f"SpokenDigits: trim_db must be > 0 dB (or null to keep silences), got {trim_db}")
         if add_tts and target != "digit" and source != "tts":
             raise ValueError("SpokenDigits: add_tts=True only makes sense for target='digit' (pass --data.add_tts false)")
         if folder is not None and source == "tts":
             raise ValueError("SpokenDigits: folder names a dataset folder; source='tts' has none")
-        self.save_hyperparameters()
-        self.hparams.normalize = normalize
-        self.settings = FeatureSettings(feature, sample_rate, n_mfcc, n_mels, frames, trim_db)
+        hp = self.hparams
+        self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
         self.class_names = list(DIGIT_NAMES) if target == "digit" else list(GENDERS)
         self.num_classes = len(self.class_names)
-        self.root: Path | None = None
+        self.dataset_dir: Path | None = None  # where the clips of ``source`` were read (or synthesised)
         self.clips: list[Clip] = []
         self.feature_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._splits: dict[str, list[int]] | None = None
@@ -511,6 +485,8 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             keep = self._with_gender(clips)
         splits = self._split([clips[i] for i in keep])
         splits = {k: [keep[i] for i in v] for k, v in splits.items()}
+        if hp.train_per_class is not None:
+            splits["train"] = self._per_class(clips, splits["train"], int(hp.train_per_class))
         roots = [root] * len(clips)
         if self._adds_tts:  # extra training speakers only: validation and test stay real recordings
             tts_root, tts_clips = self._locate("tts")
@@ -518,10 +494,10 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             splits["train"] += range(len(clips), len(clips) + len(tts_clips))
             feats = feats + tts_feats if seq else torch.cat([feats, tts_feats])
             clips, roots = clips + tts_clips, roots + [tts_root] * len(tts_clips)
-        self.root, self.clips, self._roots, self._splits = root, clips, roots, splits
+        self.dataset_dir, self.clips, self._roots, self._splits = root, clips, roots, splits
         labels = torch.tensor([c.digit if hp.target == "digit" else GENDERS.index(c.gender) if c.gender in GENDERS
                                else -1 for c in clips], dtype=torch.int64)
-        if hp.normalize == "dataset":
+        if hp.normalization == "dataset":
             self.feature_stats = self._fit_stats(feats, splits["train"])
             feats = self._apply_stats(feats)
         for stage_name, idx in splits.items():
@@ -530,6 +506,32 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         rank_zero_info("SpokenDigits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
                        + f" clips ({hp.source}{' + tts in train' if self._adds_tts else ''}, split={hp.split}, "
                        f"target={hp.target})")
+
+    def _target(self, clip: Clip):
+        return clip.digit if self.hparams.target == "digit" else clip.gender
+
+    def _per_class(self, clips: list[Clip], train: list[int], n: int) -> list[int]:
+        """``n`` training clips of every class, dealt round-robin over the class's speakers (each speaker's
+        clips and the speakers' turn order shuffled with ``split_seed``), so every speaker keeps an equal share
+        as far as its clips allow."""
+        rng = np.random.default_rng(self.hparams.split_seed)
+        by_class: dict = {}
+        for i in train:
+            by_class.setdefault(self._target(clips[i]), {}).setdefault(clips[i].speaker, []).append(i)
+        kept, counts = [], {}
+        for label, speakers in sorted(by_class.items(), key=lambda kv: str(kv[0])):
+            queues = [list(rng.permutation(speakers[s])) for s in sorted(speakers)]
+            queues = [queues[k] for k in rng.permutation(len(queues))]
+            taken: list[int] = []
+            while len(taken) < n and any(queues):
+                taken += [int(q.pop(0)) for q in queues if q][:n - len(taken)]
+            kept += taken
+            counts[label] = len(taken)
+        short = {label: c for label, c in sorted(counts.items()) if c < n}
+        if short:
+            raise ValueError(f"SpokenDigits: train_per_class={n}, but the training split has fewer clips of "
+                             f"class(es) {short}; lower train_per_class")
+        return sorted(kept)
 
     def _with_gender(self, clips: list[Clip]) -> list[int]:
         hp = self.hparams
@@ -563,26 +565,22 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
             rest = [i for i in range(len(clips)) if i not in held]
             if len(rest) < 2:
                 raise ValueError(f"SpokenDigits: only {len(rest)} clip(s) left for training and validation")
-            order = stratified_order([(clips[i].speaker, clips[i].digit) for i in rest], hp.seed)
-            n_val = _count(hp.val_fraction, len(rest))
-            val = sorted(rest[j] for j in order[:n_val])
-            train = sorted(rest[j] for j in order[n_val:])
-            return {"train": train, "val": val, "test": test}
-        # speaker-disjoint sources
+            # validation: a share of the clips stratified by speaker and digit
+            val, train = stratified_chunks([(clips[i].speaker, clips[i].digit) for i in rest],
+                                           [share_count(hp.val_fraction, len(rest)), None], hp.split_seed)
+            return {"train": sorted(rest[j] for j in train), "val": sorted(rest[j] for j in val), "test": test}
+        # speaker-disjoint sources: partitions of the speakers, stratified by gender
         gender = {c.speaker: c.gender or "unknown" for c in clips}
         if hp.split == "speaker":
             test_spk = [hp.test_speaker]
             rest = [s for s in speakers if s != hp.test_speaker]
-            order = stratified_order([gender[s] for s in rest], hp.seed)
-            n_val = _count(hp.val_fraction, len(rest))
-            val_spk = [rest[j] for j in order[:n_val]]
-            train_spk = [rest[j] for j in order[n_val:]]
+            val, train = stratified_chunks([gender[s] for s in rest], [share_count(hp.val_fraction, len(rest)), None],
+                                           hp.split_seed)
+            val_spk, train_spk = [rest[j] for j in val], [rest[j] for j in train]
         else:
-            order = stratified_order([gender[s] for s in speakers], hp.seed)
-            n_test, n_val = _count(hp.test_fraction, len(speakers)), _count(hp.val_fraction, len(speakers))
-            test_spk = [speakers[j] for j in order[:n_test]]
-            val_spk = [speakers[j] for j in order[n_test:n_test + n_val]]
-            train_spk = [speakers[j] for j in order[n_test + n_val:]]
+            sizes = [share_count(hp.test_fraction, len(speakers)), share_count(hp.val_fraction, len(speakers)), None]
+            test, val, train = stratified_chunks([gender[s] for s in speakers], sizes, hp.split_seed)
+            test_spk, val_spk, train_spk = ([speakers[j] for j in part] for part in (test, val, train))
         if not train_spk:
             raise ValueError(f"SpokenDigits: {len(speakers)} speakers are too few for a speaker-disjoint split with "
                              f"val_fraction={hp.val_fraction}, test_fraction={hp.test_fraction}: no training speaker left")
@@ -607,15 +605,16 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
     def state_dict(self) -> dict:
         """Feature settings, normalisation and class names, saved in every checkpoint by Lightning, so that
         ``predict --ckpt_path`` on new files prepares them exactly as training did."""
-        state = {"settings": asdict(self.settings), "normalize": self.hparams.normalize,
+        state = {"settings": asdict(self.settings), "normalization": self.hparams.normalization,
                  "class_names": list(self.class_names)}
         if self.feature_stats is not None:
             state["feature_mean"], state["feature_std"] = self.feature_stats
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        mine = {**asdict(self.settings), "normalize": self.hparams.normalize}
-        saved = {**state.get("settings", {}), "normalize": state.get("normalize", mine["normalize"])}
+        mine = {**asdict(self.settings), "normalization": self.hparams.normalization}
+        state = upgrade_settings("SpokenDigits", state)  # checkpoints before issue 15 say "normalize"
+        saved = {**state.get("settings", {}), "normalization": state.get("normalization", mine["normalization"])}
         check_saved_settings("SpokenDigits", saved, mine)
         if "feature_mean" in state:
             self.feature_stats = (state["feature_mean"], state["feature_std"])
@@ -665,7 +664,7 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         feats = FeatureExtractor(self.settings)(waves, progress=hp.progress)
         seq = self.settings.feature == "mfcc"
         feats = feats if seq else torch.stack(feats)
-        if hp.normalize == "dataset":
+        if hp.normalization == "dataset":
             if self.feature_stats is None:
                 raise RuntimeError("SpokenDigits: predicting on files needs the training set's normalisation "
                                    "statistics, which come with a checkpoint: pass --ckpt_path of a trained model")
@@ -676,7 +675,7 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Training-only augmentation, then per-utterance normalisation (every stage), on the device.
 
-        Warp and noise act on log-mel levels in dB, so with ``normalize="dataset"`` the batch is taken
+        Warp and noise act on log-mel levels in dB, so with ``normalization="dataset"`` the batch is taken
         back to dB with the training statistics first."""
         hp = self.hparams
         if self.settings.feature != "logmel":
@@ -685,15 +684,15 @@ class SpokenDigits(SplitLoadersMixin, L.LightningDataModule):
         training = trainer is not None and trainer.training
         x, *rest = batch
         if training and (hp.vtlp > 0 or hp.noise_snr is not None):
-            if hp.normalize == "dataset":
+            if hp.normalization == "dataset":
                 mean, std = (t.to(x.device)[:, None] for t in self.feature_stats)
                 x = x * std + mean
             x = vtlp(x, hp.vtlp, self.settings.sample_rate)
             if hp.noise_snr is not None:
                 x = add_noise(x, tuple(hp.noise_snr))
-            if hp.normalize == "dataset":
+            if hp.normalization == "dataset":
                 x = (x - mean) / std
-        if hp.normalize == "utterance":
+        if hp.normalization == "utterance":
             x = utterance_normalize(x)
         if training and hp.time_crop < 1.0:
             x = random_time_crop(x, hp.time_crop)

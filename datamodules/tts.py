@@ -132,10 +132,10 @@ def synthesize_digits(out_dir: str | Path, voices: Sequence[str], rates: Sequenc
                       digits: Sequence[int] = range(10), progress: bool = True):
     """Write (if missing) ``out_dir/{digit}_{speaker}_0.wav`` for every digit x voice x rate x pitch.
 
-    Returns ``(out_dir, clips)`` with :class:`~datamodules.spoken_digits.Clip` records whose paths
+    Returns ``(out_dir, clips)`` with :class:`~datamodules.audio.Clip` records whose paths
     are relative to ``out_dir``; ``gender`` comes from the voice variant.
     """
-    from datamodules.spoken_digits import Clip
+    from datamodules.audio import Clip
 
     _check(voices, rates, pitches)
     out_dir = Path(out_dir)

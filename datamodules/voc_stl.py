@@ -3,11 +3,11 @@
 Both read the on-disk formats torchvision writes, so ``download: true`` uses torchvision's own
 downloaders (never in tests; the tests write tiny fixtures in these exact formats):
 
-* :class:`VOC2007DataModule`: ``<data_root>/<root>/VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}``
+* :class:`VOC2007DataModule`: ``<data_root>/<folder>/VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}``
   (``torchvision.datasets.VOCDetection`` layout). VOC is a detection dataset; for classification each
   image is labelled with **the class of its largest object** (largest bounding-box area, ties broken
   by file order), over the 20 VOC classes. Own split: ``ImageSets/Main/{train,val,test}.txt``.
-* :class:`STL10DataModule`: ``<data_root>/<root>/stl10_binary/{train,test}_{X,y}.bin`` (torchvision's
+* :class:`STL10DataModule`: ``<data_root>/<folder>/stl10_binary/{train,test}_{X,y}.bin`` (torchvision's
   STL-10 binary format: uint8 images ``3x96x96`` stored column-major, labels 1..10). Own split:
   train / test; the unlabelled 100k images are not used.
 
@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datamodules.images import ImageTensorDataModule, Normalization, cached, decode_images
+from datamodules.images import Channels, ImageTensorDataModule, Normalization, cached, decode_images
 from datamodules.paths import data_root, missing_dataset
+from datamodules.settings import NonNegativeInt, OpenUnitInterval, PositiveInt, UnitFraction, save_settings
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -63,29 +64,30 @@ class VOC2007DataModule(ImageTensorDataModule):
     ``download: true`` fetches trainval and test with ``torchvision.datasets.VOCDetection``.
 
     Args:
-        root: folder that contains ``VOCdevkit``, relative to data_dir.
+        folder: folder that contains ``VOCdevkit``, relative to data_dir.
         download: fetch the missing trainval/test archives with torchvision when preparing data.
         split_ratios: seeded, stratified [train, val, test] fractions over all images; None: the own id lists.
     """
 
-    def __init__(self, root: str = "voc", download: bool = False, data_dir: str | None = None,
-                 cache_dir: str | None = None, image_size: int = 64, image_channels: int = 3,
+    def __init__(self, folder: str = "voc", download: bool = False, data_dir: str | None = None,
+                 cache_dir: str | None = None, image_size: PositiveInt = 64, image_channels: Channels = 3,
                  normalization: Normalization = "zero_one", split_ratios: list[float] | None = None,
-                 val_fraction: float = 0.1, label_fraction: float = 1.0, limit_per_class: int | None = None,
-                 batch_size: int = 128, num_workers: int = 0, split_seed: int = 0) -> None:
+                 val_fraction: OpenUnitInterval = 0.1, label_fraction: UnitFraction = 1.0,
+                 limit_per_class: PositiveInt | None = None, batch_size: PositiveInt = 128,
+                 num_workers: NonNegativeInt = 0, split_seed: int = 0) -> None:
         super().__init__(data_dir, cache_dir, image_size, image_channels, normalization, split_ratios, val_fraction,
                          label_fraction, limit_per_class, batch_size, num_workers, split_seed)
-        self.save_hyperparameters()
-        self.root, self.download = root, download
+        save_settings(self)
+        self.folder, self.download = folder, download
 
     @property
-    def folder(self) -> Path:
+    def dataset_dir(self) -> Path:
         """torchvision's ``root``: the folder that contains ``VOCdevkit``."""
-        return data_root(self.data_dir) / self.root
+        return data_root(self.data_dir) / self.folder
 
     @property
     def voc_dir(self) -> Path:
-        return self.folder / "VOCdevkit" / "VOC2007"
+        return self.dataset_dir / "VOCdevkit" / "VOC2007"
 
     def prepare_data(self) -> None:
         """Fetches each of trainval and test whose id list is missing (the two come as separate archives)."""
@@ -99,7 +101,7 @@ class VOC2007DataModule(ImageTensorDataModule):
         from torchvision.datasets import VOCDetection
 
         for image_set in missing:
-            VOCDetection(str(self.folder), year="2007", image_set=image_set, download=True)
+            VOCDetection(str(self.dataset_dir), year="2007", image_set=image_set, download=True)
 
     def scan_class_names(self) -> list[str]:
         return list(VOC_CLASSES)
@@ -163,36 +165,37 @@ class STL10DataModule(ImageTensorDataModule):
     ``download: true`` fetches it with ``torchvision.datasets.STL10``.
 
     Args:
-        root: folder that contains ``stl10_binary``, relative to data_dir.
+        folder: folder that contains ``stl10_binary``, relative to data_dir.
         download: fetch STL-10 with torchvision when it is missing.
         split_ratios: seeded, stratified [train, val, test] fractions over all images; None: the own train/test split.
     """
 
-    def __init__(self, root: str = "stl10", download: bool = False, data_dir: str | None = None,
-                 cache_dir: str | None = None, image_size: int = 64, image_channels: int = 3,
+    def __init__(self, folder: str = "stl10", download: bool = False, data_dir: str | None = None,
+                 cache_dir: str | None = None, image_size: PositiveInt = 64, image_channels: Channels = 3,
                  normalization: Normalization = "zero_one", split_ratios: list[float] | None = None,
-                 val_fraction: float = 0.1, label_fraction: float = 1.0, limit_per_class: int | None = None,
-                 batch_size: int = 128, num_workers: int = 0, split_seed: int = 0) -> None:
+                 val_fraction: OpenUnitInterval = 0.1, label_fraction: UnitFraction = 1.0,
+                 limit_per_class: PositiveInt | None = None, batch_size: PositiveInt = 128,
+                 num_workers: NonNegativeInt = 0, split_seed: int = 0) -> None:
         super().__init__(data_dir, cache_dir, image_size, image_channels, normalization, split_ratios, val_fraction,
                          label_fraction, limit_per_class, batch_size, num_workers, split_seed)
-        self.save_hyperparameters()
-        self.root, self.download = root, download
+        save_settings(self)
+        self.folder, self.download = folder, download
 
     @property
-    def folder(self) -> Path:
+    def dataset_dir(self) -> Path:
         """torchvision's ``root``: the folder that contains ``stl10_binary``."""
-        return data_root(self.data_dir) / self.root
+        return data_root(self.data_dir) / self.folder
 
     @property
     def binary_dir(self) -> Path:
-        return self.folder / "stl10_binary"
+        return self.dataset_dir / "stl10_binary"
 
     def prepare_data(self) -> None:
         if self.binary_dir.is_dir() or not self.download:
             return
         from torchvision.datasets import STL10
 
-        STL10(str(self.folder), split="train", download=True)
+        STL10(str(self.dataset_dir), split="train", download=True)
 
     def scan_class_names(self) -> list[str]:
         names = self.binary_dir / "class_names.txt"

@@ -1,4 +1,6 @@
-"""AudioToImageVAE, its judge and the SpokenDigitImagePairs DataModule."""
+"""AudioToImageVAE (the task), MFCCToImageVAE (its net), the judge and the SpokenDigitImagePairs DataModule; the
+tests that need MNIST and a trained judge run on the real data when ../shared has it, else on fixtures in
+MNIST's IDX format (tests/data_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,19 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from audio_fixtures import write_fsdd
 from datamodules.audio_image_pairs import PairSampler, SpokenDigitImagePairs
-from zoo.audio_to_image import AudioToImageVAE, load_judge, resample_frames
+from zoo.checkpoints import load_cli_checkpoint
+from zoo.metrics import load_judge
+from zoo.nets.audio_to_image import MFCCToImageVAE, resample_frames
+from zoo.tasks.audio_to_image import AudioToImageVAE
+from zoo.tools.convert_checkpoint import convert_checkpoint
 
 HOOK = Path(__file__).parent / "config_hooks" / "audio2image_vae_fsdd.py"
+
+
+def vae(n_mfcc: int = 13, hidden=(16,), latent_dim: int = 2, decoder_channels: int = 4, dropout: float = 0.2,
+        **task) -> AudioToImageVAE:
+    return AudioToImageVAE(MFCCToImageVAE(n_mfcc=n_mfcc, hidden=hidden, latent_dim=latent_dim, dropout=dropout,
+                                          decoder_channels=decoder_channels), **task)
 
 
 def _trainer(tmp_path=None, **kw) -> L.Trainer:
@@ -74,7 +86,7 @@ def test_resample_frames_rejects_bad_lengths():
 # --- model ---------------------------------------------------------------------------------------
 def test_vae_shapes_and_range():
     feats, lengths, images, digits = _pair_batch(6)
-    model = AudioToImageVAE(hidden=(32,), latent_dim=4, decoder_channels=8)
+    model = vae(hidden=(32,), latent_dim=4, decoder_channels=8)
     mu, logvar = model.encode(feats, lengths)
     assert mu.shape == logvar.shape == (6, 4)
     model.eval()
@@ -85,16 +97,43 @@ def test_vae_shapes_and_range():
     assert torch.isclose(loss, recon + kl) and kl >= 0
 
 
-def test_vae_rejects_non_mfcc_input():
-    model = AudioToImageVAE(n_mfcc=13)
+def test_vae_rejects_non_mfcc_input_and_bad_settings():
+    model = vae(n_mfcc=13)
     with pytest.raises(ValueError, match="n_mfcc=13"):
         model.encode(torch.zeros(2, 1, 64, 64), torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="hidden non-empty"):
+        MFCCToImageVAE(hidden=())
+    with pytest.raises(ValueError, match="kl_weight must be >= 0"):
+        vae(kl_weight=-1.0)
+
+
+def test_net_trains_without_lightning():
+    """The net is a plain nn.Module: a hand-written ELBO loop on it alone learns the paired images."""
+    torch.manual_seed(0)
+    feats, lengths, images, digits = _pair_batch(20)
+    net = MFCCToImageVAE(hidden=(64,), latent_dim=4, dropout=0.0, decoder_channels=8)
+    assert not any(isinstance(m, L.LightningModule) for m in net.modules())
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        mu, logvar = net.encode(feats, lengths)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = torch.nn.functional.binary_cross_entropy_with_logits(net.decode_logits(z), images, reduction="sum")
+        loss = (recon + (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum()) / len(digits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    net.eval()
+    out = net(feats, lengths)
+    assert out.shape == (20, 1, 28, 28) and 0 <= out.min() and out.max() <= 1
 
 
 def test_vae_loss_decreases_on_fixed_batch():
     torch.manual_seed(0)
     batch = _pair_batch(20)
-    model = AudioToImageVAE(hidden=(64,), latent_dim=4, dropout=0.0, decoder_channels=8, kl_weight=0.5)
+    model = vae(hidden=(64,), latent_dim=4, dropout=0.0, decoder_channels=8, kl_weight=0.5)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
@@ -110,7 +149,7 @@ def test_vae_loss_decreases_on_fixed_batch():
 def test_judged_accuracy_with_known_answer(tmp_path):
     feats, lengths, images, digits = _pair_batch(30)  # digits 0..9, three of each
     loader = DataLoader(TensorDataset(feats, lengths, images, digits), batch_size=7)
-    model = AudioToImageVAE(hidden=(16,), latent_dim=2, decoder_channels=4, n_show=5)
+    model = vae(n_show=5)
     judge = FixedJudge(3)
     model.set_judge(judge, normalize="minus_one_one")
     res = _trainer(tmp_path).test(model, loader, verbose=False)[0]
@@ -127,7 +166,7 @@ def test_judged_accuracy_all_right():
     feats, lengths, images, digits = _pair_batch(10)
     keep = digits == 7
     loader = DataLoader(TensorDataset(feats[keep], lengths[keep], images[keep], digits[keep]), batch_size=4)
-    model = AudioToImageVAE(hidden=(16,), latent_dim=2, decoder_channels=4)
+    model = vae()
     model.set_judge(FixedJudge(7))
     assert _trainer().test(model, loader, verbose=False)[0]["test/acc"] == pytest.approx(1.0)
 
@@ -135,11 +174,10 @@ def test_judged_accuracy_all_right():
 def test_missing_judge_fails_clearly_at_test_time(tmp_path):
     loader = DataLoader(TensorDataset(*_pair_batch(4)), batch_size=4)
     with pytest.raises(ValueError, match="judge_checkpoint is not set"):
-        _trainer().test(AudioToImageVAE(hidden=(8,), decoder_channels=4), loader, verbose=False)
+        _trainer().test(vae(hidden=(8,)), loader, verbose=False)
     missing = tmp_path / "nope.ckpt"
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
-        _trainer().test(AudioToImageVAE(hidden=(8,), decoder_channels=4, judge_checkpoint=str(missing)), loader,
-                        verbose=False)
+        _trainer().test(vae(hidden=(8,), judge_checkpoint=str(missing)), loader, verbose=False)
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
@@ -150,14 +188,28 @@ def test_missing_judge_fails_clearly_at_test_time(tmp_path):
         load_judge(no_class)
 
 
-def test_load_judge_from_cli_checkpoint(tmp_path, shared_data):
+def test_judge_from_cli_checkpoint_with_its_saved_normalisation(tmp_path, config_data):
+    """A real judge (one step of configs/lenet_mnist.yaml through the CLI); the task takes the input
+    normalisation its MNIST DataModule recorded and feeds the judge images in that range."""
     spec = importlib.util.spec_from_file_location("a2i_hook", HOOK)
     hook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hook)
-    judge, normalize = load_judge(hook.build_judge(tmp_path))
-    assert type(judge).__name__ == "LeNet5" and normalize == "standard"
+    path = hook.build_judge(tmp_path)
+    judge, normalize = load_judge(path)
+    assert type(judge.net).__name__ == "LeNet5" and normalize == "standard"
     assert not any(p.requires_grad for p in judge.parameters())
-    assert judge(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    images = torch.rand(2, 1, 28, 28)
+    model = vae(judge_checkpoint=str(path))
+    logits = model.judge_images(images)
+    assert model._judge_normalize == "standard" and model.judge is not None
+    assert not any(p.requires_grad for p in model.judge.parameters())
+    # the judge is neither trained nor saved with the VAE: not a submodule
+    assert set(model.state_dict()) == {f"net.{k}" for k in model.net.state_dict()}
+    from datamodules.mnist import MNIST_MEAN, MNIST_STD
+
+    torch.testing.assert_close(logits, judge((images - MNIST_MEAN) / MNIST_STD))
+    overridden = vae(judge_checkpoint=str(path), judge_normalize="zero_one")
+    torch.testing.assert_close(overridden.judge_images(images), judge(images))
 
 
 # --- pairing DataModule ------------------------------------------------------------------------------
@@ -185,9 +237,9 @@ def test_pair_sampler_matches_digits_and_redraws_per_epoch():
 
 
 @pytest.fixture
-def pair_root(tmp_path, shared_data) -> Path:
+def pair_root(tmp_path, config_data) -> Path:
     root = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
-    (root / "MNIST").symlink_to(shared_data / "MNIST")  # real MNIST, read-only, not copied
+    (root / "MNIST").symlink_to(config_data / "MNIST")  # real MNIST (or its IDX fixture), read-only, not copied
     return root
 
 
@@ -225,7 +277,7 @@ def test_vae_trains_on_pairs_and_logs_audio(pair_root, tmp_path):
     torch.manual_seed(0)
     dm = SpokenDigitImagePairs(data_dir=str(pair_root), cache_dir=str(tmp_path / "cache"), batch_size=32,
                                mnist_per_class=20, progress=False)
-    model = AudioToImageVAE(hidden=(32,), latent_dim=4, decoder_channels=8, n_show=3)
+    model = vae(hidden=(32,), latent_dim=4, decoder_channels=8, n_show=3)
     model.set_judge(FixedJudge(0))
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2)
     trainer.fit(model, dm)
@@ -233,3 +285,25 @@ def test_vae_trains_on_pairs_and_logs_audio(pair_root, tmp_path):
     res = trainer.test(model, dm, verbose=False)[0]
     assert res["test/acc"] == pytest.approx(0.1)  # FixedJudge(0): right for the 10% of clips that say 0
     assert len(list(tmp_path.rglob("test_clips_*.wav"))) == 3
+
+
+# --- checkpoints written before the nets/tasks split --------------------------------------------------
+def test_legacy_checkpoint_converts_to_the_same_model(tmp_path):
+    torch.manual_seed(0)
+    net = MFCCToImageVAE(hidden=(16, 8), latent_dim=3, decoder_channels=4, audio_frames=10).eval()
+    hparams = {"n_mfcc": 13, "audio_frames": 10, "hidden": [16, 8], "latent_dim": 3, "dropout": 0.2, "kl_weight": 0.5,
+               "decoder_channels": 4, "judge_checkpoint": "runs/judge/lenet_mnist.ckpt", "judge_normalize": None,
+               "n_show": 7, "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}},
+               "scheduler": None}
+    src = tmp_path / "old.ckpt"
+    torch.save({"state_dict": dict(net.state_dict()), "pytorch-lightning_version": L.__version__, "epoch": 4,
+                "hyper_parameters": {"_class_path": "zoo.audio_to_image.AudioToImageVAE", **hparams,
+                                     "_instantiator": "lightning.pytorch.cli.instantiate_module"}}, src)
+    with pytest.raises(ValueError, match="zoo.tools.convert_checkpoint --src"):
+        load_cli_checkpoint(src)
+    model, _ = load_cli_checkpoint(convert_checkpoint(src=str(src), dst=str(tmp_path / "new.ckpt")))
+    assert isinstance(model, AudioToImageVAE) and isinstance(model.net, MFCCToImageVAE)
+    assert (model.kl_weight, model.n_show, model.judge_checkpoint) == (0.5, 7, "runs/judge/lenet_mnist.ckpt")
+    feats, lengths, images, _ = _pair_batch(4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(feats, lengths), net(feats, lengths), rtol=0, atol=0)

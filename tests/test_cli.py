@@ -24,7 +24,8 @@ def fsdd_root(tmp_path_factory) -> Path:
 
 
 def small_cbam_args(root: Path, out: Path, *extra) -> list:
-    return ["--model", "CBAMNet", "--model.channels", "[4, 8, 8, 16]", "--model.hidden", "16",
+    return ["--model", "Classifier", "--model.net", "ConvNet", "--model.net.attention", "cbam",
+            "--model.net.channels", "[4, 8, 8, 16]", "--model.net.hidden", "16",
             "--data", "SpokenDigits", "--data.data_dir", root, "--data.n_mels", "32", "--data.frames", "32",
             "--data.batch_size", "32", "--data.cache_dir", out / "cache", "--data.progress", "false",
             "--trainer.default_root_dir", out, "--trainer.enable_progress_bar", "false",
@@ -44,19 +45,28 @@ def test_help_lists_subcommands(capsys):
         assert sub in out
 
 
-def test_model_help_by_short_name(capsys):
+def test_model_and_net_help_by_short_name(capsys):
     with pytest.raises(SystemExit) as exc:
-        run_cli(["fit", "--model.help", "CBAMNet"])
+        run_cli(["fit", "--model.help", "Classifier"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "--model.reduction" in out and "--model.attention_kernel" in out
+    assert "--model.net NET" in out and "--model.label_smoothing" in out
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["fit", "--model", "Classifier", "--model.net.help", "ConvNet"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--net.attention {none,spatial,cbam}" in out and "--net.reduction" in out
 
 
 def test_print_config_resolves_short_names_and_defaults(capsys):
     with pytest.raises(SystemExit):
-        run_cli(["fit", "--model", "CBAMNet", "--data", "SpokenDigits", "--print_config"])
+        run_cli(["fit", "--model", "Classifier", "--model.net", "ConvNet", "--model.net.attention", "cbam",
+                 "--data", "SpokenDigits", "--print_config"])
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
+    assert cfg["model"]["class_path"] == "zoo.tasks.classifier.Classifier"
+    net = cfg["model"]["init_args"]["net"]
+    assert net["class_path"] == "zoo.nets.convnet.ConvNet" and net["init_args"]["attention"] == "cbam"
+    assert net["init_args"]["channels"] == [32, 64, 128, 256]  # the net's own defaults are filled in
     assert cfg["data"]["class_path"] == "datamodules.spoken_digits.SpokenDigits"
     logger = cfg["trainer"]["logger"]
     assert logger["class_path"].endswith("WandbLogger")
@@ -66,23 +76,27 @@ def test_print_config_resolves_short_names_and_defaults(capsys):
 
 
 def test_every_zoo_class_has_a_unique_short_name():
+    """Short names (``--model Classifier``, ``--model.net ConvNet``) must each mean one class."""
+    from torch import nn
+
     from zoo.cli import import_all
 
     import_all()
 
     def subclasses(base):
-        out, todo = [], [base]
+        out, todo = {}, [base]  # a class reached by two inheritance paths counts once
         while todo:
             for sub in todo.pop().__subclasses__():
                 todo.append(sub)
                 if sub.__module__.split(".")[0] in ("zoo", "datamodules"):
-                    out.append(sub)
-        return out
+                    out[sub] = None
+        return list(out)
 
-    for base in (LightningModule, LightningDataModule):
+    for base in (LightningModule, LightningDataModule, nn.Module):
         names = [c.__name__ for c in subclasses(base)]
         assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
-    assert {"CNN", "CBAMNet"} <= {c.__name__ for c in subclasses(LightningModule)}
+    assert "Classifier" in {c.__name__ for c in subclasses(LightningModule)}
+    assert {"ConvNet", "LeNet5", "MnistCNN"} <= {c.__name__ for c in subclasses(nn.Module)}
 
 
 def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
@@ -99,7 +113,8 @@ def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
     assert list(metrics["per_class"]) == cli.model.class_names
     assert sum(row["support"] for row in metrics["per_class"].values()) == int(cm.sum())
     # the file alone says what ran: seed, resolved config, code version and packages
-    assert metrics["seed"] == 0 and metrics["config"]["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
+    assert metrics["seed"] == 0 and metrics["config"]["model"]["class_path"] == "zoo.tasks.classifier.Classifier"
+    assert metrics["config"]["model"]["init_args"]["net"]["init_args"]["attention"] == "cbam"
     assert metrics["config"]["trainer"]["max_epochs"] == 3 and metrics["command"][:4] == ["python", "-m", "zoo", "fit"]
     assert metrics["provenance"]["torch"] == torch.__version__
     if (REPO / ".git").exists():
@@ -110,7 +125,7 @@ def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
     assert any(h.startswith("lr-") for h in header), header  # learning-rate monitor
     assert list((log_dir / "media").glob("test_confusion_matrix*.png")), "confusion matrix figure missing"
     saved = yaml.safe_load((log_dir / "config.yaml").read_text())
-    assert saved["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
+    assert saved["model"]["init_args"]["net"]["class_path"] == "zoo.nets.convnet.ConvNet"
     assert (Path(metrics["best_checkpoint"]).parent / "last.ckpt").exists()
 
 
@@ -125,8 +140,8 @@ def test_wandb_offline_run_carries_name_group_tags_and_config(fsdd_root, tmp_pat
         run = cli.trainer.logger.experiment
         assert run.settings.mode in ("offline", "dryrun")  # wandb calls offline mode "dryrun" internally
         assert run.group == "study-x" and set(run.tags) == {"a", "b"}
-        assert run.name == "CBAMNet-SpokenDigits-seed0"
-        assert run.config["model"]["class_path"] == "zoo.audio_cnn.CBAMNet"
+        assert run.name == "Classifier-ConvNet-SpokenDigits-seed0"
+        assert run.config["model"]["init_args"]["net"]["class_path"] == "zoo.nets.convnet.ConvNet"
         assert run.config["data"]["init_args"]["source"] == "fsdd"
         assert (Path(run.dir) / "zoo_config.yaml").exists()
         # the local copy sits with this run's checkpoints, not in one save_dir/config.yaml that every run overwrites
@@ -138,7 +153,7 @@ def test_wandb_offline_run_carries_name_group_tags_and_config(fsdd_root, tmp_pat
         wandb.finish()
 
 
-def built(args: list) -> "ZooCLI":
+def built(args: list):
     """The CLI with its trainer, model and data built from ``args`` (no subcommand, nothing run)."""
     from unittest import mock
 
@@ -265,16 +280,16 @@ def test_step_values_are_logged_only_where_shown(progress_bar, tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from zoo.classifier import step_is_shown
-    from zoo.mnist_classifiers import LeNet5
+    from zoo.nets.lenet import LeNet5
+    from zoo.tasks.classifier import Classifier, step_is_shown
 
-    class Recorder(LeNet5):
+    class Recorder(Classifier):
         def training_step(self, batch, batch_idx):
             self.shown = getattr(self, "shown", []) + [step_is_shown(self)]
             return super().training_step(batch, batch_idx)
 
     data = DataLoader(TensorDataset(torch.randn(14, 1, 28, 28), torch.arange(14) % 10), batch_size=2)
-    model = Recorder()
+    model = Recorder(LeNet5())
     trainer = L.Trainer(max_epochs=2, log_every_n_steps=3, accelerator="cpu", enable_checkpointing=False,
                         enable_progress_bar=progress_bar, enable_model_summary=False,
                         logger=L.pytorch.loggers.CSVLogger(tmp_path))
@@ -284,7 +299,7 @@ def test_step_values_are_logged_only_where_shown(progress_bar, tmp_path):
     else:  # the logger writes every 3rd step (global steps 2, 5, 8, 11 of 0..13)
         assert [i for i, s in enumerate(model.shown) if s] == [2, 5, 8, 11]
     assert 0.0 <= float(trainer.callback_metrics["train/acc"]) <= 1.0  # epoch-level, computed once
-    assert step_is_shown(LeNet5())  # outside a trainer every value counts
+    assert step_is_shown(Classifier(LeNet5()))  # outside a trainer every value counts
 
 
 @pytest.mark.parametrize("mode", ["min", "max"])
@@ -295,9 +310,10 @@ def test_last_checkpoint_follows_every_epoch_after_the_best(mode, tmp_path):
     from torch.utils.data import DataLoader, TensorDataset
 
     from zoo.callbacks import BestCheckpoint
-    from zoo.mnist_classifiers import LeNet5
+    from zoo.nets.lenet import LeNet5
+    from zoo.tasks.classifier import Classifier
 
-    class GetsWorse(LeNet5):
+    class GetsWorse(Classifier):
         monitor = ("val/worse", mode)
 
         def on_validation_epoch_end(self):  # best at epoch 0, never again
@@ -306,7 +322,7 @@ def test_last_checkpoint_follows_every_epoch_after_the_best(mode, tmp_path):
     data = DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8) % 10), batch_size=4)
     ckpt = BestCheckpoint(dirpath=tmp_path)
     L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-              num_sanity_val_steps=0, callbacks=[ckpt]).fit(GetsWorse(), data, data)
+              num_sanity_val_steps=0, callbacks=[ckpt]).fit(GetsWorse(LeNet5()), data, data)
     assert Path(ckpt.best_model_path).name == "best-epoch00.ckpt"
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
 

@@ -148,3 +148,32 @@ def test_continue_csv_log_keeps_the_history_up_to_the_checkpoint(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "run" / "version_0" / "metrics.csv")))
     assert [(r["epoch"], r["val/acc"], r.get("train/loss")) for r in rows] == [("0", "0.5", ""), ("1", "0.7", "0.1")]
     assert compat.continue_csv_log(CSVLogger(tmp_path, name="fresh", version=0), last_epoch=0) == 0
+
+
+def test_forget_initial_hparams_drops_the_loggers_copy():
+    class Task(L.LightningModule):
+        def __init__(self, net: torch.nn.Module, width: int = 3) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    task = Task(torch.nn.Linear(2, 2))
+    assert "net" in task.hparams_initial
+    compat.forget_initial_hparams(task, ["net"])
+    assert "net" not in task.hparams_initial and task.hparams_initial["width"] == 3
+
+
+def test_build_as_cli_records_the_nets_config_so_the_checkpoint_loads_alone(tmp_path):
+    from zoo.nets.lenet import LeNet5
+    from zoo.tasks.classifier import Classifier
+
+    config = {"net": {"class_path": "zoo.nets.lenet.LeNet5", "init_args": {"dropout": 0.1}}, "label_smoothing": 0.2}
+    model = compat.build_as_cli(Classifier, config)
+    assert isinstance(model.net, LeNet5) and model.hparams["net"]["init_args"] == {"dropout": 0.1}
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))), batch_size=4))
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    again = Classifier.load_from_checkpoint(tmp_path / "c.ckpt", weights_only=True)  # no net= needed
+    assert isinstance(again.net, LeNet5) and again.label_smoothing == 0.2
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(again.eval()(x), model.eval()(x))

@@ -1,4 +1,5 @@
-"""DCGAN: manual-optimization mechanics, sampling, export round trip and the offline GAN metrics."""
+"""GAN task and DCGAN nets: the nets without Lightning, G/D agreement, manual-optimization mechanics,
+sampling, export round trip, legacy conversion and the offline GAN metrics."""
 
 from __future__ import annotations
 
@@ -8,19 +9,56 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import CONFIGS
-from zoo.dcgan import DCGAN, load_dcgan, slerp
-from zoo.tools.gan_eval import ClassifierFeatures, agreement, cas, classifier_fid, load_classifier, losses
-from zoo.mnist_classifiers import LeNet5
-from zoo.tools.sample_export import load_samples, main as export_main, to_uint8
+from zoo import compat
+from zoo.metrics import ClassifierFeatures, classifier_fid, load_judge
+from zoo.nets.dcgan import Discriminator, Generator, dcgan_init, slerp
+from zoo.nets.lenet import LeNet5
+from zoo.tasks.classifier import Classifier
+from zoo.tasks.gan import GAN, load_gan
+from zoo.tools.gan_eval import agreement, cas, losses
+from zoo.tools.sample_export import load_samples, to_uint8
+from zoo.tools.sample_export import main as export_main
 
 
-def tiny(**kw) -> DCGAN:
-    args = dict(latent_dim=8, width=4, samples_per_row=2, interpolation_steps=3)
+def net_args(architecture: str = "mnist28", image_channels: int = 1, conditional: bool = False,
+             conditioning: str = "concat", dropout: float | None = None, spectral_norm: bool = False,
+             latent_dim: int = 8, width: int = 4) -> tuple[dict, dict]:
+    """Init args of a tiny matching Generator and Discriminator (the old DCGAN's flat settings)."""
+    classes = 10 if conditional else 0
+    g = {"architecture": architecture, "latent_dim": latent_dim, "channels": image_channels, "width": width,
+         "num_classes": classes}
+    d = {"architecture": architecture, "channels": image_channels, "width": width, "num_classes": classes,
+         "conditioning": conditioning, "dropout": dropout, "spectral_norm": spectral_norm}
+    return g, d
+
+
+NET_KEYS = ("architecture", "image_channels", "conditional", "conditioning", "dropout", "spectral_norm", "latent_dim",
+            "width")
+
+
+def tiny(**kw) -> GAN:
+    """A tiny GAN built from Python (nets' settings as keywords, the rest go to the task)."""
+    g, d = net_args(**{k: kw.pop(k) for k in NET_KEYS if k in kw})
+    args = {"samples_per_row": 2, "interpolation_steps": 3}
     args.update(kw)
-    return DCGAN(**args)
+    return GAN(Generator(**g), Discriminator(**d), **args)
+
+
+def as_cli(cls: type, config: dict) -> L.LightningModule:
+    """``cls`` built from ``config`` as LightningCLI builds it, so its checkpoints record the nets'
+    class_path configs and load by themselves (as those of ``python -m zoo fit`` do)."""
+    return compat.build_as_cli(cls, config)
+
+
+def cli_tiny(**kw) -> GAN:
+    """``tiny`` built as LightningCLI builds it: its checkpoints load with ``load_gan`` / ``sample_export`` alone."""
+    g, d = net_args(**{k: kw.pop(k) for k in NET_KEYS if k in kw})
+    return as_cli(GAN, {"generator": {"class_path": "zoo.nets.dcgan.Generator", "init_args": g},
+                        "discriminator": {"class_path": "zoo.nets.dcgan.Discriminator", "init_args": d},
+                        "samples_per_row": 2, "interpolation_steps": 3, **kw})
 
 
 def loader(n: int = 16, shape=(1, 28, 28), batch_size: int = 8, seed: int = 0) -> DataLoader:
@@ -31,10 +69,113 @@ def loader(n: int = 16, shape=(1, 28, 28), batch_size: int = 8, seed: int = 0) -
 
 
 def trainer(**kw) -> L.Trainer:
-    args = dict(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False)
+    args = {"max_epochs": 1, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
+                "enable_progress_bar": False, "enable_model_summary": False}
     args.update(kw)
     return L.Trainer(**args)
+
+
+# --- the nets, without Lightning -----------------------------------------------------------------
+@pytest.mark.parametrize("arch,channels,size", [("mnist28", 1, 28), ("dcgan64", 3, 64)])
+@pytest.mark.parametrize("classes,conditioning", [(0, "concat"), (10, "concat"), (10, "projection"),
+                                                   (10, "auxiliary")])
+def test_nets_without_lightning(arch, channels, size, classes, conditioning):
+    """Plain nn.Modules: shapes, the tanh range, one logit per image, and a plain optimizer step moves them."""
+    g = Generator(arch, latent_dim=8, channels=channels, width=4, num_classes=classes)
+    d = Discriminator(arch, channels=channels, width=4, num_classes=classes, conditioning=conditioning)
+    assert not isinstance(g, L.LightningModule) and (g.image_size, d.image_size) == (size, size)
+    labels = torch.tensor([0, 3, 9]) if classes else None
+    x = g(torch.randn(3, 8), labels)
+    assert x.shape == (3, channels, size, size) and x.min() >= -1 and x.max() <= 1
+    logits = d(x, labels)
+    assert logits.shape == (3,)
+    first_conv = next(m for m in d.modules() if isinstance(m, torch.nn.Conv2d))
+    # only "concat" shows D the label as extra input channels
+    assert first_conv.in_channels == channels + (classes if conditioning == "concat" else 0)
+    if conditioning == "auxiliary" and classes:
+        adv, cls = d.forward_with_classes(x)
+        assert adv.shape == (3,) and cls.shape == (3, classes)
+    opt = torch.optim.SGD([*g.parameters(), *d.parameters()], lr=0.1)
+    before = [p.detach().clone() for p in g.parameters()]
+    d(g(torch.randn(3, 8), labels), labels).mean().backward()
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, g.parameters()))
+
+
+def test_nets_check_their_inputs_and_arguments():
+    g, d = Generator(width=4, num_classes=10), Discriminator(width=4, num_classes=10)
+    with pytest.raises(ValueError, match="labels are required"):
+        g(torch.randn(2, 100))
+    with pytest.raises(ValueError, match="labels must be in 0..9"):
+        g(torch.randn(1, 100), torch.tensor([10]))
+    with pytest.raises(ValueError, match=r"latent codes of shape \(N, 100\)"):
+        g(torch.randn(2, 8), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="unconditional"):
+        Generator(width=4)(torch.randn(2, 100), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"expects images of shape \(N, 1, 28, 28\)"):
+        d(torch.zeros(2, 1, 64, 64), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        Generator(architecture="mnist32")
+    with pytest.raises(ValueError, match="conditioning"):
+        Discriminator(num_classes=10, conditioning="film")
+    with pytest.raises(ValueError, match="dropout"):
+        Discriminator(dropout=1.0)
+    with pytest.raises(ValueError, match="num_classes must be 0"):
+        Generator(num_classes=1)
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        Discriminator(width=0)
+
+
+def test_dcgan_init_draws_the_papers_weights():
+    g = Generator(width=8)
+    g.apply(dcgan_init)
+    conv = g.net[0]
+    bn = g.project[1]
+    assert conv.weight.std().item() == pytest.approx(0.02, rel=0.1) and abs(conv.weight.mean().item()) < 2e-3
+    assert bn.weight.mean().item() == pytest.approx(1.0, abs=5e-3) and torch.all(bn.bias == 0)
+
+
+@pytest.mark.parametrize("g_kw,d_kw,what", [
+    ({"num_classes": 10}, {}, "num_classes: generator 10, discriminator 0"),
+    ({"channels": 3}, {}, "channels: generator 3, discriminator 1"),
+    ({"architecture": "dcgan64"}, {}, r"image_size: generator 64, discriminator 28 \(architecture 'dcgan64' vs 'mnist28'\)"),
+])
+def test_generator_and_discriminator_must_agree(g_kw, d_kw, what):
+    with pytest.raises(ValueError, match=what):
+        GAN(Generator(width=4, **g_kw), Discriminator(width=4, **d_kw))
+    with pytest.raises(ValueError, match="no integer attribute"):
+        GAN(torch.nn.Linear(2, 2), Discriminator(width=4))
+
+
+def test_config_nets_disagreeing_fail_with_the_setting_named(tmp_path):
+    from conftest import run_cli
+
+    with pytest.raises(ValueError, match="disagree on num_classes"):
+        run_cli(["fit", "--config", CONFIGS / "dcgan_mnist_conditional.yaml",
+                 "--model.discriminator.init_args.num_classes", "0", "--trainer.fast_dev_run", "1",
+                 "--trainer.default_root_dir", tmp_path])
+
+
+@pytest.mark.parametrize("kw,golden", [
+    ({"conditional": True, "conditioning": "projection"},
+     {"generator.net.0.weight": [0.004695, -0.010128, 0.036773],
+      "discriminator.project.weight": [0.000474, 0.010695, 0.008895]}),
+    ({"architecture": "dcgan64", "image_channels": 3, "spectral_norm": True},
+     {"generator.net.0.weight": [0.009151, -0.017389, -0.010003],
+      "discriminator.net.0.parametrizations.weight.original": [0.02808, -0.00561, -0.025183],
+      "discriminator.net.0.parametrizations.weight.0._u": [-0.657088, 0.659806, 0.042243]}),
+])
+def test_seeded_build_reproduces_the_old_dcgan_weights(kw, golden):
+    """Seed 0 gives the weights the single-module zoo.dcgan.DCGAN (zoo < 0.2) drew with the same settings:
+    G built, D built, then dcgan_init on G, then on D (values recorded from that version)."""
+    torch.manual_seed(0)
+    sd = tiny(**kw).state_dict()
+    for key, values in golden.items():
+        assert sd[key].flatten()[:3].tolist() == pytest.approx(values, abs=1e-6), key
+    kept = Generator(width=4, latent_dim=8)
+    before = {k: v.clone() for k, v in kept.state_dict().items()}
+    GAN(kept, Discriminator(width=4), init_weights=False)  # e.g. a pretrained generator: left as it is
+    assert all(torch.equal(before[k], v) for k, v in kept.state_dict().items())
 
 
 class RecordingAdam(torch.optim.Adam):
@@ -53,7 +194,7 @@ class RecordingAdam(torch.optim.Adam):
 def test_one_manual_step_changes_both_networks(conditional):
     model = tiny(conditional=conditional)
     assert model.automatic_optimization is False
-    assert model.generator.latent_dim == model.discriminator.latent_dim == 8
+    assert model.latent_dim == model.generator.latent_dim == 8 and model.num_classes == (10 if conditional else 0)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     trainer(limit_train_batches=1, limit_val_batches=0).fit(model, loader())
     changed = {k: not torch.equal(before[k], v) for k, v in model.named_parameters()}
@@ -173,15 +314,15 @@ def test_bad_batches_raise_clear_errors():
         trainer(limit_train_batches=1, limit_val_batches=0).fit(
             tiny(), DataLoader(TensorDataset(torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)),
                                batch_size=64))
-    with pytest.raises(ValueError, match=r"expects images of shape \(B, 1, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"expect images of shape \(B, 1, 28, 28\)"):
         trainer(limit_train_batches=1, limit_val_batches=0).fit(tiny(), loader(shape=(1, 32, 32)))
     unlabelled = DataLoader(TensorDataset(torch.rand(8, 1, 28, 28) * 2 - 1, torch.full((8,), -1)), batch_size=8)
     with pytest.raises(ValueError, match="needs labelled batches"):
         trainer(limit_train_batches=1, limit_val_batches=0).fit(tiny(conditional=True), unlabelled)
-    with pytest.raises(ValueError, match="architecture"):
-        DCGAN(architecture="mnist32")
-    with pytest.raises(ValueError, match="dropout"):
-        tiny(dropout=1.0)
+    with pytest.raises(ValueError, match="real_label"):
+        tiny(real_label=0.5)
+    with pytest.raises(ValueError, match="standing_batches"):
+        tiny(standing_batches=-1)
 
 
 @pytest.mark.parametrize("arch,channels,rate", [("mnist28", 1, 0.3), ("dcgan64", 3, 0.0)])
@@ -191,7 +332,7 @@ def test_default_dropout_is_each_architectures_published_one(arch, channels, rat
     assert rates == ([rate] * len(rates) if rate else []) and (rates or not rate)
 
 
-def _checkpoint(model: DCGAN, path) -> str:
+def _checkpoint(model: GAN, path) -> str:
     t = trainer(limit_train_batches=1, limit_val_batches=0)
     size = model.image_size
     t.fit(model, loader(shape=(model.image_channels, size, size)))
@@ -202,7 +343,7 @@ def _checkpoint(model: DCGAN, path) -> str:
 def test_export_import_round_trip(tmp_path):
     from datamodules.mnist import load_synthetic
 
-    model = tiny(conditional=True)
+    model = cli_tiny(conditional=True)
     ckpt = _checkpoint(model, tmp_path / "g.ckpt")
     out = tmp_path / "samples.npz"
     export_main(["--checkpoint", ckpt, "--per_class", "3", "--out", str(out), "--seed", "5"])
@@ -211,14 +352,14 @@ def test_export_import_round_trip(tmp_path):
     assert labels.tolist() == sorted(list(range(10)) * 3)
     # the file holds exactly what the reloaded generator draws for those labels and that noise,
     # after re-estimating its batch-norm statistics (the exporter's default)
-    reloaded = load_dcgan(ckpt)
+    reloaded = load_gan(ckpt)
     reloaded.standing_statistics(batches=100, seed=5)
     z = torch.randn(30, 8, generator=torch.Generator().manual_seed(5))
     np.testing.assert_array_equal(images, to_uint8(reloaded.sample(labels=torch.from_numpy(labels), z=z)))
     running = tmp_path / "running.npz"
     export_main(["--checkpoint", ckpt, "--per_class", "3", "--out", str(running), "--seed", "5", "--standing_batches", "0"])
     np.testing.assert_array_equal(load_samples(running)[0],
-                                  to_uint8(load_dcgan(ckpt).sample(labels=torch.from_numpy(labels), z=z)))
+                                  to_uint8(load_gan(ckpt).sample(labels=torch.from_numpy(labels), z=z)))
     # and it passes the MNIST DataModule's sample-file validation
     x, y = load_synthetic(out, per_class=3)
     assert x.shape == (30, 1, 28, 28) and sorted(y.tolist()) == labels.tolist()
@@ -227,11 +368,11 @@ def test_export_import_round_trip(tmp_path):
 
 
 def test_export_refuses_unconditional_and_non_mnist_models(tmp_path):
-    ckpt = _checkpoint(tiny(), tmp_path / "u.ckpt")
+    ckpt = _checkpoint(cli_tiny(), tmp_path / "u.ckpt")
     with pytest.raises(ValueError, match="unconditional"):
         export_main(["--checkpoint", ckpt, "--per_class", "2", "--out", str(tmp_path / "x.npz")])
     # a gray 64x64 conditional model would write a file the MNIST DataModule then rejects
-    ckpt = _checkpoint(tiny(architecture="dcgan64", image_channels=1, conditional=True), tmp_path / "g64.ckpt")
+    ckpt = _checkpoint(cli_tiny(architecture="dcgan64", image_channels=1, conditional=True), tmp_path / "g64.ckpt")
     with pytest.raises(ValueError, match="1-channel 64x64"):
         export_main(["--checkpoint", ckpt, "--per_class", "2", "--out", str(tmp_path / "x.npz")])
     assert not (tmp_path / "x.npz").exists()
@@ -249,15 +390,15 @@ def test_load_samples_rejects_bad_files(tmp_path):
 
 # --- FID with own features ------------------------------------------------------------------------
 def _feature_checkpoint(tmp_path) -> str:
-    """A LeNet5 checkpoint as ``python -m zoo fit`` writes it (class path + DataModule normalisation)."""
+    """A LeNet5 classifier checkpoint as ``python -m zoo fit`` writes it (class paths + DataModule normalisation)."""
     path = tmp_path / "lenet.ckpt"
     torch.manual_seed(0)  # the features of a barely trained net depend on its init: keep it fixed
     t = trainer(max_steps=1)
-    t.fit(LeNet5(), DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8)), batch_size=8))
+    t.fit(as_cli(Classifier, {"net": {"class_path": "zoo.nets.lenet.LeNet5"}}),
+          DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8)), batch_size=8))
     t.save_checkpoint(path)
-    ckpt = torch.load(path, weights_only=False)
-    ckpt["hyper_parameters"]["_class_path"] = "zoo.mnist_classifiers.LeNet5"
-    ckpt["datamodule_hyper_parameters"] = {"normalize": "standard"}
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["datamodule_hyper_parameters"] = {"normalization": "standard"}
     torch.save(ckpt, path)
     return str(path)
 
@@ -272,7 +413,7 @@ def test_classifier_features_are_lenet_penultimate_layer():
     assert torch.allclose(feats(x), lenet.features(normalize(x, "standard")))
     feats.train()
     assert not feats.classifier.training  # a frozen judge stays in eval mode
-    with pytest.raises(ValueError, match="normalize must be one of"):
+    with pytest.raises(ValueError, match="must be one of"):
         ClassifierFeatures(lenet, "imagenet")
 
 
@@ -290,7 +431,7 @@ def test_fid_zero_for_same_set_and_larger_for_other(tmp_path):
     assert abs(same) < 1e-3 and other > 100 * max(abs(same), 1e-4)
 
 
-def test_dcgan_logs_val_fid_with_feature_checkpoint(tmp_path):
+def test_gan_logs_val_fid_with_feature_checkpoint(tmp_path):
     model = tiny(conditional=True, fid_features=_feature_checkpoint(tmp_path))
     assert model.monitor == ("val/fid", "min")
     t = trainer(limit_train_batches=1, limit_val_batches=2, num_sanity_val_steps=0)
@@ -300,7 +441,13 @@ def test_dcgan_logs_val_fid_with_feature_checkpoint(tmp_path):
     t.save_checkpoint(tmp_path / "gan.ckpt")
     sd = torch.load(tmp_path / "gan.ckpt", weights_only=False)["state_dict"]
     assert not any(k.startswith(("val_fid.", "test_fid.")) for k in sd)
-    assert load_dcgan(str(tmp_path / "gan.ckpt")).val_fid is None
+    # saved from Python, the checkpoint holds no nets' configs: they are passed again
+    g, d = net_args(conditional=True)
+    loaded = load_gan(str(tmp_path / "gan.ckpt"), generator=Generator(**g), discriminator=Discriminator(**d))
+    assert loaded.val_fid is None and not loaded.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(ValueError, match="does not record its generator and discriminator"):
+        load_gan(str(tmp_path / "gan.ckpt"))
 
 
 def test_without_fid_only_last_checkpoint_is_kept(tmp_path):
@@ -328,7 +475,7 @@ def test_label_agreement_counts_judge_hits(tmp_path):
     from datamodules.mnist import normalize
 
     judge = _feature_checkpoint(tmp_path)
-    model, _ = load_classifier(judge)
+    model, _ = load_judge(judge)
     images = (torch.rand(40, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     with torch.no_grad():
         pred = model(normalize(images.unsqueeze(1).float().div(255), "standard")).argmax(1)
@@ -338,24 +485,29 @@ def test_label_agreement_counts_judge_hits(tmp_path):
     assert agreement(samples=str(tmp_path / "off.npz"), judge=judge)["agreement"] == 0.0
 
 
-def test_load_classifier_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="lenet_mnist"):
-        load_classifier(tmp_path / "missing.ckpt")
-    path = tmp_path / "plain.ckpt"
-    t = trainer(max_steps=1)
-    t.fit(LeNet5(), DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8)), batch_size=8))
-    t.save_checkpoint(path)
-    with pytest.raises(ValueError, match="_class_path"):
-        load_classifier(path)
+def test_load_gan_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
+        load_gan(tmp_path / "missing.ckpt")
+    path = _checkpoint(cli_tiny(), tmp_path / "gan.ckpt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["_class_path"] = "zoo.dcgan.DCGAN"
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    with pytest.raises(ValueError, match="zoo.tools.convert_checkpoint --src .*old.ckpt"):
+        load_gan(tmp_path / "old.ckpt")
+    del ckpt["state_dict"]
+    torch.save(ckpt, tmp_path / "empty.ckpt")
+    with pytest.raises(ValueError, match="has no state_dict"):
+        load_gan(tmp_path / "empty.ckpt")
 
 
 # --- CAS and loss curves --------------------------------------------------------------------------
-def test_cas_rewards_correct_labels_only(tmp_path, shared_data, monkeypatch):
+def test_cas_rewards_correct_labels_only(tmp_path, config_data, monkeypatch):
+    """On real MNIST, or on the fixture digits (a class-dependent bright block) without ../shared."""
     from datamodules.mnist import MNISTDataModule
 
     monkeypatch.chdir(tmp_path)  # CAS trains throwaway classifiers: it must leave nothing in the working directory
 
-    x, y = MNISTDataModule(real_per_class=100, normalize="zero_one").split("train")
+    x, y = MNISTDataModule(real_per_class=100, normalization="zero_one").split("train")
     images = (x[:, 0] * 255).round().to(torch.uint8).numpy()
     good, shuffled = tmp_path / "good.npz", tmp_path / "shuffled.npz"
     np.savez(good, images=images, labels=y.numpy())
@@ -457,7 +609,7 @@ def test_spectral_norm_discriminator(arch, channels):
 
 def test_one_sided_label_smoothing_targets_only_real_images(monkeypatch):
     """real_label=0.9: D's targets are 0.9 for real images, 0 for fakes, and G still aims at 1."""
-    import zoo.dcgan as dcgan
+    import zoo.tasks.gan as gan_task
 
     targets = []
     bce = torch.nn.functional.binary_cross_entropy_with_logits
@@ -466,6 +618,70 @@ def test_one_sided_label_smoothing_targets_only_real_images(monkeypatch):
         targets.append(sorted(set(target.flatten().tolist())))
         return bce(logits, target, *args, **kwargs)
 
-    monkeypatch.setattr(dcgan.F, "binary_cross_entropy_with_logits", recording)
+    monkeypatch.setattr(gan_task.F, "binary_cross_entropy_with_logits", recording)
     trainer(limit_train_batches=1, limit_val_batches=0).fit(tiny(real_label=0.9), loader())
     assert targets[:3] == [[pytest.approx(0.9)], [0.0], [1.0]]  # D on real, D on fake, G's step
+
+
+# --- checkpoints of zoo < 0.2 ---------------------------------------------------------------------
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+OLD_KEYS = {  # the state-dict keys zoo.dcgan.DCGAN wrote (read from checkpoints of that version)
+    "projection28": ["fixed_z", "fixed_labels", "interp_z", "generator.project.0.weight",
+                     *[f"generator.project.1.{k}" for k in _BN], "generator.net.0.weight",
+                     *[f"generator.net.1.{k}" for k in _BN], "generator.net.3.weight",
+                     *[f"generator.net.4.{k}" for k in _BN], "generator.net.6.weight", "generator.net.6.bias",
+                     "discriminator.project.weight", "discriminator.net.0.weight", "discriminator.net.0.bias",
+                     "discriminator.net.3.weight", "discriminator.net.3.bias", "discriminator.net.7.weight",
+                     "discriminator.net.7.bias"],
+    "spectral64": [f"discriminator.net.{i}.parametrizations.weight.{p}" for i in (0, 2, 4, 6, 8)
+                   for p in ("original", "0._u", "0._v")],
+}
+
+
+@pytest.mark.parametrize("case,old", [
+    ("projection28", {"architecture": "mnist28", "image_channels": 1, "conditional": True, "num_classes": 10,
+                      "conditioning": "projection", "dropout": None, "spectral_norm": False}),
+    ("spectral64", {"architecture": "dcgan64", "image_channels": 3, "conditional": False, "num_classes": 10,
+                    "conditioning": "concat", "dropout": 0.0, "spectral_norm": True}),
+])
+def test_old_dcgan_checkpoint_converts_to_the_same_model(tmp_path, case, old):
+    """A checkpoint as zoo.dcgan.DCGAN wrote it (flat hyperparameters, its optimizer by its old dotted name)
+    becomes GAN(generator=Generator, discriminator=Discriminator) that samples and judges exactly the same."""
+    from zoo.tools.convert_checkpoint import convert_checkpoint
+
+    kw = {k: v for k, v in old.items() if k != "num_classes"}
+    model = cli_tiny(**kw, standing_batches=0)
+    src = _checkpoint(model, tmp_path / "model.ckpt")
+    ckpt = torch.load(src, weights_only=True)
+    keys = list(ckpt["state_dict"])
+    assert keys == OLD_KEYS[case] if case == "projection28" else [k for k in keys if k.startswith("discriminator")] \
+        == OLD_KEYS[case], keys  # the nets kept the old sub-module names: the weights need no renaming
+    ckpt["hyper_parameters"] = {
+        "_class_path": "zoo.dcgan.DCGAN", **old, "latent_dim": 8, "width": 4, "aux_weight": 1.0, "real_label": 1.0,
+        "generator_optimizer": "zoo.dcgan.dcgan_adam", "discriminator_optimizer": "zoo.dcgan.dcgan_adam",
+        "generator_scheduler": None, "discriminator_scheduler": None, "gradient_clip_val": None,
+        "gradient_clip_algorithm": "norm", "fid_features": None, "sample_every_n_epochs": 1, "samples_per_row": 2,
+        "interpolation_steps": 3, "standing_batches": 0, "seed": 0,
+        "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    with pytest.raises(ValueError, match="convert it once"):
+        load_gan(tmp_path / "old.ckpt")
+
+    convert_checkpoint(src=str(tmp_path / "old.ckpt"), dst=str(tmp_path / "new.ckpt"))
+    hp = torch.load(tmp_path / "new.ckpt", weights_only=True)["hyper_parameters"]
+    classes = 10 if old["conditional"] else 0
+    assert hp["_class_path"] == "zoo.tasks.gan.GAN" and hp["generator_optimizer"] == "zoo.optim.dcgan_adam"
+    assert hp["generator"] == {"class_path": "zoo.nets.dcgan.Generator", "init_args": {
+        "architecture": old["architecture"], "latent_dim": 8, "channels": old["image_channels"], "width": 4,
+        "num_classes": classes}}
+    assert hp["discriminator"]["init_args"] == {
+        "architecture": old["architecture"], "channels": old["image_channels"], "width": 4, "num_classes": classes,
+        "conditioning": old["conditioning"], "dropout": old["dropout"], "spectral_norm": old["spectral_norm"]}
+    converted = load_gan(tmp_path / "new.ckpt")
+    model.eval()
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(3))
+    labels = torch.tensor([0, 1, 5, 9]) if classes else None
+    x = model.sample(z=z, labels=labels)
+    torch.testing.assert_close(converted.sample(z=z, labels=labels), x, rtol=0, atol=0)
+    torch.testing.assert_close(converted.discriminator(x, labels), model.discriminator(x, labels), rtol=0, atol=0)
+    torch.testing.assert_close(converted.fixed_z, model.fixed_z, rtol=0, atol=0)

@@ -1,6 +1,7 @@
 """Device-resident MNIST batches (``--data.device_resident true``): the same data as the DataLoader path,
 an epoch order that is a function of the run's seed and the epoch, DistributedSampler's shards, and
-identical training to the DataLoader path when both see the same order."""
+identical training to the DataLoader path when both see the same order. Real MNIST under ``../shared`` when it is
+there, else the IDX fixture of ``tests/data_fixtures.py``."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import torch
 from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import DistributedSampler, TensorDataset
 
+from data_fixtures import mnist_data_dir
 from datamodules.mnist import DeviceBatches, MNISTDataModule
-from zoo.mnist_classifiers import LeNet5
+from zoo.nets.lenet import LeNet5
+from zoo.tasks.classifier import Classifier
 
 SETTINGS = dict(real_per_class=50, test_per_class=20, val_fraction=0.2, augmented_per_class=30, batch_size=64,
-                eval_batch_size=100, seed=0)
+                eval_batch_size=100, split_seed=0)
 
 
 def fake_trainer(rank: int = 0, world_size: int = 1, device: str = "cpu"):
@@ -49,7 +52,13 @@ def no_run_seed(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def plain(shared_data):
+def mnist_data(tmp_path_factory):
+    """Real MNIST when ../shared has it, else the IDX fixture; ``ZOO_DATA_DIR`` points at it."""
+    yield from mnist_data_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def plain(mnist_data):
     dm = MNISTDataModule(**SETTINGS)
     dm.setup()
     return dm
@@ -118,14 +127,15 @@ def test_uneven_split_is_padded_like_distributed_sampler():
         assert len(mine) == -(-34 // 8)
 
 
-def test_fit_is_identical_to_the_dataloader_path_given_the_same_epoch_order(shared_data):
+def test_fit_is_identical_to_the_dataloader_path_given_the_same_epoch_order(mnist_data):
     """On one device the DataLoader path draws each epoch's order from the global RNG (RandomSampler); given
     the device-resident order instead (a DistributedSampler of one, what DDP uses), training is identical."""
 
     class SameOrder(MNISTDataModule):
         def train_dataloader(self):
             loader = super().train_dataloader()
-            return _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=1, rank=0, seed=self.seed))
+            return _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=1, rank=0,
+                                                                 seed=self.data_seed))
 
     class Spy(L.Callback):
         def on_train_epoch_start(self, trainer, pl_module):
@@ -135,7 +145,7 @@ def test_fit_is_identical_to_the_dataloader_path_given_the_same_epoch_order(shar
     for name, dm in (("resident", MNISTDataModule(**SETTINGS, device_resident=True)),
                      ("dataloader", SameOrder(**SETTINGS))):
         L.seed_everything(0)
-        model, spy = LeNet5(dropout=0.1), Spy()
+        model, spy = Classifier(LeNet5(dropout=0.1)), Spy()
         trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, callbacks=[spy])
         trainer.fit(model, datamodule=dm)
@@ -163,7 +173,7 @@ def test_device_resident_needs_no_worker_processes():
         MNISTDataModule(device_resident=True, num_workers=2)
 
 
-def test_a_run_resumed_after_an_interruption_ends_as_the_uninterrupted_one(shared_data, tmp_path, monkeypatch):
+def test_a_run_resumed_after_an_interruption_ends_as_the_uninterrupted_one(mnist_data, tmp_path, monkeypatch):
     """The epoch order depends on seed and epoch only, so resuming from last.ckpt replays the same batches."""
     from conftest import CONFIGS, run_cli
 
@@ -171,14 +181,15 @@ def test_a_run_resumed_after_an_interruption_ends_as_the_uninterrupted_one(share
         out = tmp_path / name
         run_cli(["fit", "--config", CONFIGS / "lenet_reduced_mnist.yaml", "--data.device_resident", "true",
                  "--data.real_per_class", "12", "--data.test_per_class", "5", "--data.batch_size", "16",
-                 "--model.dropout", "0.3", "--trainer.max_epochs", "3", "--model.scheduler.init_args.T_max", "3",
+                 "--model.init_args.net.init_args.dropout", "0.3", "--trainer.max_epochs", "3",
+                 "--model.init_args.scheduler.init_args.T_max", "3",
                  "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                  "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", out,
                  "--checkpoint.dirpath", out, "--run.test_after_fit", "false", *extra])
         return out / "last.ckpt"
 
     whole = fit("whole")
-    step = LeNet5.training_step
+    step = Classifier.training_step
 
     def interrupted(self, batch, batch_idx):
         if (self.current_epoch, batch_idx) == (1, 5):
@@ -186,7 +197,7 @@ def test_a_run_resumed_after_an_interruption_ends_as_the_uninterrupted_one(share
         return step(self, batch, batch_idx)
 
     with monkeypatch.context() as m:
-        m.setattr(LeNet5, "training_step", interrupted)
+        m.setattr(Classifier, "training_step", interrupted)
         with pytest.raises(RuntimeError, match="interrupted"):
             fit("cut")
     resumed = fit("cut", "--ckpt_path", tmp_path / "cut" / "last.ckpt")

@@ -30,8 +30,9 @@ def gpu_check(tmp_path: Path, *args: str, timeout: int = 600) -> tuple[subproces
 
 def test_cpu_smoke_writes_the_table_and_records_a_broken_config_as_fail(tmp_path):
     broken = tmp_path / "broken_lenet.yaml"  # fails when the model is built, as a wrong config would
-    broken.write_text((CONFIGS / "lenet_reduced_mnist.yaml").read_text().replace(
-        "label_smoothing: 0.1", "label_smoothing: 0.1\n    activation: gelu"))
+    text = (CONFIGS / "lenet_reduced_mnist.yaml").read_text()
+    assert "activation: relu" in text
+    broken.write_text(text.replace("activation: relu", "activation: gelu"))
     proc, table, results = gpu_check(tmp_path, "--accelerator", "cpu", "--configs",
                                      f"[lenet_reduced_mnist, {broken}]", "--precisions", "[32-true]",
                                      "--compile_precision", "32-true", "--compile_backend", "eager", "--workers", "2")
@@ -67,11 +68,13 @@ def test_compile_and_channels_last_callbacks_leave_weights_checkpoint_keys_and_o
     from torch.utils.data import DataLoader, TensorDataset
 
     from zoo.compile import ChannelsLast, TorchCompile
-    from zoo.masked_ae import MaskedAE
-    from zoo.mnist_classifiers import LeNet5
+    from zoo.nets.lenet import LeNet5
+    from zoo.nets.masked_ae import MaskedAENet
+    from zoo.tasks.classifier import Classifier
+    from zoo.tasks.masked_ae import MaskedAE
 
     torch.manual_seed(0)
-    model, eager = LeNet5(), LeNet5()
+    model, eager = Classifier(LeNet5()), Classifier(LeNet5())
     eager.load_state_dict(model.state_dict())
     keys = list(model.state_dict())
     layout, compiled = ChannelsLast(), TorchCompile(backend="eager")
@@ -80,15 +83,15 @@ def test_compile_and_channels_last_callbacks_leave_weights_checkpoint_keys_and_o
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[layout, compiled])
     trainer.fit(model, data)
     assert layout.applied == "callback" and compiled.compiled == ["forward"] and list(model.state_dict()) == keys
-    assert model.conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.net.conv[0].weight.is_contiguous(memory_format=torch.channels_last)
     eager.load_state_dict(model.state_dict())
     x = torch.randn(4, 1, 28, 28)
     assert torch.allclose(model.eval()(x), eager.eval()(x), atol=1e-5)
-    with pytest.raises(ValueError, match=r"no sub-module\(s\) \['nope'\]; children: \[.*'conv'"):
-        TorchCompile(submodules=["nope"]).setup(trainer, LeNet5(), "fit")
+    with pytest.raises(ValueError, match=r"no sub-module\(s\) \['nope'\]; children: \[.*'net'"):
+        TorchCompile(submodules=["nope"]).setup(trainer, Classifier(LeNet5()), "fit")
 
     # a conv net whose 3-channel output feeds metrics that view(-1) it: forward hands back the standard layout
-    ae = MaskedAE(architecture="conv", image_size=32, channels=3, conv_channels=[8, 16], bottleneck=16,
+    ae = MaskedAE(MaskedAENet(architecture="conv", image_size=32, channels=3, conv_channels=[8, 16], bottleneck=16),
                   mask_type="patch", patch_size=4).eval()
     x = torch.rand(2, 3, 32, 32)
     before = ae(x)

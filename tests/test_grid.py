@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from conftest import CONFIGS, REPO
-from zoo.tools.grid import build_command, cell_name, load_grid, main, run_grid
+from zoo.tools.grid import main, run_grid
+from zoo.tools.grid_runs import build_command, cell_name, load_grid
 
 # Stands in for `python -m zoo fit`: appends its argv to a journal, fails for real_per_class=13,
 # else writes --run.results_file with test/acc = real/100 + seed/1000.
@@ -31,7 +32,8 @@ if real == 13:
     sys.exit("boom: real_per_class=13")
 acc = real / 100 + int(opt("--seed_everything")) / 1000
 Path(opt("--run.results_file")).parent.mkdir(parents=True, exist_ok=True)
-Path(opt("--run.results_file")).write_text(json.dumps({"metrics": {"test/acc": acc, "val/acc": acc}}))
+Path(opt("--run.results_file")).write_text(json.dumps({"metrics": {"test/acc": acc, "val/acc": acc, "train/acc": 0.9,
+                                                                 "train/seconds": real, "test/seconds": 2}}))
 '''
 
 
@@ -104,7 +106,10 @@ def test_grid_runs_records_failures_and_resumes(tmp_path, capsys):
     mean, std, n = result.summary["real_per_class=30_augmented_per_class=5"]
     assert (mean, std, n) == (pytest.approx(0.301), pytest.approx(0.001), 3)
     table = (out / "table.md").read_text()
-    assert "| 30 | 5 | 0.3010 ± 0.0010 | 3 | 0 |" in table and "| 13 | 0 | n/a | 0 | 3 |" in table
+    # next to the metric: train accuracy and the fit / test wall times, as the original study tables had
+    assert "| test/acc mean ± std | train/acc | train s | test s | runs ok | failed |" in table
+    assert "| 30 | 5 | 0.3010 ± 0.0010 | 0.9000 | 30.0 | 2.0 | 3 | 0 |" in table
+    assert "| 13 | 0 | n/a | n/a | n/a | n/a | 0 | 3 |" in table
     assert (out / "heatmap.png").stat().st_size > 1000
 
     # second invocation: finished runs are skipped, only the failed cell is tried again
@@ -151,7 +156,7 @@ def test_list_valued_axis_gets_its_table_and_heatmap(tmp_path):
                                             "data.split_ratios": [[0.8, 0.1, 0.1], [0.7, 0.2, 0.1]]})
     result = run_grid(str(path))
     assert len(result.summary) == 4 and not result.failed
-    assert "| 40 | [0.7, 0.2, 0.1] | 0.4000 (1 run) | 1 | 0 |" in (tmp_path / "out" / "table.md").read_text()
+    assert "| 40 | [0.7, 0.2, 0.1] | 0.4000 (1 run) | 0.9000 | 40.0 | 2.0 | 1 | 0 |" in (tmp_path / "out" / "table.md").read_text()
     assert (tmp_path / "out" / "heatmap.png").stat().st_size > 1000
 
 
@@ -293,7 +298,7 @@ def _zoo_grid(tmp_path: Path, **overrides) -> Path:
 
 @pytest.mark.parametrize("change, match", [
     ({"axes": {"data.real_per_clas": [5, 10]}}, r"Option 'real_per_clas' is not accepted"),
-    ({"axes": {"model.dropout": ["much"]}}, r"Parser key \"dropout\""),
+    ({"axes": {"model.net.dropout": ["much"]}}, r"Parser key \"dropout\""),
     ({"variants": {"plain": {}, "odd": {"model.nope": 1}}}, r"variant 'odd'.*Option 'nope' is not accepted"),
 ])
 def test_a_bad_axis_key_or_value_stops_the_grid_before_any_run(tmp_path, change, match):
@@ -313,12 +318,12 @@ def test_commands_are_parsed_once_per_config_and_variant(tmp_path, monkeypatch, 
     monkeypatch.setattr(zoo.cli, "main", lambda args, **kw: parsed.append(args) or real(args, **kw))
     configs = [str(CONFIGS / "lenet_reduced_mnist.yaml"), str(CONFIGS / "lenet_cas.yaml")]
     path = _zoo_grid(tmp_path, axes={"config": configs, "data.real_per_class": [5, 10, 20]},
-                     variants={"plain": {}, "dropout": {"model.dropout": 0.2}})
+                     variants={"plain": {}, "dropout": {"model.net.dropout": 0.2}})
     run_grid(str(path), dry_run=True)
     assert len(capsys.readouterr().out.strip().splitlines()) == 12  # 12 commands, 4 parses
     assert len(parsed) == 4 and all(args[-1] == "--print_config" for args in parsed)
     assert sorted(args[args.index("--config") + 1] for args in parsed) == sorted(configs * 2)
-    assert sum("--model.dropout" in args for args in parsed) == 2
+    assert sum("--model.net.dropout" in args for args in parsed) == 2
     parsed.clear()
     run_grid(str(_grid(tmp_path)), dry_run=True)  # not a zoo command: the user's own program, not checked
     assert parsed == []
@@ -327,13 +332,13 @@ def test_commands_are_parsed_once_per_config_and_variant(tmp_path, monkeypatch, 
 def test_a_metric_no_run_produced_is_an_error_naming_the_ones_that_exist(tmp_path):
     path = _grid(tmp_path, axes={"data.real_per_class": [30]}, seeds=[0], metric="test/accuracy")
     with pytest.raises(SystemExit, match=r"metric 'test/accuracy' is in no run's results; the runs produced "
-                                         r"\['test/acc', 'val/acc'\]"):
+                                         r"\['test/acc', 'test/seconds', 'train/acc', 'train/seconds', 'val/acc'\]"):
         main([str(path)])
     assert (tmp_path / "out" / "runs.csv").exists() and not (tmp_path / "out" / "table.md").exists()
 
 
 def test_a_run_locked_by_a_live_runner_is_left_to_it_and_a_dead_runners_lock_is_taken_over(tmp_path):
-    from zoo.tools.grid import _lock_run
+    from zoo.tools.grid_runs import _lock_run
 
     path = _grid(tmp_path, axes={"data.real_per_class": [30, 40]}, seeds=[0])
     logs = tmp_path / "out" / "logs"
@@ -419,3 +424,16 @@ def test_runs_die_with_the_runner_and_resume_from_their_last_checkpoint(tmp_path
     ckpt = out / "logs" / "checkpoints" / "real_per_class=30-seed0" / "last.ckpt"
     assert last[last.index("--ckpt_path") + 1] == str(ckpt)
     assert "resumed from its last checkpoint" in (out / "logs" / "real_per_class=30-seed0.log").read_text()
+
+
+def test_variants_alone_are_the_grid_axis(tmp_path):
+    """A comparison of named variants (configs/grids/cats_dogs_augment.yaml) needs no other axis."""
+    path = _grid(tmp_path, axes=None)
+    raw = yaml.safe_load(path.read_text())
+    del raw["axes"]
+    raw["variants"] = {"augment": {}, "no-augment": {"model.augment": None}}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec = load_grid(path)
+    assert [c.name for c in spec.cells] == ["variant=augment", "variant=no-augment"] and spec.keys == ["variant"]
+    assert "--model.augment null" in " ".join(build_command(spec, spec.cells[1], 0))
+    assert "--model.augment" not in build_command(spec, spec.cells[0], 0)

@@ -15,7 +15,7 @@ import yaml
 from conftest import CONFIGS, REPO
 from test_grid import SLOW_FIT, _grid, _wait
 from zoo.tools.grid import load_grid, run_grid
-from zoo.tools.launchers import GridRunJob, check_sweep, sweep_command_lines, sweep_configs, write_sweeps
+from zoo.tools.launchers import GridRunJob, check_sweep, sweep_command_lines, write_sweeps
 
 pytest.importorskip("submitit")
 pytest.importorskip("optuna")
@@ -71,7 +71,7 @@ def test_a_preempted_submitit_job_is_requeued_and_its_run_resumes(tmp_path):
 # --- W&B sweeps ---------------------------------------------------------------------------------
 def _zoo_grid(tmp_path: Path, **overrides) -> Path:
     spec = {"config": str(CONFIGS / "lenet_reduced_mnist.yaml"), "group": "g-sweep", "seeds": [0, 1],
-            "axes": {"data.real_per_class": [5, 10], "model.init_args.dropout": [0.0, 0.3]},
+            "axes": {"data.real_per_class": [5, 10], "model.init_args.net.init_args.dropout": [0.0, 0.3]},
             "args": ["--trainer.max_epochs", "2"], "out": str(tmp_path / "out"), **overrides}
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -87,28 +87,28 @@ def test_a_grid_sweep_runs_every_cell_and_seed_and_every_line_parses(tmp_path, c
     sweep = yaml.safe_load(files[1].read_text())
     assert sweep["method"] == "grid" and sweep["metric"] == {"name": "val/acc", "goal": "maximize"}
     assert sweep["parameters"] == {"data.real_per_class": {"values": [5, 10]},
-                                   "model.init_args.dropout": {"values": [0.0, 0.3]},
+                                   "model.init_args.net.init_args.dropout": {"values": [0.0, 0.3]},
                                    "seed_everything": {"values": [0, 1]}}
     cmd = sweep["command"]
     assert cmd[cmd.index("--config") + 1] == str(CONFIGS / "lenet_reduced_mnist.yaml") and cmd[-1] == "${args}"
     assert cmd[cmd.index("--model.init_args.label_smoothing") + 1] == "0.2" and "--variant" not in cmd
     lines = sweep_command_lines(sweep)
     assert len(lines) == 8 and len({tuple(ln) for ln in lines}) == 8  # 2 x 2 cells x 2 seeds, as the grid
-    assert lines[0][-3:] == ["--data.real_per_class=5", "--model.init_args.dropout=0.0", "--seed_everything=0"]
+    assert lines[0][-3:] == ["--data.real_per_class=5", "--model.init_args.net.init_args.dropout=0.0", "--seed_everything=0"]
     assert check_sweep(sweep, str(path)) == 4  # every cell parsed (one seed's lines)
 
 
 def test_a_sweep_whose_lines_would_not_start_is_refused(tmp_path):
     # a value of the wrong type: the line and the option are named, no sweep file is written
-    path = _zoo_grid(tmp_path, axes={"data.real_per_class": [5, 10], "model.init_args.dropout": ["high"]})
-    with pytest.raises(ValueError, match=r"(?s)would run `python -m zoo fit .*--model.init_args.dropout=high .*`, which does not start.*Parser key \"dropout\""):
+    path = _zoo_grid(tmp_path, axes={"data.real_per_class": [5, 10], "model.init_args.net.init_args.dropout": ["high"]})
+    with pytest.raises(ValueError, match=r"(?s)would run `python -m zoo fit .*--model.init_args.net.init_args.dropout=high .*`, which does not start.*Parser key \"dropout\""):
         run_grid(str(path), launcher="wandb-sweep")
     assert not (tmp_path / "out" / "sweeps").exists()
     cells = _zoo_grid(tmp_path, axes=None)
     raw = yaml.safe_load(cells.read_text())
     del raw["axes"]
     cells.write_text(yaml.safe_dump({**raw, "cells": [{"data.real_per_class": 5}, {"data.real_per_class": 10,
-                                                                                  "model.init_args.dropout": 0.1}]}))
+                                                                                  "model.init_args.net.init_args.dropout": 0.1}]}))
     with pytest.raises(ValueError, match="explicit 'cells'"):
         run_grid(str(cells), launcher="wandb-sweep")
 

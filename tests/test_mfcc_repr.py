@@ -1,6 +1,7 @@
 """MFCC representations (issue 3): the batched greedy merge against the per-utterance reference, merge
-orders on hand-made sequences, every method's shapes, learning on a tiny batch, staged training, the
-SVM baseline (digit and gender), checkpoint round trip and code export."""
+orders on hand-made sequences, every method's shapes, learning on a tiny batch (also as plain nets without
+Lightning), staged training, the SVM baseline (digit and gender), checkpoint round trips, conversion of
+checkpoints written before the nets/tasks split, and code export."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from torch.utils.data import DataLoader
 
 from audio_fixtures import digit_tone, write_fsdd, write_wav
 from conftest import run_cli
-from zoo.mfcc_repr import (CodeWriter, FlatAE, GreedyPairAE, MeanMFCC, MFCCStatsSVM, PairAutoencoder,
-                           SequentialAE, frame_mask, greedy_merge, greedy_merge_reference, masked_mean_std,
-                           mfcc_statistics, sequential_encode)
+from zoo.checkpoints import load_cli_checkpoint
+from zoo.layers import mlp_head
+from zoo.nets.mfcc import (FlatAE, MeanMFCC, MFCCStats, PairAutoencoder, RecursivePairAE, frame_mask, greedy_merge,
+                           greedy_merge_reference, masked_mean_std, mfcc_statistics, sequential_encode)
+from zoo.safe_load import load_checkpoint, load_module
+from zoo.tasks.mfcc_repr import CodeWriter, MFCCStatsSVM, StagedClassifier
+from zoo.tools.convert_checkpoint import convert_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -134,17 +139,26 @@ def test_masked_statistics_ignore_padding():
     assert mfcc_statistics(noisy, lengths, deltas=False).shape == (4, 26)
 
 
-# --- the LightningModules ------------------------------------------------------------------------
-def models():
+# --- the nets and the staged task --------------------------------------------------------------------
+def nets():
     return {
         "mean": MeanMFCC(hidden=32, num_classes=4),
-        "flat": FlatAE(max_frames=12, code_dim=8, ae_hidden=[32], hidden=32, ae_epochs=0, freeze_encoder=False,
-                       recon_weight=0.1, num_classes=4),
-        "seq_faithful": SequentialAE("faithful", ae_hidden=16, hidden=32, num_classes=4),
-        "seq_improved": SequentialAE("improved", ae_hidden=16, hidden=32, ae_epochs=0, num_classes=4),
-        "greedy_faithful": GreedyPairAE("faithful", ae_hidden=16, hidden=32, num_classes=4),
-        "greedy_improved": GreedyPairAE("improved", ae_hidden=16, hidden=32, ae_epochs=0, num_classes=4),
+        "flat": FlatAE(max_frames=12, code_dim=8, ae_hidden=[32], hidden=32, num_classes=4),
+        "seq_faithful": RecursivePairAE("sequential", "faithful", ae_hidden=16, hidden=32, num_classes=4),
+        "seq_improved": RecursivePairAE("sequential", "improved", ae_hidden=16, hidden=32, num_classes=4),
+        "greedy_faithful": RecursivePairAE("greedy", "faithful", ae_hidden=16, hidden=32, num_classes=4),
+        "greedy_improved": RecursivePairAE("greedy", "improved", ae_hidden=16, hidden=32, num_classes=4),
     }
+
+
+# the training stages each configs/mfcc_*.yaml sets (faithful: AE epochs, then a frozen encoder)
+STAGES = {"mean": {}, "flat": {"freeze_encoder": False, "recon_weight": 0.1},
+          "seq_faithful": {"ae_epochs": 10, "freeze_encoder": True}, "seq_improved": {"recon_weight": 1.0},
+          "greedy_faithful": {"ae_epochs": 10, "freeze_encoder": True}, "greedy_improved": {"recon_weight": 1.0}}
+
+
+def models():
+    return {name: StagedClassifier(net, **STAGES[name]) for name, net in nets().items()}
 
 
 CODE_DIMS = {"mean": 13, "flat": 8, "seq_faithful": 13, "seq_improved": 13, "greedy_faithful": 13,
@@ -156,7 +170,7 @@ def test_shapes(name):
     model = models()[name].eval()
     x, lengths = random_batch(B=5, T=15, dtype=torch.float32)  # T > max_frames for FlatAE: cut, with a warning
     with pytest.warns(UserWarning, match="max_frames") if name == "flat" else torch.no_grad():
-        assert model.encode(x, lengths).shape == (5, CODE_DIMS[name])
+        assert model.net.encode(x, lengths).shape == (5, CODE_DIMS[name])
     assert model(x, lengths).shape == (5, 4)
     out = model.predict_step((x, lengths, torch.zeros(5, dtype=torch.long)), 0)
     assert out["code"].shape == (5, CODE_DIMS[name]) and out["pred"].shape == (5,)
@@ -177,7 +191,7 @@ def tiny_task(n=16, T=10, seed=0):
 def test_learns_a_tiny_batch(name):
     torch.manual_seed(0)
     model = models()[name]
-    model.head[2].p = model.head[5].p = 0.0  # no dropout: a deterministic fit
+    model.net.head[2].p = model.net.head[5].p = 0.0  # no dropout: a deterministic fit
     batch = tiny_task()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
@@ -192,22 +206,23 @@ def test_learns_a_tiny_batch(name):
         assert (model(*batch[:2]).argmax(-1) == batch[2]).float().mean() >= 0.9
 
 
-@pytest.mark.parametrize("cls", [SequentialAE, GreedyPairAE])
-def test_faithful_mode_pretrains_the_pair_ae_then_freezes_it(cls, tmp_path):
+@pytest.mark.parametrize("merge", ["sequential", "greedy"])
+def test_faithful_mode_pretrains_the_pair_ae_then_freezes_it(merge, tmp_path):
     torch.manual_seed(0)
-    model = cls("faithful", ae_hidden=16, hidden=32, ae_epochs=1, num_classes=4)
+    net = RecursivePairAE(merge, "faithful", ae_hidden=16, hidden=32, num_classes=4)
+    model = StagedClassifier(net, ae_epochs=1, freeze_encoder=True)
     x, lengths, y = tiny_task(n=32)
     data = DataLoader(list(zip(x, lengths, y)), batch_size=8)
     snapshots = {}
 
     class Snap(L.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
-            snapshots[trainer.current_epoch] = ({k: v.clone() for k, v in pl_module.ae.state_dict().items()},
-                                                {k: v.clone() for k, v in pl_module.head.state_dict().items()})
+            snapshots[trainer.current_epoch] = ({k: v.clone() for k, v in pl_module.net.ae.state_dict().items()},
+                                                {k: v.clone() for k, v in pl_module.net.head.state_dict().items()})
 
-    start_ae = {k: v.clone() for k, v in model.ae.state_dict().items()}
-    start_head = {k: v.clone() for k, v in model.head.state_dict().items()}
-    pair_loss_before = model.pretrain_loss(x, lengths).item()
+    start_ae = {k: v.clone() for k, v in net.ae.state_dict().items()}
+    start_head = {k: v.clone() for k, v in net.head.state_dict().items()}
+    pair_loss_before = net.pretrain_loss(x, lengths).item()
     L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, callbacks=[Snap()]).fit(model, data)
     ae0, head0 = snapshots[0]
@@ -216,14 +231,14 @@ def test_faithful_mode_pretrains_the_pair_ae_then_freezes_it(cls, tmp_path):
     assert all(torch.equal(start_head[k], head0[k]) for k in head0)        # ...the head does not
     assert all(torch.equal(ae0[k], ae1[k]) for k in ae1)                   # epoch 1: the AE is frozen...
     assert any(not torch.equal(head0[k], head1[k]) for k in head1)         # ...the head trains
-    assert model.pretrain_loss(x, lengths).item() < pair_loss_before
+    assert net.pretrain_loss(x, lengths).item() < pair_loss_before
 
 
 def test_improved_mode_normalises_codes_and_faithful_does_not():
     x, lengths = random_batch(B=6, T=10, dtype=torch.float32, min_len=2)
-    codes = GreedyPairAE("improved").encode(x, lengths)
+    codes = RecursivePairAE("greedy", "improved").encode(x, lengths)
     torch.testing.assert_close(codes.mean(-1), torch.zeros(6), atol=1e-5, rtol=0)
-    assert not isinstance(GreedyPairAE("faithful").ae.norm, torch.nn.LayerNorm)
+    assert not isinstance(RecursivePairAE("greedy", "faithful").ae.norm, torch.nn.LayerNorm)
 
 
 def test_bad_input_is_rejected():
@@ -234,8 +249,78 @@ def test_bad_input_is_rejected():
         model(torch.randn(2, 5, 20), torch.tensor([3, 3]))
     with pytest.raises(ValueError, match="lengths"):
         model(torch.randn(2, 5, 13), torch.tensor([0, 6]))
-    with pytest.raises(ValueError, match="mode"):
-        SequentialAE("recursive")
+    with pytest.raises(ValueError, match="num_classes"):
+        MeanMFCC(num_classes=1)
+    with pytest.raises(ValueError, match="ae_epochs"):
+        StagedClassifier(MeanMFCC(), ae_epochs=-1)
+    with pytest.raises(ValueError, match="has no represent"):
+        StagedClassifier(torch.nn.Linear(13, 4), num_classes=4)
+    with pytest.raises(NotImplementedError, match="set ae_epochs to 0"):
+        StagedClassifier(MeanMFCC(), ae_epochs=1).training_step(tiny_task(), 0)
+
+
+def test_head_is_the_old_mlp_and_built_before_the_autoencoder():
+    """zoo.layers.mlp_head(layers=2) is the pre-split head layer for layer, and the nets build it first, so a
+    seeded run starts from the weights it started from before the split."""
+    head = MeanMFCC(hidden=32, dropout=0.3, num_classes=4).head
+    assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert [tuple(m.weight.shape) for m in head if isinstance(m, torch.nn.Linear)] == [(32, 13), (32, 32), (4, 32)]
+    assert head[2].p == head[5].p == 0.3
+    assert isinstance(MeanMFCC(hidden=0, num_classes=4).head, torch.nn.Linear)
+    for make in (lambda: FlatAE(max_frames=5, code_dim=6, ae_hidden=[8], hidden=16, num_classes=3),
+                 lambda: RecursivePairAE("greedy", "improved", ae_hidden=8, hidden=16, num_classes=3)):
+        code_dim = make().code_dim
+        torch.manual_seed(0)
+        expected = mlp_head(code_dim, 3, 16, layers=2, dropout=0.1)
+        torch.manual_seed(0)
+        net = make()
+        assert all(torch.equal(a, b) for a, b in zip(net.head.state_dict().values(),
+                                                     expected.state_dict().values()))
+
+
+def test_nets_train_without_lightning():
+    """A net is a plain nn.Module: pre-train its autoencoder, then its head, in a hand-written loop."""
+    torch.manual_seed(0)
+    net = FlatAE(max_frames=10, code_dim=8, ae_hidden=[32], hidden=32, dropout=0.0, num_classes=4)
+    assert not any(isinstance(m, L.LightningModule) for m in net.modules())
+    x, lengths, y = tiny_task()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = net.pretrain_loss(x, lengths).item()
+    for _ in range(40):
+        loss = net.pretrain_loss(x, lengths)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(net(x, lengths), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (net(x, lengths).argmax(-1) == y).float().mean() >= 0.9
+    stats = MFCCStats(deltas=True)
+    assert stats(x, lengths).shape == (16, 52) and not list(stats.parameters())
+
+
+def test_staged_checkpoint_round_trip_from_python(tmp_path):
+    """From plain Python the net is not in the hyperparameters: load_from_checkpoint takes it again."""
+    torch.manual_seed(0)
+    model = StagedClassifier(RecursivePairAE("sequential", "improved", ae_hidden=8, hidden=16, num_classes=4),
+                             recon_weight=0.5)
+    assert dict(model.hparams) == {"ae_epochs": 0, "freeze_encoder": False, "recon_weight": 0.5,
+                                   "num_classes": None, "class_names": None, "label_smoothing": 0.0,
+                                   "optimizer": model.hparams.optimizer, "scheduler": None}
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    x, lengths, y = tiny_task()
+    trainer.fit(model, DataLoader(list(zip(x, lengths, y)), batch_size=8))
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    again = load_module(StagedClassifier, tmp_path / "m.ckpt",  # weights-only
+                        net=RecursivePairAE("sequential", "improved", ae_hidden=8, hidden=16, num_classes=4))
+    assert again.recon_weight == 0.5
+    model.eval(), again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, lengths), model(x, lengths), rtol=0, atol=0)
 
 
 # --- SVM baseline ----------------------------------------------------------------------------------
@@ -247,7 +332,6 @@ def svm_fit_and_eval(model, train, test):
 def test_svm_digits_and_gender_on_synthetic_features():
     assert svm_fit_and_eval(MFCCStatsSVM(num_classes=4), tiny_task(64, seed=0), tiny_task(32, seed=1)) >= 0.95
     # gender: a binary label carried by the frame-to-frame variability, not the mean
-    g = torch.Generator().manual_seed(0)
 
     def gender_task(n, seed):
         y = torch.arange(n) % 2
@@ -293,13 +377,39 @@ def write_gendered_audiomnist(root: Path) -> Path:
 def test_svm_gender_through_the_cli_on_fixtures(tmp_path):
     root = write_gendered_audiomnist(tmp_path / "data")
     out = tmp_path / "results.json"
-    run_cli(["fit", "--config", CONFIGS / "mfcc_svm.yaml", "--data.source", "audiomnist", "--data.target", "gender",
-             "--data.data_dir", root, "--data.test_fraction", "0.25", "--data.val_fraction", "0.25",
-             "--model.num_classes", "2", "--trainer.logger", "false", "--trainer.default_root_dir", tmp_path,
-             "--trainer.enable_progress_bar", "false", "--data.progress", "false", "--run.results_file", out])
+    cli = run_cli(["fit", "--config", CONFIGS / "mfcc_svm.yaml", "--data.source", "audiomnist", "--data.target",
+                   "gender", "--data.data_dir", root, "--data.test_fraction", "0.25", "--data.val_fraction", "0.25",
+                   "--model.num_classes", "2", "--trainer.logger", "false", "--trainer.default_root_dir", tmp_path,
+                   "--trainer.enable_progress_bar", "false", "--data.progress", "false", "--run.results_file", out])
     metrics = json.loads(out.read_text())["metrics"]
     assert metrics["test/acc"] >= 0.9, metrics
-    assert json.loads(out.read_text())["best_checkpoint"], "the fitted SVM must be checkpointed"
+    best = json.loads(out.read_text())["best_checkpoint"]
+    assert best, "the fitted SVM must be checkpointed"
+    # the checkpoint names its class and data settings: it loads on its own (weights-only), same decisions
+    model, data_hp = load_cli_checkpoint(best)
+    assert isinstance(model, MFCCStatsSVM) and data_hp["target"] == "gender"
+    x, lengths, _ = next(iter(cli.datamodule.test_dataloader()))
+    torch.testing.assert_close(model(x, lengths), cli.model(x, lengths), rtol=0, atol=0)
+
+
+def test_staged_cli_checkpoint_loads_on_its_own(tmp_path):
+    """A checkpoint of `python -m zoo fit` records the net as its config: it rebuilds without the config file."""
+    root = write_fsdd(tmp_path / "data", takes=range(6))
+    out = tmp_path / "results.json"
+    cli = run_cli(["fit", "--config", CONFIGS / "mfcc_flat_ae.yaml", "--data.data_dir", root,
+                   "--model.net.init_args.max_frames", "30", "--model.ae_epochs", "1", "--trainer.max_epochs", "2",
+                   "--trainer.logger", "false", "--trainer.default_root_dir", tmp_path, "--data.progress", "false",
+                   "--trainer.enable_progress_bar", "false", "--run.test_after_fit", "false",
+                   "--run.results_file", out])
+    best = json.loads(out.read_text())["best_checkpoint"]
+    model, _ = load_cli_checkpoint(best)
+    assert isinstance(model, StagedClassifier) and isinstance(model.net, FlatAE) and model.net.max_frames == 30
+    assert (model.ae_epochs, model.freeze_encoder) == (1, True)
+    x, lengths, _ = next(iter(cli.datamodule.test_dataloader()))
+    cli.model.load_state_dict(load_checkpoint(best)["state_dict"])  # the trained run's weights at its best epoch
+    cli.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, lengths), cli.model(x, lengths), rtol=0, atol=0)
 
 
 def test_num_classes_mismatch_is_reported(tmp_path):
@@ -337,3 +447,70 @@ def test_svm_refuses_more_than_one_process_before_ddp_wraps_it():
         svm.setup("fit")
     svm._trainer = SimpleNamespace(world_size=1)
     svm.setup("fit")  # one process: fine
+
+
+# --- checkpoints written before the nets/tasks split --------------------------------------------------
+LEGACY_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.002, "weight_decay": 0.0001}}
+TASK_HP = {"num_classes": 4, "class_names": None, "label_smoothing": 0.0, "optimizer": LEGACY_OPTIMIZER,
+           "scheduler": None}
+
+
+def _legacy(path: Path, class_path: str, hparams: dict, state_dict: dict, **extra) -> Path:
+    """An old-format checkpoint as ``python -m zoo fit`` wrote it: flat hyperparameters (the CLI config of
+    the old class), the weights at the top level (the old classes held head/ae/encoder themselves)."""
+    torch.save({"state_dict": dict(state_dict), "pytorch-lightning_version": L.__version__, "epoch": 2,
+                "hyper_parameters": {"_class_path": class_path, **hparams,
+                                     "_instantiator": "lightning.pytorch.cli.instantiate_module"}, **extra}, path)
+    return path
+
+
+@pytest.mark.parametrize("class_path, hparams, make_net, stages", [
+    ("zoo.mfcc_repr.MeanMFCC", {"n_mfcc": 13, "hidden": 16, "dropout": 0.2},
+     lambda: MeanMFCC(hidden=16, dropout=0.2, num_classes=4),
+     {"ae_epochs": 0, "freeze_encoder": False, "recon_weight": 0.0}),
+    ("zoo.mfcc_repr.FlatAE", {"n_mfcc": 13, "max_frames": 12, "code_dim": 6, "ae_hidden": [16], "hidden": 16,
+                              "dropout": 0.1, "ae_epochs": 3, "freeze_encoder": True, "recon_weight": 0.0},
+     lambda: FlatAE(max_frames=12, code_dim=6, ae_hidden=[16], hidden=16, num_classes=4),
+     {"ae_epochs": 3, "freeze_encoder": True, "recon_weight": 0.0}),
+    ("zoo.mfcc_repr.SequentialAE", {"mode": "faithful", "n_mfcc": 13, "ae_hidden": 8, "hidden": 16, "dropout": 0.1,
+                                    "ae_epochs": 10, "recon_weight": 1.0},
+     lambda: RecursivePairAE("sequential", "faithful", ae_hidden=8, hidden=16, num_classes=4),
+     {"ae_epochs": 10, "freeze_encoder": True, "recon_weight": 1.0}),
+    ("zoo.mfcc_repr.GreedyPairAE", {"mode": "improved", "n_mfcc": 13, "ae_hidden": 8, "hidden": 16, "dropout": 0.1,
+                                    "ae_epochs": 0, "recon_weight": 0.5},
+     lambda: RecursivePairAE("greedy", "improved", ae_hidden=8, hidden=16, num_classes=4),
+     {"ae_epochs": 0, "freeze_encoder": False, "recon_weight": 0.5}),
+])
+def test_legacy_checkpoint_converts_to_the_same_model(tmp_path, class_path, hparams, make_net, stages):
+    torch.manual_seed(0)
+    old_net = make_net().eval()  # the old class held the same modules under the same names
+    src = _legacy(tmp_path / "old.ckpt", class_path, {**hparams, **TASK_HP}, old_net.state_dict())
+    with pytest.raises(ValueError, match="zoo.tools.convert_checkpoint --src"):
+        load_cli_checkpoint(src)
+    dst = convert_checkpoint(src=str(src), dst=str(tmp_path / "new.ckpt"))
+    model, _ = load_cli_checkpoint(dst)
+    assert isinstance(model, StagedClassifier) and type(model.net) is type(old_net)
+    assert {k: model.hparams[k] for k in stages} == stages
+    opt = model.optimizer(model.parameters())
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 0.002
+    assert (model.ae_epochs, model.freeze_encoder, model.recon_weight) == tuple(stages.values())
+    new = torch.load(dst, weights_only=True)
+    assert new["epoch"] == 2 and set(new["state_dict"]) == {f"net.{k}" for k in old_net.state_dict()}
+    x, lengths, _ = tiny_task(8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, lengths), old_net(x, lengths), rtol=0, atol=0)
+
+
+def test_legacy_svm_checkpoint_converts_and_keeps_its_svm(tmp_path):
+    train, test = tiny_task(64, seed=0), tiny_task(16, seed=1)
+    fitted = MFCCStatsSVM(num_classes=4, C=3.0)
+    svm_fit_and_eval(fitted, train, test)
+    extra = {}
+    fitted.on_save_checkpoint(extra)
+    hp = {"deltas": True, "C": 3.0, "gamma": "scale", "kernel": "rbf", "n_mfcc": 13, "num_classes": 4,
+          "class_names": None, "class_weight": None}
+    src = _legacy(tmp_path / "old_svm.ckpt", "zoo.mfcc_repr.MFCCStatsSVM", hp, {}, **extra)
+    dst = convert_checkpoint(src=str(src), dst=str(tmp_path / "svm.ckpt"))
+    model, _ = load_cli_checkpoint(dst)
+    assert isinstance(model, MFCCStatsSVM) and model.hparams.C == 3.0 and model.svm is not None
+    torch.testing.assert_close(model(*test[:2]), fitted(*test[:2]), rtol=0, atol=0)

@@ -1,4 +1,7 @@
-"""MNISTDataModule (splits, augmentation, synthetic mixing, errors) and the MNIST classifiers."""
+"""MNISTDataModule (splits, augmentation, synthetic mixing, errors) and the MNIST classifiers.
+
+The data tests run on real MNIST under ``../shared`` when it is there, else on the IDX fixture of
+``tests/data_fixtures.py`` (``mnist_data``); only the assertions of the real dataset's sizes need the real data."""
 
 from __future__ import annotations
 
@@ -8,15 +11,23 @@ import torch
 
 from datamodules.mnist import (MNIST_MEAN, RAW_FILES, MNISTDataModule, denormalize, load_mnist, load_synthetic,
                                normalize, write_idx)
+from data_fixtures import mnist_data_dir
 from datamodules.paths import DatasetNotFoundError
-from zoo.layers import SpatialAttention
-from zoo.mnist_classifiers import LeNet5, MnistCNN, SpatialAttentionCNN
+from zoo.layers import CBAM, SpatialAttention
+from zoo.nets.lenet import LeNet5, MnistCNN
+from zoo.tasks.classifier import Classifier
 
 
 @pytest.fixture(scope="module")
-def reduced(shared_data):
+def mnist_data(tmp_path_factory):
+    """Real MNIST when ../shared has it, else the IDX fixture; ``ZOO_DATA_DIR`` points at it."""
+    yield from mnist_data_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reduced(mnist_data):
     dm = MNISTDataModule(real_per_class=50, test_per_class=20, val_fraction=0.2, augmented_per_class=30,
-                         batch_size=64, seed=0)
+                         batch_size=64, split_seed=0)
     dm.setup()
     return dm
 
@@ -46,24 +57,36 @@ def test_reduced_splits_are_balanced_disjoint_and_real_only_outside_train(reduce
     assert len(set(yv[:20].tolist())) > 3 and len(set(yt[:20].tolist())) > 3
 
 
-def test_splits_are_seeded_and_test_subset_ignores_training_options(reduced, shared_data):
-    same = MNISTDataModule(real_per_class=50, test_per_class=20, val_fraction=0.2, augmented_per_class=30, seed=0)
+def test_splits_are_seeded_and_test_subset_ignores_training_options(reduced, mnist_data):
+    same = MNISTDataModule(real_per_class=50, test_per_class=20, val_fraction=0.2, augmented_per_class=30, split_seed=0)
     same.setup()
     assert torch.equal(same.split("train")[0], reduced.split("train")[0])
-    other = MNISTDataModule(real_per_class=50, test_per_class=20, val_fraction=0.2, seed=1)
+    other = MNISTDataModule(real_per_class=50, test_per_class=20, val_fraction=0.2, split_seed=1)
     other.setup()
     assert not torch.equal(other.indices["train"].sort().values, reduced.indices["train"].sort().values)
-    plain = MNISTDataModule(real_per_class=20, test_per_class=20, val_fraction=0.2, seed=0)
+    plain = MNISTDataModule(real_per_class=20, test_per_class=20, val_fraction=0.2, split_seed=0)
     plain.setup()
     assert torch.equal(plain.indices["test"], reduced.indices["test"]), "test set must not depend on training options"
 
 
-def test_full_mnist_split_is_stratified(shared_data):
+def full_split_sizes() -> tuple[int, int, int, torch.Tensor]:
     dm = MNISTDataModule(val_fraction=0.1)
     dm.setup()
     n_train, n_val, n_test = (len(dm.split(s)[1]) for s in ("train", "val", "test"))
+    return n_train, n_val, n_test, torch.bincount(dm.split("val")[1], minlength=10)
+
+
+def test_full_mnist_split_is_stratified(mnist_data):
+    n_train, n_val, n_test, val_counts = full_split_sizes()
+    total, tests = len(load_mnist(train=True)[1]), len(load_mnist(train=False)[1])
+    assert n_train + n_val == total and abs(n_val - total // 10) <= 5 and n_test == tests
+    per_class = torch.bincount(load_mnist(train=True)[1], minlength=10) / 10  # each class's own 10 %
+    assert (val_counts - per_class).abs().max() <= 0.1 * per_class.max()
+
+
+def test_full_real_mnist_is_54k_6k_10k(shared_data, mnist_data):
+    n_train, n_val, n_test, val_counts = full_split_sizes()
     assert n_train + n_val == 60000 and abs(n_val - 6000) <= 5 and n_test == 10000
-    val_counts = torch.bincount(dm.split("val")[1])
     assert (val_counts > 500).all() and (val_counts < 700).all()
 
 
@@ -92,7 +115,7 @@ def test_ddp_resharding_keeps_whole_batches_and_covers_the_split(reduced):
         seen.append(torch.cat([x for x, _ in batches]).flatten(1).sum(1))
     assert torch.allclose(torch.cat(seen).sort().values, reduced.split("train")[0].flatten(1).sum(1).sort().values)
 
-def test_augmented_images_are_new_warps_of_real_images_of_their_class(reduced, shared_data):
+def test_augmented_images_are_new_warps_of_real_images_of_their_class(reduced, mnist_data):
     x, y = reduced.split("train")
     src = reduced.train_sources
     real, aug = denormalize(x[src == 0], "standard"), denormalize(x[src == 1], "standard")
@@ -109,10 +132,11 @@ def test_augmented_images_are_new_warps_of_real_images_of_their_class(reduced, s
 
 
 @pytest.mark.parametrize("mode, lo, hi", [("zero_one", 0, 1), ("minus_one_one", -1, 1)])
-def test_normalize_ranges_and_round_trip(shared_data, mode, lo, hi):
-    dm = MNISTDataModule(real_per_class=10, test_per_class=5, normalize=mode)
+def test_normalize_ranges_and_round_trip(mnist_data, mode, lo, hi):
+    dm = MNISTDataModule(real_per_class=10, test_per_class=5, normalization=mode)
     x, _ = dm.split("val")
-    assert x.min().item() == pytest.approx(lo) and x.max().item() == pytest.approx(hi)
+    peak = load_mnist(train=True)[0].max().item() / 255  # 1 in real MNIST, 250/255 in the fixture
+    assert x.min().item() == pytest.approx(lo) and x.max().item() == pytest.approx(lo + (hi - lo) * peak)
     x01 = torch.rand(3, 1, 28, 28)
     for m in ("zero_one", "minus_one_one", "standard"):
         assert torch.allclose(denormalize(normalize(x01, m), m), x01, atol=1e-6)
@@ -121,13 +145,13 @@ def test_normalize_ranges_and_round_trip(shared_data, mode, lo, hi):
 
 # --- synthetic files ----------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype, shape", [(np.uint8, (28, 28)), (np.float32, (1, 28, 28))])
-def test_synthetic_file_is_mixed_into_training(shared_data, tmp_path, dtype, shape, monkeypatch):
+def test_synthetic_file_is_mixed_into_training(mnist_data, tmp_path, dtype, shape, monkeypatch):
     path = _synthetic_npz(tmp_path / "s.npz", per_class=6, dtype=dtype, shape=shape)
     x, y = load_synthetic(path, per_class=4)
     assert x.shape == (40, 1, 28, 28) and x.min() >= 0 and x.max() <= 1 and torch.bincount(y).tolist() == [4] * 10
     everything, labels = load_synthetic(path, per_class=6)
     dm = MNISTDataModule(real_per_class=10, test_per_class=5, synthetic_per_class=6, synthetic_path=str(path),
-                         normalize="zero_one")
+                         normalization="zero_one")
     said = []
     monkeypatch.setattr("datamodules.mnist.rank_zero_info", said.append)
     tx, ty = dm.split("train")
@@ -229,7 +253,7 @@ def test_missing_dataset_names_the_expected_path(tmp_path):
     (dict(val_fraction=0.0), "val_fraction"),
     (dict(real_per_class=0), "real_per_class"),
     (dict(augmented_per_class=-1), "augmented_per_class"),
-    (dict(normalize="bogus"), "normalize"),
+    (dict(normalization="bogus"), "normalization"),
     (dict(on_device=True, num_workers=2), "num_workers"),
     (dict(aug_crop_scale=(0.5, 1.5)), "crop_scale"),
 ])
@@ -238,59 +262,116 @@ def test_bad_settings_raise(kwargs, match):
         MNISTDataModule(**kwargs)
 
 
-def test_too_many_images_per_class_names_the_class(shared_data):
-    dm = MNISTDataModule(real_per_class=5500, val_fraction=0.1)
+def test_too_many_images_per_class_names_the_class(mnist_data):
+    dm = MNISTDataModule(real_per_class=5500, val_fraction=0.1)  # real MNIST has 5,421 fives
     with pytest.raises(ValueError, match=r"class \d has only \d+ images"):
         dm.setup()
 
 
 # --- models -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [LeNet5, MnistCNN, SpatialAttentionCNN])
-def test_models_map_digits_to_logits(cls):
-    model = cls().eval()
-    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+NETS = {"lenet": LeNet5, "cnn": MnistCNN, "sa-cnn": lambda **kw: MnistCNN(attention="spatial", **kw),
+        "cbam-cnn": lambda **kw: MnistCNN(attention="cbam", **kw)}
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_nets_map_digits_to_logits(name):
+    net = NETS[name]().eval()
+    assert net(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert NETS[name](num_classes=4)(torch.randn(2, 1, 28, 28)).shape == (2, 4)
     with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
-        model(torch.randn(3, 1, 32, 32))
+        net(torch.randn(3, 1, 32, 32))
 
 
 def test_lenet_features_and_tanh_variant():
     model = LeNet5(activation="tanh").eval()
     assert model.features(torch.randn(2, 1, 28, 28)).shape == (2, 84)
     assert isinstance(model.conv[1], torch.nn.Tanh) and isinstance(model.conv[2], torch.nn.AvgPool2d)
-    with pytest.raises(ValueError, match="activation"):
-        LeNet5(activation="gelu")
+    assert isinstance(LeNet5().conv[1], torch.nn.ReLU)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        LeNet5(dropout=1.0)
 
 
-def test_spatial_attention_cnn_differs_from_cnn_only_by_two_gates():
+def test_the_cli_refuses_an_activation_lenet_does_not_have(capsys):
+    """The type hint (Literal) is the check: jsonargparse rejects the value before anything is built."""
+    from conftest import CONFIGS, run_cli
+
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["fit", "--config", CONFIGS / "lenet_reduced_mnist.yaml", "--model.init_args.net.init_args.activation",
+                 "gelu", "--print_config"])
+    assert exc.value.code != 0 and "gelu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("attention, gate, per_gate", [("spatial", SpatialAttention, 2 * 7 * 7),
+                                                        ("cbam", CBAM, None)])
+def test_attention_cnn_differs_from_the_plain_cnn_only_by_two_gates(attention, gate, per_gate):
     torch.manual_seed(0)
-    plain, sa = MnistCNN(), SpatialAttentionCNN()
-    gates = [m for m in sa.modules() if isinstance(m, SpatialAttention)]
-    assert len(gates) == 2
+    plain, gated = MnistCNN(), MnistCNN(attention=attention)
+    gates = [m for m in gated.modules() if isinstance(m, gate)]
+    assert len(gates) == 2 and not any(isinstance(m, (SpatialAttention, CBAM)) for m in plain.modules())
     extra = sum(p.numel() for g in gates for p in g.parameters())
-    assert sum(p.numel() for p in sa.parameters()) - sum(p.numel() for p in plain.parameters()) == extra
-    maps = sa.attention_maps(torch.randn(2, 1, 28, 28))
+    assert sum(p.numel() for p in gated.parameters()) - sum(p.numel() for p in plain.parameters()) == extra
+    if per_gate:
+        assert extra == 2 * per_gate
+
+
+def test_spatial_attention_maps_are_the_gates_the_forward_pass_applies():
+    torch.manual_seed(0)
+    sa = MnistCNN(attention="spatial", attention_kernel=5).eval()
+    x = torch.randn(2, 1, 28, 28)
+    maps = sa.attention_maps(x)
     assert [m.shape for m in maps] == [(2, 1, 28, 28), (2, 1, 14, 14)]
     assert all(((m > 0) & (m < 1)).all() for m in maps)
-    assert sa.hparams.attention_kernel == 7
+    assert sa.block1[1].conv.kernel_size == (5, 5)
+    seen = []  # what the gates compute inside forward()
+    hooks = [g.register_forward_hook(lambda m, inp, out: seen.append(m.gate(inp[0])))
+             for g in (sa.block1[1], sa.block2[1])]
+    with torch.no_grad():
+        sa(x)
+    for h in hooks:
+        h.remove()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(maps, seen))
+    for attention in ("none", "cbam"):
+        with pytest.raises(ValueError, match="attention='spatial'"):
+            MnistCNN(attention=attention).attention_maps(x)
 
 
-@pytest.mark.parametrize("cls", [LeNet5, SpatialAttentionCNN])
-def test_models_learn_a_fixed_batch(reduced, cls):
+def test_bad_net_settings_name_the_setting():
+    with pytest.raises(ValueError, match="three conv blocks"):
+        MnistCNN(channels=(8, 16))
+    with pytest.raises(ValueError, match="MnistCNN dropout"):
+        MnistCNN(dropout=-0.1)
+
+
+@pytest.mark.parametrize("name", ["lenet", "sa-cnn"])
+def test_classifiers_learn_a_fixed_batch(reduced, name):
     torch.manual_seed(0)
     x, y = reduced.split("train")
     x, y = x[:32], y[:32]
-    small = {} if cls is LeNet5 else {"channels": (8, 16, 16), "hidden": 32}
-    model = cls(**small, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    small = {} if name == "lenet" else {"channels": (8, 16, 16), "hidden": 32}
+    model = Classifier(NETS[name](**small), optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
     opt = model.configure_optimizers()
     model.train()
     losses = []
     for _ in range(30):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = model.training_step((x, y), 0)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0], losses
+
+
+class Frozen(Classifier):
+    """LeNet-5 that never changes (lr 0) and may skip classifying in early epochs."""
+
+    def __init__(self, classify_from_epoch: int = 0):
+        super().__init__(LeNet5(), optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+        self.classify_from_epoch = classify_from_epoch
+
+    def training_step(self, batch, batch_idx):
+        if self.current_epoch < self.classify_from_epoch:  # "pretraining": no classification
+            return self(batch[0]).sum() * 0.0
+        return super().training_step(batch, batch_idx)
 
 
 def test_train_acc_is_the_epoch_accuracy_logged_once_and_skipped_when_nothing_was_classified(reduced):
@@ -299,16 +380,6 @@ def test_train_acc_is_the_epoch_accuracy_logged_once_and_skipped_when_nothing_wa
     import warnings
 
     import lightning as L
-
-    class Frozen(LeNet5):
-        def __init__(self, classify_from_epoch: int = 0):
-            super().__init__(optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
-            self.classify_from_epoch = classify_from_epoch
-
-        def training_step(self, batch, batch_idx):
-            if self.current_epoch < self.classify_from_epoch:  # "pretraining": no classification
-                return self(batch[0]).sum() * 0.0
-            return super().training_step(batch, batch_idx)
 
     torch.manual_seed(0)
     model = Frozen()
@@ -333,7 +404,7 @@ def test_classifier_balanced_accuracy_and_label_smoothing():
     cross-entropy with the configured label smoothing."""
     import torch.nn.functional as F
 
-    model = LeNet5(label_smoothing=0.1)
+    model = Classifier(LeNet5(), label_smoothing=0.1)
     y = torch.tensor([0] * 8 + [1] * 2)
     logits = torch.zeros(10, 10)
     logits[:, 0] = 5.0  # every image called a 0: all eight 0s right, both 1s wrong

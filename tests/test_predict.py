@@ -19,11 +19,12 @@ import torch
 from audio_fixtures import digit_tone, write_fsdd
 from conftest import CONFIGS, run_cli
 
-SMALL_CNN = ["--model.init_args.channels", "[8, 16, 16, 32]", "--model.init_args.hidden", "32"]
+NET = "--model.init_args.net.init_args."
+SMALL_CNN = [NET + "channels", "[8, 16, 16, 32]", NET + "hidden", "32"]
 # the shipped recipe's trimming, without what cannot work on the fixture's digits, which are steady
 # tones: per-utterance normalisation removes a tone's level per band, a +-15 % frequency warp moves
 # one digit's tone onto the next, and espeak-ng speakers (real words) take minutes to synthesise
-DATA = ["--data.trim_db", "40", "--data.normalize", "dataset", "--data.add_tts", "false", "--data.vtlp", "0",
+DATA = ["--data.trim_db", "40", "--data.normalization", "dataset", "--data.add_tts", "false", "--data.vtlp", "0",
         "--data.noise_snr", "null"]
 
 
@@ -194,10 +195,10 @@ def test_image_classifier_takes_class_names_from_the_checkpoint(tmp_path):
             img = np.clip(rng.normal(colour, 25, (16, 16, 3)), 0, 255).astype(np.uint8)
             (tmp_path / "pets" / name).mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(tmp_path / "pets" / name / f"{i}.png")
-    args = ["--config", CONFIGS / "image_classifier_cifar.yaml", *_quiet(tmp_path, audio=False), "--data.root", tmp_path / "pets",
+    args = ["--config", CONFIGS / "image_classifier_cifar.yaml", *_quiet(tmp_path, audio=False), "--data.folder", tmp_path / "pets",
             "--data.image_size", "16", "--data.batch_size", "8", "--data.cache_dir", tmp_path / "cache",
-            "--model.init_args.num_classes", "2", "--model.init_args.class_names", "null",
-            "--model.init_args.channels", "[4, 8, 8, 16]", "--model.init_args.hidden", "16"]
+            NET + "num_classes", "2", "--model.init_args.class_names", "null",
+            NET + "channels", "[4, 8, 8, 16]", NET + "hidden", "16"]
     cli = run_cli(["fit", *args, "--trainer.max_epochs", "4", "--run.test_after_fit", "false"])
     ckpt = cli.trainer.checkpoint_callback.best_model_path
     shutil.rmtree(tmp_path / "pets" / "dogs")  # the dataset is gone: names must come from the checkpoint

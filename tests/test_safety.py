@@ -24,13 +24,17 @@ import datamodules.images as images_mod
 from audio_fixtures import write_fsdd
 from conftest import CONFIGS, run_cli
 from datamodules.images import ImageFolderDataModule, decode_image
-from zoo.audio_to_image import load_judge
-from zoo.dcgan import DCGAN, load_dcgan
-from zoo.tools.gan_eval import grid, load_classifier
-from zoo.masked_ae import MaskedAE
-from zoo.mfcc_repr import MFCCStatsSVM, svm_from_state, svm_state
-from zoo.mnist_classifiers import LeNet5
-from zoo.transfer import EncoderClassifier, load_encoder
+from zoo.checkpoints import load_cli_checkpoint
+from zoo.metrics import load_judge
+from zoo.nets.dcgan import Discriminator, Generator
+from zoo.nets.lenet import LeNet5
+from zoo.nets.masked_ae import MaskedAENet
+from zoo.tasks.classifier import Classifier
+from zoo.tasks.gan import GAN, load_gan
+from zoo.tasks.masked_ae import MaskedAE
+from zoo.tasks.mfcc_repr import MFCCStatsSVM, svm_from_state, svm_state
+from zoo.tasks.transfer import TransferClassifier, load_pretrained_net
+from zoo.tools.gan_eval import grid
 
 
 class Payload:
@@ -57,15 +61,18 @@ def _trainer(root, **kw) -> L.Trainer:
 
 
 def _lenet_checkpoint(tmp_path) -> Path:
-    """A LeNet5 checkpoint as ``python -m zoo fit`` writes it (class path, DataModule settings), saved from
-    Python, so its hyperparameters hold the default optimizer *function* (allowlisted)."""
+    """A LeNet-5 classifier checkpoint as ``python -m zoo fit`` writes it (task class path, the net as its
+    config, DataModule settings), saved from Python, so its hyperparameters hold the default optimizer
+    *function* (allowlisted)."""
     path = tmp_path / "lenet.ckpt"
     t = _trainer(tmp_path)
-    t.fit(LeNet5(), DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8)), batch_size=8))
+    t.fit(Classifier(LeNet5()), DataLoader(TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8)), batch_size=8))
     t.save_checkpoint(path)
     with torch.serialization.safe_globals(_zoo_callables()):
         ckpt = torch.load(path, weights_only=True)
-    ckpt["hyper_parameters"]["_class_path"] = "zoo.mnist_classifiers.LeNet5"
+    ckpt["hyper_parameters"].update(_class_path="zoo.tasks.classifier.Classifier",
+                                    _instantiator="lightning.pytorch.cli.instantiate_module",
+                                    net={"class_path": "zoo.nets.lenet.LeNet5", "init_args": {}})
     ckpt["datamodule_hyper_parameters"] = {"normalize": "standard"}
     torch.save(ckpt, path)
     return path
@@ -89,13 +96,15 @@ def _crafted(src: Path, dst: Path, marker: Path, where: str = "hyper_parameters"
 # --- the judge / classifier loader ---------------------------------------------------------------------
 def test_judge_and_classifier_loaders_refuse_crafted_checkpoint(tmp_path, marker):
     real = _lenet_checkpoint(tmp_path)
-    model, data_hp = load_classifier(real)  # round trip: the zoo's own checkpoint loads weights-only
-    assert type(model).__name__ == "LeNet5" and data_hp == {"normalize": "standard"}
+    model, data_hp = load_cli_checkpoint(real)  # round trip: the zoo's own checkpoint loads weights-only
+    assert type(model) is Classifier and type(model.net) is LeNet5 and data_hp == {"normalize": "standard"}
+    judge, normalize = load_judge(real)
+    assert type(judge.net) is LeNet5 and normalize == "standard" and not judge.training
     with torch.serialization.safe_globals(_zoo_callables()):
         sd = torch.load(real, weights_only=True)["state_dict"]
     assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
     bad = _crafted(real, tmp_path / "crafted_judge.ckpt", marker)
-    for load in (load_judge, load_classifier):
+    for load in (load_judge, load_cli_checkpoint):
         with pytest.raises(ValueError, match=r"crafted_judge\.ckpt was refused.*weights-only") as err:
             load(bad)
         assert "weights_only=False" not in str(err.value)  # never advise the unsafe load
@@ -107,8 +116,23 @@ def test_cli_checkpoint_loader_does_not_import_foreign_modules(tmp_path, marker,
     path = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "zoo_evil_module.Net"}}, path)
     with pytest.raises(ValueError, match=r"foreign\.ckpt names class 'zoo_evil_module\.Net'.*neither a zoo class"):
-        load_classifier(path)
+        load_cli_checkpoint(path)
     assert "zoo_evil_module" not in sys.modules
+
+
+def test_a_net_of_a_foreign_module_is_refused_before_anything_is_imported(tmp_path, marker, monkeypatch):
+    """The net of a task is a class path inside the hyperparameters: it must pass the same check."""
+    (tmp_path / "zoo_evil_net.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Net: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = _lenet_checkpoint(tmp_path)
+    with torch.serialization.safe_globals(_zoo_callables()):
+        ckpt = torch.load(real, weights_only=True)
+    ckpt["hyper_parameters"]["net"] = {"class_path": "zoo_evil_net.Net", "init_args": {}}
+    torch.save(ckpt, tmp_path / "evil_net.ckpt")
+    for load in (load_judge, load_cli_checkpoint):
+        with pytest.raises(ValueError, match=r"evil_net\.ckpt names class 'zoo_evil_net\.Net'.*neither a zoo"):
+            load(tmp_path / "evil_net.ckpt")
+    assert "zoo_evil_net" not in sys.modules
 
 
 def test_unreadable_checkpoint_names_the_file(tmp_path):
@@ -119,37 +143,44 @@ def test_unreadable_checkpoint_names_the_file(tmp_path):
             data = path.read_bytes()[:500]
         path.write_bytes(data)
         with pytest.raises(ValueError, match=rf"{name} is not a readable checkpoint"):
-            load_classifier(path)
+            load_cli_checkpoint(path)
 
 
 # --- transfer encoder ----------------------------------------------------------------------------------
 def test_encoder_checkpoint_is_loaded_weights_only(tmp_path, marker):
-    ae = MaskedAE(architecture="conv", image_size=8, conv_channels=(4, 8), bottleneck=4)
+    net_args = {"architecture": "conv", "image_size": 8, "conv_channels": [4, 8], "bottleneck": 4}
+    ae = MaskedAE(MaskedAENet(**net_args))
     t = _trainer(tmp_path, limit_val_batches=0)
     t.fit(ae, DataLoader(TensorDataset(torch.rand(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)), batch_size=8))
     real = tmp_path / "ae.ckpt"
     t.save_checkpoint(real)
-    torch.load(real, weights_only=True)  # nothing to allowlist: MaskedAE does not save its optimizer
-    encoder, _ = load_encoder(real)
-    assert all(torch.equal(v, ae.encoder.state_dict()[k]) for k, v in encoder.state_dict().items())
+    with torch.serialization.safe_globals(_zoo_callables()):
+        ckpt = torch.load(real, weights_only=True)
+    ckpt["hyper_parameters"]["net"] = {"class_path": "zoo.nets.masked_ae.MaskedAENet", "init_args": net_args}
+    torch.save(ckpt, real)  # as `python -m zoo fit` records it: the net as its config
+    net = load_pretrained_net(real)
+    assert all(torch.equal(v, ae.net.encoder.state_dict()[k]) for k, v in net.encoder.state_dict().items())
     bad = _crafted(real, tmp_path / "crafted_ae.ckpt", marker)
     with pytest.raises(ValueError, match=r"encoder_checkpoint .*crafted_ae\.ckpt was refused"):
-        EncoderClassifier(str(bad), num_classes=3)
+        TransferClassifier(str(bad), num_classes=3)
 
 
 # --- DCGAN ---------------------------------------------------------------------------------------------
-def test_dcgan_load_and_grid_refuse_crafted_checkpoint(tmp_path, marker):
-    gan = DCGAN(latent_dim=8, width=4, samples_per_row=2, interpolation_steps=3, standing_batches=0)
+def test_gan_load_and_grid_refuse_crafted_checkpoint(tmp_path, marker):
+    def nets():
+        return {"generator": Generator(latent_dim=8, width=4), "discriminator": Discriminator(width=4)}
+
+    gan = GAN(**nets(), samples_per_row=2, interpolation_steps=3, standing_batches=0)
     loader = DataLoader(TensorDataset(torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8)), batch_size=8)
     t = _trainer(tmp_path, limit_val_batches=0)
     t.fit(gan, loader)
     real = tmp_path / "gan.ckpt"
     t.save_checkpoint(real)
-    loaded = load_dcgan(str(real))  # its hyperparameters hold dcgan_adam: allowlisted, not unpickled freely
+    loaded = load_gan(str(real), **nets())  # its hyperparameters hold dcgan_adam: allowlisted, not unpickled freely
     assert all(torch.equal(v, gan.generator.state_dict()[k]) for k, v in loaded.generator.state_dict().items())
     bad = _crafted(real, tmp_path / "crafted_gan.ckpt", marker)
-    with pytest.raises(ValueError, match=r"DCGAN checkpoint .*crafted_gan\.ckpt was refused"):
-        load_dcgan(str(bad))
+    with pytest.raises(ValueError, match=r"GAN checkpoint .*crafted_gan\.ckpt was refused"):
+        load_gan(str(bad), **nets())
     with pytest.raises(ValueError, match=r"crafted_gan\.ckpt was refused"):
         grid(checkpoint=str(bad), out=str(tmp_path / "grid.png"), standing_batches=0)
     assert not (tmp_path / "grid.png").exists()
@@ -218,7 +249,7 @@ def image_folder(tmp_path):
 
 
 def _images(root) -> torch.Tensor:
-    dm = ImageFolderDataModule(root="imgs", data_dir=str(root), cache_dir=str(root / "cache"), image_size=8)
+    dm = ImageFolderDataModule(folder="imgs", data_dir=str(root), cache_dir=str(root / "cache"), image_size=8)
     return dm.load()[0]
 
 

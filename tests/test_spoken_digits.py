@@ -15,9 +15,11 @@ import torch
 
 import datamodules.spoken_digits as sd
 from audio_fixtures import digit_tone, write_audiomnist, write_fsdd, write_wav
+from conftest import SHARED_DATA
 from datamodules.audio import AudioFileError, FeatureExtractor, FeatureSettings, load_clips
 from datamodules.paths import DatasetNotFoundError
-from datamodules.spoken_digits import SpokenDigits, stratified_order
+from datamodules.splits import stratified_order
+from datamodules.spoken_digits import SpokenDigits
 
 SPEAKERS = ("alice", "bob", "carol")
 
@@ -63,12 +65,28 @@ def test_fsdd_official_split(tmp_path, fsdd_root):
     assert files_of(fsdd_root) == before, "the dataset folder must never be written to"
 
 
-def test_val_split_depends_on_seed_only(tmp_path, fsdd_root):
-    dm = make(tmp_path, fsdd_root, val_fraction=0.5, seed=1)
+def test_val_split_depends_on_split_seed_only(tmp_path, fsdd_root):
+    dm = make(tmp_path, fsdd_root, val_fraction=0.5, split_seed=1)
     a = [m["path"] for m in dm.metadata("val")]
-    b = [m["path"] for m in make(tmp_path, fsdd_root, val_fraction=0.5, seed=1).metadata("val")]
-    c = [m["path"] for m in make(tmp_path, fsdd_root, val_fraction=0.5, seed=2).metadata("val")]
-    assert a == b and a != c and dm.metadata("test") == make(tmp_path, fsdd_root, seed=2).metadata("test")
+    b = [m["path"] for m in make(tmp_path, fsdd_root, val_fraction=0.5, split_seed=1).metadata("val")]
+    c = [m["path"] for m in make(tmp_path, fsdd_root, val_fraction=0.5, split_seed=2).metadata("val")]
+    assert a == b and a != c and dm.metadata("test") == make(tmp_path, fsdd_root, split_seed=2).metadata("test")
+
+
+def test_train_per_class_limits_training_clips_only_spread_over_speakers(tmp_path, fsdd_root):
+    """As the original CBAM study (50 clips per digit): only the training split shrinks."""
+    full = make(tmp_path, fsdd_root, val_fraction=0.25)
+    dm = make(tmp_path, fsdd_root, val_fraction=0.25, train_per_class=3)
+    train = dm.metadata("train")
+    assert Counter(m["digit"] for m in train) == Counter({d: 3 for d in range(10)})
+    assert all(Counter(m["speaker"] for m in train if m["digit"] == d) == Counter({s: 1 for s in SPEAKERS})
+               for d in range(10)), "each digit's clips come from every speaker"
+    assert {m["path"] for m in train} <= {m["path"] for m in full.metadata("train")}
+    assert dm.metadata("val") == full.metadata("val") and dm.metadata("test") == full.metadata("test")
+    other = make(tmp_path, fsdd_root, val_fraction=0.25, train_per_class=3, split_seed=1).metadata("train")
+    assert [m["path"] for m in other] != [m["path"] for m in train]
+    with pytest.raises(ValueError, match=r"train_per_class=9, but the training split has fewer clips"):
+        make(tmp_path, fsdd_root, val_fraction=0.25, train_per_class=9).setup("fit")
 
 
 def test_fsdd_speaker_split(tmp_path, fsdd_root):
@@ -124,7 +142,7 @@ def test_mfcc_normalised_with_train_statistics_only(tmp_path, fsdd_root):
 
 
 def test_mfcc_batches_are_padded_with_true_lengths(tmp_path, fsdd_root):
-    dm = make(tmp_path, fsdd_root, feature="mfcc", batch_size=8, normalize=False)
+    dm = make(tmp_path, fsdd_root, feature="mfcc", batch_size=8, normalization="none")
     feats, lengths, y = next(iter(dm.test_dataloader()))
     meta = dm.metadata("test")[:8]
     expected = torch.tensor([1 + sf.info(m["path"]).frames // 80 for m in meta])  # 10 ms hop at 8 kHz
@@ -198,7 +216,7 @@ def test_cache_key_follows_the_files(tmp_path):
 @pytest.mark.parametrize("setting, value", [("source", "librispeech"), ("feature", "wav2vec"),
                                             ("split", "random"), ("target", "age")])
 def test_unknown_names_are_refused_at_construction(setting, value):
-    with pytest.raises(ValueError, match=rf"{setting}='{value}'.*expected one of"):
+    with pytest.raises(ValueError, match=rf"SpokenDigits: {setting}='{value}' is not allowed: expected one of \["):
         SpokenDigits(**{setting: value})
 
 
@@ -386,16 +404,38 @@ def test_tts_source_gender_split(tmp_path):
     assert feats.shape[0] == y.shape[0] == 40 and set(y.tolist()) == {0, 1}
 
 
-# --- the real data ---------------------------------------------------------------------------------
+# --- the data root: the real data when present, else the fixtures in its format -------------------------
 
-def test_real_fsdd_official_split(shared_data):
+def test_fsdd_official_split_of_the_data_root(config_data):
     # the session cache dir and the configs' feature, so the config tests reuse this cache (and vice versa)
-    dm = SpokenDigits(data_dir=str(shared_data), feature="logmel", progress=False)
+    dm = SpokenDigits(data_dir=str(config_data), feature="logmel", progress=False)
     dm.setup()
     n = {k: len(dm.dataset(k)) for k in ("train", "val", "test")}
-    assert n["train"] + n["val"] == 2700 and n["test"] == 300 and n["val"] == 270
-    assert Counter(m["speaker"] for m in dm.metadata("test")) == Counter(
-        {s: 50 for s in ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")})
+    takes = Counter(m["take"] < 5 for k in n for m in dm.metadata(k))
+    assert n["test"] == takes[True] and n["train"] + n["val"] == takes[False] and n["val"] == round(0.1 * takes[False])
+    speakers = Counter(m["speaker"] for m in dm.metadata("test"))
+    assert len(set(speakers.values())) == 1, "every speaker has takes 0-4 of every digit in the test set"
+    if config_data == SHARED_DATA:  # the real FSDD: 6 speakers x 10 digits x 50 takes
+        assert n["train"] + n["val"] == 2700 and n["test"] == 300 and n["val"] == 270
+        assert speakers == Counter({s: 50 for s in ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")})
+
+
+def test_audiomnist_az_gender_folds_of_the_data_root(config_data):
+    """The AudioMNIST-AZ gender study's 5 speaker-disjoint folds (split_seed 0-4): gender-stratified,
+    disjoint, and (on the real corpus) the 59 speakers as 12 test / 6 validation / 41 training."""
+    tests = []
+    for seed in range(5):
+        dm = SpokenDigits(data_dir=str(config_data), source="audiomnist", folder="AudioMNIST-AZ", target="gender",
+                          feature="mfcc", split_seed=seed, progress=False)
+        _, clips = dm._locate()
+        split = dm._split([clips[i] for i in dm._with_gender(clips)])
+        speakers = {k: {clips[i].speaker for i in v} for k, v in split.items()}
+        assert not (speakers["train"] & speakers["test"]) and not (speakers["val"] & speakers["test"])
+        assert {clips[i].gender for i in split["test"]} == {"female", "male"}
+        tests.append(frozenset(speakers["test"]))
+        if config_data == SHARED_DATA:
+            assert [len(speakers[k]) for k in ("test", "val", "train")] == [12, 6, 41]
+    assert len(set(tests)) == 5, "each split_seed draws other test speakers"
 
 
 def test_spec_augment_masks_per_sample_bands_only_in_training():
@@ -473,7 +513,7 @@ def test_a_damaged_feature_cache_is_named_and_rebuilt(tmp_path, caplog, damage):
     root = _small_fsdd(tmp_path)
     first = make(tmp_path, root)
     first.setup()
-    cache = first.cache_path(first.root, first.clips)
+    cache = first.cache_path(first.dataset_dir, first.clips)
     good = first.dataset("train").feats.clone()
     if damage == "truncated":
         cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])

@@ -49,7 +49,7 @@ def test_utterance_normalisation_removes_level_and_keeps_spectral_shape():
 def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_path):
     data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
     dm = SpokenDigits(data_dir=str(data), cache_dir=str(tmp_path / "cache"), progress=False, batch_size=8,
-                      normalize="utterance", vtlp=0.2, noise_snr=(5.0, 20.0), trim_db=40)
+                      normalization="utterance", vtlp=0.2, noise_snr=(5.0, 20.0), trim_db=40)
     dm.setup()
     x, y = next(iter(dm.val_dataloader()))
 
@@ -67,12 +67,13 @@ def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_pat
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"feature": "mfcc", "normalize": "utterance"}, "need feature='logmel'"),
+    ({"feature": "mfcc", "normalization": "utterance"}, "need feature='logmel'"),
     ({"feature": "mfcc", "vtlp": 0.1}, "need feature='logmel'"),
-    ({"vtlp": 0.7}, r"vtlp is the largest frequency warp"),
+    ({"vtlp": 0.7}, r"vtlp=0.7 is not allowed: expected a number >= 0 and < 0.5"),
     ({"noise_snr": (30.0, 5.0)}, r"lo <= hi"),
-    ({"trim_db": -3.0}, r"trim_db must be > 0"),
-    ({"normalize": "sometimes"}, r"normalize='sometimes' is not supported"),
+    ({"trim_db": -3.0}, r"trim_db=-3.0 is not allowed: expected a number > 0"),
+    ({"normalization": "sometimes"}, r"normalization='sometimes' is not allowed: expected one of \['dataset'"),
+    ({"normalization": True}, r"normalization=True is not allowed"),  # the old bool spelling is gone
     ({"source": "audiomnist", "target": "gender", "add_tts": True}, r"add_tts=True only makes sense"),
 ])
 def test_recipe_settings_are_checked(kwargs, match):

@@ -44,6 +44,7 @@ import math
 import os
 import pkgutil
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -114,6 +115,19 @@ def release_unused_versions() -> None:
             _CLAIMED.pop().rmdir()  # only succeeds on an empty folder
         except OSError:
             pass
+
+
+def refuse_legacy_checkpoint(path) -> None:
+    """A checkpoint of zoo < 0.2 (one LightningModule per network) fails here with the command that converts
+    it, before LightningCLI tries to read its hyperparameters into today's config."""
+    from zoo.checkpoints import LEGACY_CLASSES
+
+    hp = load_checkpoint(path, hint="pass a checkpoint written by `python -m zoo fit`").get("hyper_parameters")
+    old = hp.get("_class_path") if isinstance(hp, dict) else None
+    if old in LEGACY_CLASSES:
+        raise ValueError(f"--ckpt_path {path} was written before the zoo split networks from tasks (its class {old} "
+                         f"no longer exists); convert it once with `python -m zoo.tools.convert_checkpoint --src "
+                         f"{path} --dst NEW.ckpt` and pass NEW.ckpt")
 
 
 def provenance() -> dict:
@@ -241,10 +255,16 @@ class ZooCLI(LightningCLI):
         self._fill_logger_defaults(cfg)
         if subcommand and cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = self._last_checkpoint(cfg, subcommand)
+        if subcommand and cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
+            refuse_legacy_checkpoint(cfg.ckpt_path)
 
     def _fill_logger_defaults(self, cfg) -> None:
-        """Loggers write under ``default_root_dir`` unless given a ``save_dir``; runs get the zoo's names."""
+        """Loggers write under ``default_root_dir`` unless given a ``save_dir``; runs get the zoo's names
+        (``Classifier-ConvNet-SpokenDigits-seed0``: the task, its net, the data)."""
         model = str(cfg.model.class_path).rsplit(".", 1)[-1] if cfg.get("model") else "model"
+        net = cfg.model.get("init_args", {}).get("net") if cfg.get("model") else None
+        if net is not None and net.get("class_path"):
+            model += "-" + str(net.class_path).rsplit(".", 1)[-1]
         data = str(cfg.data.class_path).rsplit(".", 1)[-1] if cfg.get("data") else "data"
         name = cfg.run.name or f"{model}-{data}-seed{cfg.seed_everything}"
         root = cfg.trainer.get("default_root_dir")
@@ -360,16 +380,28 @@ class ZooCLI(LightningCLI):
         """The parsed config of the running subcommand (the whole config when built without one)."""
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    def before_fit(self) -> None:
+        self._started = time.perf_counter()
+
     def after_fit(self) -> None:
         run = self._cfg().run
-        self._val_metrics = self._scalar_metrics(("val/",))
+        # the last epoch's train/ and val/ values (test/ ones below are of the best checkpoint), and the
+        # wall time of fit (training + validation) and of test: the columns a study table reports
+        self._fit_metrics = {**self._scalar_metrics(("train/", "val/")),
+                             "train/seconds": time.perf_counter() - self._started}
         if run.test_after_fit and is_overridden("test_step", self.model) and self.datamodule is not None \
                 and is_overridden("test_dataloader", self.datamodule):
             best = getattr(self.trainer.checkpoint_callback, "best_model_path", "") if not self.trainer.fast_dev_run else ""
+            self.before_test()
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            self._fit_metrics["test/seconds"] = time.perf_counter() - self._test_started
         self._write_results()
 
+    def before_test(self) -> None:
+        self._test_started = time.perf_counter()
+
     def after_test(self) -> None:
+        self._fit_metrics = {"test/seconds": time.perf_counter() - self._test_started}
         self._write_results()
 
     def after_validate(self) -> None:
@@ -383,7 +415,7 @@ class ZooCLI(LightningCLI):
         path = self._cfg().run.results_file
         if not path or not self.trainer.is_global_zero:
             return
-        metrics = {**getattr(self, "_val_metrics", {}), **self._scalar_metrics(("val/", "test/"))}
+        metrics = {**getattr(self, "_fit_metrics", {}), **self._scalar_metrics(("val/", "test/"))}
         callback = self.trainer.checkpoint_callback
         ckpt = getattr(callback, "best_model_path", None)
         score = getattr(callback, "best_model_score", None)

@@ -43,6 +43,18 @@ def count_manual_optimizer_step(trainer) -> None:
     progress.increment_completed()
 
 
+def forget_initial_hparams(module, keys) -> None:
+    """Drop ``keys`` from the copy of the hyperparameters Lightning keeps for the loggers.
+
+    ``save_hyperparameters`` deep-copies the arguments into ``_hparams_initial`` (no public setter); for
+    a task built from Python that copy would hold a second, stale copy of its net.
+    """
+    initial = getattr(module, "_hparams_initial", None)
+    for key in keys:
+        if initial is not None:
+            initial.pop(key, None)
+
+
 # --- ModelCheckpoint ----------------------------------------------------------------------------------
 def checkpoint_can_save(callback, trainer) -> bool:
     """False where ModelCheckpoint itself would not save: fast_dev_run, outside fit, sanity check, or
@@ -104,6 +116,21 @@ def cli_build_trainer(cli, config: dict, callbacks: list):
     """``Trainer(**config)`` with ``callbacks`` added to the configured ones, as LightningCLI builds it
     (``LightningCLI._instantiate_trainer``: it also appends the save-config callback)."""
     return cli._instantiate_trainer(config, callbacks)
+
+
+def build_as_cli(cls: type, config: dict):
+    """``cls`` built from a ``config`` dict (nets as ``{"class_path", "init_args"}``) the way LightningCLI
+    builds it, so its hyperparameters are the config and its checkpoints load by themselves.
+
+    LightningCLI does this with ``_given_hyperparameters_context`` (private); a Python user or a test that
+    wants CLI-equivalent checkpoints without a command line uses this instead.
+    """
+    from lightning.pytorch.cli import instantiate_module
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+    with _given_hyperparameters_context(hparams={"_class_path": f"{cls.__module__}.{cls.__qualname__}", **config},
+                                        instantiator="lightning.pytorch.cli.instantiate_module"):
+        return instantiate_module(cls, config)
 
 
 # --- jsonargparse --------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ class ChannelsLast(Callback):
     Convolutions then run, and hand on, channels-last activations whatever the input's layout, so the
     model's code is untouched; what the module's ``forward`` returns is made contiguous again, because
     code after it (losses, torchmetrics' ``view(-1)``) may assume the standard layout. Models with their
-    own ``channels_last`` option (``CNN``, ``CBAMNet``, ``ImageClassifier``) are left to it, and nets
+    own ``channels_last`` option (:class:`zoo.nets.convnet.ConvNet`, also as a task's ``net``) are left to it, and nets
     without 2-d convolutions are left alone. ``applied`` says what was done: "native" (the model's
     option), "callback", or "no conv".
     """
@@ -86,8 +86,9 @@ class ChannelsLast(Callback):
         self.applied: str | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if getattr(pl_module, "channels_last", None) is not None:
-            self.applied = "native" if pl_module.channels_last else "native option off"
+        own = getattr(pl_module, "channels_last", getattr(getattr(pl_module, "net", None), "channels_last", None))
+        if own is not None:
+            self.applied = "native" if own else "native option off"
         elif has_conv2d(pl_module):
             pl_module.to(memory_format=torch.channels_last)
             pl_module.register_forward_hook(_standard_layout)

@@ -1,4 +1,4 @@
-"""A tiny LeNet5 checkpoint (two steps on 100 MNIST images) so the fast_dev_run exercises val/test FID."""
+"""A tiny LeNet5 classifier checkpoint (two steps on 100 MNIST images) so the fast_dev_run exercises val/test FID."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ def make_feature_checkpoint(tmp_path: Path) -> Path:
     from conftest import run_cli
 
     out = Path(tmp_path) / "fid_features"
-    run_cli(["fit", "--model", "LeNet5", "--data", "MNISTDataModule", "--data.real_per_class", "10",
+    run_cli(["fit", "--model", "zoo.tasks.classifier.Classifier", "--model.net", "zoo.nets.lenet.LeNet5",
+             "--data", "MNISTDataModule", "--data.real_per_class", "10",
              "--data.test_per_class", "1", "--trainer.max_steps", "2", "--trainer.logger", "false",
              "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
              "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", out,

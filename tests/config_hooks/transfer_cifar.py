@@ -4,13 +4,15 @@ architecture (conv, 32x32) in ``tmp_path``, and use a few real CIFAR-10 JPEGs pe
 import lightning as L
 import torch
 
-from zoo.masked_ae import MaskedAE
+from zoo.nets.masked_ae import MaskedAENet
 
 
 def extra_args(tmp_path):
-    ae = MaskedAE(architecture="conv", image_size=32, channels=3, conv_channels=[32, 64], bottleneck=64,
-                  mask_type="patch", patch_size=4)
+    args = {"architecture": "conv", "image_size": 32, "channels": 3, "conv_channels": [32, 64], "bottleneck": 64}
+    net = MaskedAENet(**args)
     path = tmp_path / "masked_ae.ckpt"
-    torch.save({"state_dict": ae.state_dict(), "hyper_parameters": dict(ae.hparams),
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": {"_class_path": "zoo.tasks.masked_ae.MaskedAE", "mask_type": "patch",
+                                     "net": {"class_path": "zoo.nets.masked_ae.MaskedAENet", "init_args": args}},
                 "pytorch-lightning_version": L.__version__}, path)
     return ["--model.init_args.encoder_checkpoint", str(path), "--data.init_args.limit_per_class", "10"]

@@ -17,7 +17,11 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from zoo import compat
 from zoo.figures import confusion_matrix_figure, log_figure
@@ -64,11 +68,15 @@ class Classifier(L.LightningModule):
                  scheduler: LRSchedulerCallable | None = None) -> None:
         super().__init__()
         save_task_hyperparameters(self)
+        net_classes = getattr(net, "num_classes", None)
         if num_classes is None:
-            num_classes = getattr(net, "num_classes", None)
+            num_classes = net_classes
             if not isinstance(num_classes, int):
                 raise ValueError(f"Classifier: set num_classes; the net {type(net).__name__} has no integer "
                                  "num_classes attribute to take it from")
+        elif isinstance(net_classes, int) and net_classes != num_classes:
+            raise ValueError(f"Classifier: num_classes={num_classes} but the net {type(net).__name__} has "
+                             f"num_classes={net_classes} outputs; set the net's (--model.net.num_classes)")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.net = net
@@ -135,6 +143,10 @@ class Classifier(L.LightningModule):
         cm = self.test_confusion.compute()
         self.last_test_confusion = cm.tolist()  # for the results file: per-fold matrices of a study
         self.last_test_per_class = per_class_report(cm, self.class_names)
+        # the per-class table as logged values (test/precision/<class>, test/recall/..., test/f1/...): any
+        # logger shows it, and W&B can compare a class across runs; a class never predicted has no precision
+        self.log_dict({f"test/{key}/{name}": row[key] for name, row in self.last_test_per_class.items()
+                       for key in ("precision", "recall", "f1") if row[key] is not None})
         log_figure(self.trainer, "test/confusion_matrix", confusion_matrix_figure(cm, self.class_names))
         self.test_confusion.reset()
 

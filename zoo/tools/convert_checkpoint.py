@@ -62,8 +62,9 @@ def convert_checkpoint(*, src: str, dst: str) -> Path:
     except Exception:
         out.unlink()
         raise
-    print(f"converted {src} ({ckpt_class(src)}) -> {out} ({type(model).__name__} with "
-          f"{type(getattr(model, 'net', model)).__name__})")
+    nets = [f"{name}={type(child).__name__}" for name, child in model.named_children()
+            if type(child).__module__.startswith("zoo.nets")]
+    print(f"converted {src} ({ckpt_class(src)}) -> {out} ({type(model).__name__}({', '.join(nets)}))")
     return out
 
 

@@ -2,7 +2,8 @@
 
 * **FID with own features**: torchmetrics' :class:`FrechetInceptionDistance` with a zoo-trained MNIST
   classifier (e.g. the best checkpoint of ``configs/lenet_mnist.yaml``) in place of Inception.
-  Its penultimate layer is the embedding. Numbers are only comparable with the same feature
+  Its penultimate layer is the embedding (:func:`zoo.metrics.classifier_fid`, which the GAN task's
+  ``val/fid`` uses too). Numbers are only comparable with the same feature
   checkpoint and sample count, so ``fid-floor`` reports the real-vs-real value of a held-out real
   set with the same setup: the score a perfect generator would get.
 * **Classification Accuracy Score** (Ravuri & Vinyals, 2019): train LeNet5 on generated images
@@ -25,77 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
 
-from zoo.checkpoints import load_cli_checkpoint
-from zoo.tasks.classifier import Classifier
+from zoo.metrics import classifier_fid, load_judge
 from zoo.safe_load import load_checkpoint
-
-
-# --- features ------------------------------------------------------------------------------------
-def load_classifier(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Classifier, dict]:
-    """A zoo classifier from a ``python -m zoo fit`` checkpoint, plus the DataModule's hyperparameters
-    (which say how its inputs were normalised)."""
-    return load_cli_checkpoint(checkpoint, base=Classifier, what="classifier checkpoint",
-                               map_location=map_location)
-
-
-class ClassifierFeatures(nn.Module):
-    """Penultimate-layer embedding of a frozen classifier, as a torchmetrics FID feature extractor.
-
-    Input: ``(N, 1, 28, 28)`` float images in [0, 1] (the FID convention here); they are mapped to
-    the classifier's own input normalisation first. Uses the classifier's ``features`` method when
-    it has one, else the input of its last ``nn.Linear``.
-    """
-
-    def __init__(self, classifier: nn.Module, normalize: str) -> None:
-        super().__init__()
-        from datamodules.mnist import normalize as _normalize
-
-        _normalize(torch.zeros(1), normalize)  # validates the name
-        self.classifier = classifier.eval()
-        self.classifier.requires_grad_(False)
-        self.input_normalize = normalize
-        self._to_input = _normalize
-        linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
-        if not hasattr(classifier, "features") and not linears:
-            raise ValueError(f"{type(classifier).__name__} has neither a features() method nor an nn.Linear "
-                             "layer whose input could serve as the embedding")
-        self._last_linear = linears[-1] if linears else None
-        with torch.no_grad():
-            self.num_features = int(self(torch.zeros(1, 1, 28, 28)).shape[-1])
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, normalize: str | None = None) -> "ClassifierFeatures":
-        model, data_hparams = load_classifier(checkpoint)
-        normalize = normalize or data_hparams.get("normalize")
-        if normalize is None:
-            raise ValueError(f"{checkpoint}: cannot tell how the classifier's inputs were normalised (no "
-                             "datamodule 'normalize' hyperparameter stored); pass normalize explicitly")
-        return cls(model, normalize)
-
-    def train(self, mode: bool = True) -> "ClassifierFeatures":
-        return super().train(False)  # a frozen judge: dropout/BN stay in eval mode inside any trainer
-
-    @torch.no_grad()
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        x = self._to_input(x01.float(), self.input_normalize)
-        if hasattr(self.classifier, "features"):
-            return self.classifier.features(x).flatten(1)
-        captured = []
-        handle = self._last_linear.register_forward_hook(lambda m, inp, out: captured.append(inp[0]))
-        try:
-            self.classifier(x)
-        finally:
-            handle.remove()
-        return captured[0].flatten(1)
-
-
-def classifier_fid(checkpoint: str | Path, normalize: str | None = None) -> FrechetInceptionDistance:
-    """FID whose features come from a zoo classifier checkpoint; ``update`` takes images in [0, 1]."""
-    return FrechetInceptionDistance(feature=ClassifierFeatures.from_checkpoint(checkpoint, normalize),
-                                    reset_real_features=True)
 
 
 def fid_between(features: str, real01: torch.Tensor, fake01: torch.Tensor, batch_size: int = 1000) -> float:
@@ -172,10 +105,7 @@ def agreement(*, samples: str, judge: str) -> dict:
         samples: exported ``.npz`` sample file.
         judge: zoo classifier checkpoint (e.g. the FID feature checkpoint).
     """
-    model, data_hparams = load_classifier(judge)
-    norm = data_hparams.get("normalize")
-    if norm is None:
-        raise ValueError(f"{judge}: no datamodule 'normalize' hyperparameter; cannot prepare its inputs")
+    model, norm = load_judge(judge)
     from datamodules.mnist import normalize
 
     x01, y = _samples(samples)
@@ -216,8 +146,14 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
         seed: first seed (subset choice, initialisation, batch order).
         accelerator: Lightning accelerator.
     """
-    from datamodules.mnist import (MNISTDataModule, batch_loader, load_mnist, load_synthetic, normalize,
-                                   stratified_split)
+    from datamodules.mnist import (
+        MNISTDataModule,
+        batch_loader,
+        load_mnist,
+        load_synthetic,
+        normalize,
+    )
+    from datamodules.splits import take_per_class
     from zoo.cli import main as cli_main
 
     if seeds < 1:
@@ -227,7 +163,7 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
                                 "configs/lenet_cas.yaml")
     xt, yt = load_mnist(data_dir, train=False)
     if test_per_class is not None:
-        (idx,) = stratified_split(yt, [test_per_class], torch.Generator().manual_seed(seed), what="cas test set")
+        (idx,) = take_per_class(yt, [test_per_class], torch.Generator().manual_seed(seed), 10, what="cas test set")
         xt, yt = xt[idx], yt[idx]
     test = batch_loader(normalize(xt.unsqueeze(1).float().div(255), "standard"), yt, 1000, shuffle=False)
     args = ["--config", recipe, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
@@ -245,7 +181,7 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
         if samples is not None:
             x01, y = load_synthetic(samples, per_class, g)
         else:
-            dm = MNISTDataModule(data_dir=data_dir, real_per_class=per_class, normalize="zero_one", seed=s)
+            dm = MNISTDataModule(data_dir=data_dir, real_per_class=per_class, normalization="zero_one", split_seed=s)
             x01, y = dm.split("train")
         bs = batch_size or getattr(cli.datamodule, "batch_size", 64)
         cli.trainer.fit(cli.model, train_dataloaders=batch_loader(normalize(x01, "standard"), y, bs, shuffle=True))
@@ -261,22 +197,22 @@ def cas(*, samples: str | None = None, per_class: int = 1000, recipe: str = "con
 
 
 def grid(*, checkpoint: str, out: str, interpolation_out: str | None = None, standing_batches: int = 50) -> None:
-    """Fixed-noise sample grid (one row per class if conditional) of a DCGAN checkpoint, as a PNG.
+    """Fixed-noise sample grid (one row per class if conditional) of a GAN checkpoint, as a PNG.
 
     Args:
-        checkpoint: DCGAN checkpoint.
+        checkpoint: GAN checkpoint (``python -m zoo fit --config configs/dcgan_mnist*.yaml``).
         out: PNG path of the sample grid.
         interpolation_out: optional PNG path of the latent interpolation figure.
         standing_batches: re-estimate G's batch-norm statistics from this many training-mode
-            batches first (``DCGAN.standing_statistics``); 0 keeps the checkpoint's.
+            batches first (``GAN.standing_statistics``); 0 keeps the checkpoint's.
     """
-    from zoo.dcgan import load_dcgan
     from zoo.figures import save_figure
+    from zoo.tasks.gan import load_gan
 
-    model = load_dcgan(checkpoint)
+    model = load_gan(checkpoint)
     if standing_batches:
         model.standing_statistics(batches=standing_batches)
-    epoch = load_checkpoint(checkpoint, "DCGAN checkpoint").get("epoch")  # weights-only, as load_dcgan
+    epoch = load_checkpoint(checkpoint, "GAN checkpoint").get("epoch")  # weights-only, as load_gan
     title = f"{Path(checkpoint).name} (after epoch {epoch + 1})" if epoch is not None else Path(checkpoint).name
     print(save_figure(model.sample_grid_figure(title), out))
     if interpolation_out:

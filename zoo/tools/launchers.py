@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from zoo.tools.grid import (Cell, GridResult, GridSpec, _Children, _cli_value, _is_zoo_command, _lock_run, _number,
+from zoo.tools.grid_runs import (Cell, GridResult, GridSpec, _Children, _cli_value, _is_zoo_command, _lock_run, _number,
                       _read_result, _run_one, _runs_die_with_runner, _start, _unlock_run, build_command,
                       cli_errors, run_id, validate_commands)
 

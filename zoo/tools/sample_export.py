@@ -1,4 +1,4 @@
-"""Export class-conditional DCGAN samples as a sample file for the MNIST DataModule.
+"""Export class-conditional GAN samples as a sample file for the MNIST DataModule.
 
 ``python -m zoo.tools.sample_export --checkpoint X.ckpt --per_class 1000 --out samples.npz``
 
@@ -25,34 +25,36 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def export_samples(*, checkpoint: str, per_class: int, out: str, seed: int = 0, batch_size: int = 500,
                    standing_batches: int = 100, device: str = "cpu") -> Path:
-    """Write ``per_class`` samples of every class of a class-conditional DCGAN checkpoint to ``out``.
+    """Write ``per_class`` samples of every class of a class-conditional GAN checkpoint to ``out``.
 
     Args:
-        checkpoint: a DCGAN checkpoint trained with ``conditional: true``.
+        checkpoint: a GAN checkpoint whose nets are class-conditional (``num_classes: 10``,
+            ``configs/dcgan_mnist_conditional.yaml``).
         per_class: samples per class.
         out: output ``.npz`` path (parent folders are created).
         seed: latent-noise seed (the same seed gives the same file).
         batch_size: samples generated per forward pass.
         standing_batches: re-estimate the generator's batch-norm statistics from this many
             training-mode batches of 128 random codes first (what G was trained with; see
-            :meth:`zoo.dcgan.DCGAN.standing_statistics`); 0 samples with the checkpoint's running
-            averages as they are. The same knob as ``DCGAN(standing_batches=...)`` and ``gan_eval grid``.
+            :meth:`zoo.tasks.gan.GAN.standing_statistics`); 0 samples with the checkpoint's running
+            averages as they are. The same knob as ``GAN(standing_batches=...)`` and ``gan_eval grid``.
         device: torch device to generate on.
     """
-    from zoo.dcgan import load_dcgan
+    from zoo.tasks.gan import load_gan
 
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    model = load_dcgan(checkpoint, map_location=device)
+    model = load_gan(checkpoint, map_location=device)
     if not model.num_classes:
-        raise ValueError(f"{checkpoint}: the model is unconditional (conditional=False); per-class samples need "
-                         "a model trained with --model.conditional true")
+        raise ValueError(f"{checkpoint}: the model is unconditional (its generator has num_classes=0); per-class "
+                         "samples need a model trained with class-conditional nets "
+                         "(configs/dcgan_mnist_conditional.yaml)")
     if model.image_channels != 1 or model.image_size != 28:
         raise ValueError(f"{checkpoint}: the sample file is for the MNIST DataModule, gray 28x28 (N, 28, 28); "
                          f"this model makes {model.image_channels}-channel {model.image_size}x{model.image_size} "
-                         "images (train with --model.architecture mnist28 --model.image_channels 1)")
+                         "images (train nets with architecture mnist28 and channels 1)")
     if standing_batches < 0:
         raise ValueError(f"standing_batches must be >= 0 (0 = the checkpoint's running averages), got {standing_batches}")
     if standing_batches:

@@ -1,14 +1,15 @@
-"""MaskedAE: a denoising / masked autoencoder whose encoder is later reused for classification.
+"""MaskedAE: denoising / masked-autoencoder pretraining of an image autoencoder net, whose encoder is
+later reused for classification (:class:`zoo.tasks.transfer.TransferClassifier`).
 
-Configs: ``configs/masked_ae_cifar.yaml`` (dense), ``configs/masked_ae_conv_cifar.yaml`` (conv);
+Configs: ``configs/masked_ae_cifar.yaml`` (dense net), ``configs/masked_ae_conv_cifar.yaml`` (conv net);
 sweeps ``configs/grids/masked_ae_bottleneck.yaml`` and ``configs/grids/masked_ae_mask_ratio.yaml``;
-results in ``docs/masked_ae.md``. The encoder is loaded by :class:`zoo.transfer.EncoderClassifier`.
+results in ``docs/masked_ae.md``. The net is :class:`zoo.nets.masked_ae.MaskedAENet`.
 
 Why corrupt the input: an autoencoder that only copies its input learns little; hiding pixels
 (``mask_type: pixel``), whole square patches (``patch``) or adding Gaussian noise (``noise_sigma``)
 forces it to model image structure. The loss covers all pixels or only the hidden ones
 (``loss_on: masked``, the masked-autoencoder objective). Inputs are expected in ``[0, 1]``
-(``normalization: zero_one``); the decoder ends in a sigmoid and the metrics use ``data_range=1``.
+(``normalization: zero_one``); the net's decoder ends in a sigmoid and the metrics use ``data_range=1``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
+from torchmetrics import (
+    MeanAbsoluteError,
+    MeanMetric,
+    MeanSquaredError,
+    MetricCollection,
+)
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from zoo.optim import configure_optimizers_from, default_optimizer
 from zoo.figures import image_grid_figure, log_figure
+from zoo.optim import configure_optimizers_from, default_optimizer
+from zoo.tasks.base import save_task_hyperparameters
 
 MaskType = Literal["none", "pixel", "patch"]
 
@@ -75,51 +82,22 @@ def corrupt(x: torch.Tensor, mask: torch.Tensor, noise_sigma: float = 0.0, mask_
     return out
 
 
-# --- networks --------------------------------------------------------------------------------
-def dense_autoencoder(channels: int, image_size: int, hidden: int, bottleneck: int) -> tuple[nn.Module, nn.Module]:
-    """The studied dense AE: three hidden layers (``hidden``, ``bottleneck``, ``hidden``).
-
-    The code is linear (no ReLU): a rectified narrow bottleneck can lose whole units, and the code
-    is what a downstream probe sees."""
-    dim = channels * image_size * image_size
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU(inplace=True),
-                            nn.Linear(hidden, bottleneck))
-    decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim),
-                            nn.Sigmoid(), nn.Unflatten(1, (channels, image_size, image_size)))
-    return encoder, decoder
-
-
-def conv_autoencoder(channels: int, image_size: int, conv_channels: Sequence[int],
-                     bottleneck: int) -> tuple[nn.Module, nn.Module]:
-    """Strided conv encoder (each block: stride-2 conv + conv, halving the size) ending in a 1x1 conv to a
-    ``bottleneck``-channel map (linear, like the dense code); a mirrored transposed-conv decoder. The code is spatial, ``(bottleneck, S / 2^k, S / 2^k)``."""
-    k = len(conv_channels)
-    if k < 1 or image_size % (2 ** k):
-        raise ValueError(f"conv MaskedAE: image_size={image_size} must be divisible by 2^{k} "
-                         f"(one halving per conv_channels entry {list(conv_channels)})")
-    enc, cin = [], channels
-    for cout in conv_channels:
-        enc += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-        cin = cout
-    enc += [nn.Conv2d(cin, bottleneck, 1)]
-    dec = [nn.Conv2d(bottleneck, conv_channels[-1], 1), nn.BatchNorm2d(conv_channels[-1]), nn.ReLU(inplace=True)]
-    outs = list(conv_channels[::-1][1:])
-    for cin, cout in zip(conv_channels[::-1], outs):
-        dec += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True)]
-    # the last upsampling goes straight to pixels: a full-resolution conv would dominate the cost
-    dec += [nn.ConvTranspose2d(conv_channels[0], channels, 4, stride=2, padding=1), nn.Sigmoid()]
-    return nn.Sequential(*enc), nn.Sequential(*dec)
-
-
 def pixel_accuracy(recon: torch.Tensor, x: torch.Tensor, tol: float = 0.1) -> torch.Tensor:
     """The studied pixel accuracy: share of values within ``tol`` of the original (per element)."""
     return ((recon - x).abs() <= tol).float()
 
 
+def reconstruction_figure(x: torch.Tensor, corrupted: torch.Tensor, recon: torch.Tensor, title: str | None = None):
+    """Three rows: original, corrupted input (clamped for display), reconstruction."""
+    n = x.shape[0]
+    images = torch.cat([x, corrupted.clamp(0, 1), recon.clamp(0, 1)]).float().cpu()
+    captions = ["original"] * n + ["corrupted"] * n + ["reconstructed"] * n
+    captions = [c if i % n == 0 else "" for i, c in enumerate(captions)]
+    return image_grid_figure(images, captions, ncol=n, title=title)
+
+
 class MaskedAE(L.LightningModule):
-    """Masked / denoising autoencoder for ``(B, C, S, S)`` images in ``[0, 1]``; ``encoder``/``decoder`` attributes.
+    """Trains ``net`` to reconstruct clean ``(B, C, S, S)`` images in ``[0, 1]`` from corrupted ones.
 
     Metrics per stage on the reconstruction of the *clean* image: ``mse``, ``mae``, ``psnr``,
     ``ssim`` and ``pixel_acc`` (share of pixels within 0.1); ``loss`` is the training objective.
@@ -129,12 +107,8 @@ class MaskedAE(L.LightningModule):
     the runs of a multi-seed grid see different training masks.
 
     Args:
-        architecture: "dense" (fully connected AE) or "conv" (strided conv encoder, transposed-conv decoder).
-        image_size: side length S of the square input images in pixels; must match the data.
-        channels: number of image channels (3 for RGB); must match the data.
-        bottleneck: code size: units of the dense code, or channels of the conv code map.
-        hidden: width of the dense AE's hidden layers on either side of the code ("dense" only).
-        conv_channels: channels of the conv encoder's blocks, each halving the size ("conv" only; S divisible by 2^len).
+        net: the autoencoder, images -> reconstructions in [0, 1] (e.g. :class:`zoo.nets.masked_ae.MaskedAENet`);
+            an ``image_size`` attribute lets the mask settings be checked at construction.
         mask_type: what is hidden: "none", single pixels ("pixel") or square patches ("patch").
         mask_ratio: fraction of pixels/patches hidden in every image, in [0, 1].
         patch_size: side of the square patches in pixels for mask_type "patch" (must divide image_size).
@@ -149,37 +123,30 @@ class MaskedAE(L.LightningModule):
 
     monitor = ("val/mse", "min")
 
-    def __init__(self, architecture: Literal["dense", "conv"] = "dense", image_size: int = 32, channels: int = 3,
-                 bottleneck: int = 128, hidden: int = 1024, conv_channels: Sequence[int] = (32, 64),
-                 mask_type: MaskType = "pixel", mask_ratio: float = 0.5, patch_size: int = 4,
+    def __init__(self, net: nn.Module, mask_type: MaskType = "pixel", mask_ratio: float = 0.5, patch_size: int = 4,
                  noise_sigma: float = 0.0, mask_value: float = 0.0, loss_on: Literal["all", "masked"] = "all",
                  mask_seed: int | None = None, num_figure_images: int = 8,
                  optimizer: OptimizerCallable = default_optimizer,
                  scheduler: LRSchedulerCallable | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        if mask_type not in ("none", "pixel", "patch"):
-            raise ValueError(f"mask_type must be 'none', 'pixel' or 'patch', got {mask_type!r}")
-        if loss_on not in ("all", "masked"):
-            raise ValueError(f"loss_on must be 'all' or 'masked', got {loss_on!r}")
+        save_task_hyperparameters(self)
         if noise_sigma < 0:
             raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
         if not 0.0 <= mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
-        gh, gw, _ = mask_grid(image_size, image_size, mask_type, patch_size)  # checks patch_size divides image_size
-        cells = gh * gw
-        if loss_on == "masked" and (mask_type == "none" or round(mask_ratio * cells) < 1):
-            raise ValueError(f"loss_on='masked' needs hidden pixels, but mask_type={mask_type!r} with "
-                             f"mask_ratio={mask_ratio} hides none of the {cells} cells: raise mask_ratio "
-                             "(or use loss_on='all')")
-        self.image_size, self.channels = image_size, channels
+        size = getattr(net, "image_size", None)
+        if isinstance(size, int):
+            gh, gw, _ = mask_grid(size, size, mask_type, patch_size)  # checks patch_size divides image_size
+            cells = gh * gw
+            if loss_on == "masked" and (mask_type == "none" or round(mask_ratio * cells) < 1):
+                raise ValueError(f"loss_on='masked' needs hidden pixels, but mask_type={mask_type!r} with "
+                                 f"mask_ratio={mask_ratio} hides none of the {cells} cells: raise mask_ratio "
+                                 "(or use loss_on='all')")
+        self.net = net
+        self.mask_type, self.mask_ratio, self.patch_size = mask_type, mask_ratio, patch_size
+        self.noise_sigma, self.mask_value, self.loss_on = noise_sigma, mask_value, loss_on
+        self.mask_seed, self.num_figure_images = mask_seed, num_figure_images
         self.optimizer, self.scheduler = optimizer, scheduler
-        if architecture == "dense":
-            self.encoder, self.decoder = dense_autoencoder(channels, image_size, hidden, bottleneck)
-        elif architecture == "conv":
-            self.encoder, self.decoder = conv_autoencoder(channels, image_size, conv_channels, bottleneck)
-        else:
-            raise ValueError(f"architecture must be 'dense' or 'conv', got {architecture!r}")
         self.train_mse = MeanSquaredError()
         self.metrics = nn.ModuleDict({stage: MetricCollection({
             "mse": MeanSquaredError(), "mae": MeanAbsoluteError(),
@@ -191,35 +158,30 @@ class MaskedAE(L.LightningModule):
 
     # --- model -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Flat features ``(B, D)`` of the encoder, what a classifier on top sees."""
-        return self.encoder(x).flatten(1)
+        return self.net(x)
 
     def corrupt_batch(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        hp = self.hparams
-        mask = make_mask(x.shape, hp.mask_ratio, hp.mask_type, hp.patch_size, generator, x.device)
-        return corrupt(x, mask, hp.noise_sigma, hp.mask_value, generator), mask
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.channels, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"MaskedAE expects images of shape (B, {expected[0]}, {expected[1]}, {expected[2]}) "
-                             f"(model.image_size/channels must match data.image_size/channels), got {tuple(x.shape)}")
+        mask = make_mask(x.shape, self.mask_ratio, self.mask_type, self.patch_size, generator, x.device)
+        return corrupt(x, mask, self.noise_sigma, self.mask_value, generator), mask
 
     def _loss(self, recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.hparams.loss_on == "masked":
+        if self.loss_on == "masked":
             m = mask.expand_as(x)
             return F.mse_loss(recon[m], x[m])
         return F.mse_loss(recon, x)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Before corrupting: a wrong shape should name the net's setting, not fail inside the mask."""
+        check = getattr(self.net, "check_input", None)
+        if check is not None:
+            check(x)
 
     # --- steps -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0]
         self._check_input(x)
         if self._train_gen is None:
-            seed = self.hparams.mask_seed
+            seed = self.mask_seed
             self._train_gen = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         corrupted, mask = self.corrupt_batch(x, self._train_gen)
         recon = self(corrupted)
@@ -232,7 +194,7 @@ class MaskedAE(L.LightningModule):
     def _eval_step(self, stage: str, batch, batch_idx: int) -> None:
         x = batch[0]
         self._check_input(x)
-        gen = torch.Generator().manual_seed((self.hparams.mask_seed or 0) + 1_000_003 * (1 + batch_idx))
+        gen = torch.Generator().manual_seed((self.mask_seed or 0) + 1_000_003 * (1 + batch_idx))
         corrupted, mask = self.corrupt_batch(x, gen)
         recon = self(corrupted)
         metrics = self.metrics[stage]
@@ -244,7 +206,7 @@ class MaskedAE(L.LightningModule):
         self.log(f"{stage}/loss", self._loss(recon, x, mask), batch_size=x.shape[0], prog_bar=stage == "val")
         self.log_dict(metrics, batch_size=x.shape[0])
         if batch_idx == 0:
-            n = self.hparams.num_figure_images
+            n = self.num_figure_images
             self._figure_batch = (x[:n].detach(), corrupted[:n].detach(), recon[:n].detach())
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -267,12 +229,3 @@ class MaskedAE(L.LightningModule):
 
     def configure_optimizers(self):
         return configure_optimizers_from(self, self.optimizer, self.scheduler)
-
-
-def reconstruction_figure(x: torch.Tensor, corrupted: torch.Tensor, recon: torch.Tensor, title: str | None = None):
-    """Three rows: original, corrupted input (clamped for display), reconstruction."""
-    n = x.shape[0]
-    images = torch.cat([x, corrupted.clamp(0, 1), recon.clamp(0, 1)]).float().cpu()
-    captions = ["original"] * n + ["corrupted"] * n + ["reconstructed"] * n
-    captions = [c if i % n == 0 else "" for i, c in enumerate(captions)]
-    return image_grid_figure(images, captions, ncol=n, title=title)

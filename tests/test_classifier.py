@@ -1,0 +1,235 @@
+"""The Classifier task around any net: it learns, augments training batches only, takes its class count
+from the net, reloads from a Python-trained checkpoint when given the net again; and checkpoints of the
+classes it replaced (zoo < 0.2: CNN, CBAMNet, ImageClassifier, LeNet5, MnistCNN, SpatialAttentionCNN)
+convert to it with identical outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from zoo.checkpoints import load_cli_checkpoint
+from zoo.nets.convnet import ConvNet
+from zoo.nets.lenet import LeNet5, MnistCNN
+from zoo.safe_load import load_module
+from zoo.tasks.classifier import Classifier
+from zoo.tools.convert_checkpoint import convert_checkpoint
+
+
+def _trainer(root: Path, **kw) -> L.Trainer:
+    kw = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+          "enable_model_summary": False, "default_root_dir": root, **kw}
+    return L.Trainer(**kw)
+
+
+def _digits(n: int = 40, seed: int = 0) -> TensorDataset:
+    """28x28 noise with a bright block whose row says the class (4 classes)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = 0.3 * torch.randn(n, 1, 28, 28, generator=g)
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 4 + 5 * c:8 + 5 * c, 8:16] += 3.0
+    return TensorDataset(x, y)
+
+
+class CountingAugment(nn.Module):
+    """Adds noise and counts the batches it saw: stands in for BatchAugment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x + 0.05 * torch.randn_like(x)
+
+
+def test_learns_with_a_trainer_and_augments_training_batches_only(tmp_path):
+    torch.manual_seed(0)
+    augment = CountingAugment()
+    model = Classifier(LeNet5(num_classes=4), augment=augment,
+                       optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    train, val = DataLoader(_digits(), batch_size=8, shuffle=True), DataLoader(_digits(seed=1), batch_size=20)
+    trainer = _trainer(tmp_path, max_epochs=8, num_sanity_val_steps=0)
+    trainer.fit(model, train, val)
+    assert augment.calls == 8 * 5  # every training batch, never a validation batch
+    assert trainer.callback_metrics["val/acc"].item() >= 0.9
+    trainer.test(model, val)
+    assert augment.calls == 8 * 5 and trainer.callback_metrics["test/acc"].item() >= 0.9
+    assert model.last_test_per_class["0"]["support"] == 10 and len(model.last_test_confusion) == 4
+    out = model.predict_step(next(iter(val)), 0)
+    assert out["probs"].shape == (20, 4) and torch.allclose(out["probs"].sum(1), torch.ones(20))
+
+
+def test_number_of_classes_comes_from_the_net():
+    assert Classifier(ConvNet(num_classes=7)).num_classes == 7
+    assert Classifier(MnistCNN(num_classes=3), class_names=["a", "b", "c"]).class_names == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="no integer num_classes attribute"):
+        Classifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+    assert Classifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), num_classes=10).num_classes == 10
+    with pytest.raises(ValueError, match=r"num_classes=2 but the net ConvNet has num_classes=10 outputs"):
+        Classifier(ConvNet(num_classes=10), num_classes=2)
+    with pytest.raises(ValueError, match="class_names has 2 entries but num_classes=10"):
+        Classifier(LeNet5(), class_names=["a", "b"])
+
+
+def test_extra_batch_elements_reach_the_net():
+    class WithLengths(nn.Module):
+        num_classes = 3
+
+        def forward(self, x, lengths):
+            return x[:, :3] * lengths[:, None]
+
+    model = Classifier(WithLengths())
+    x, lengths, y = torch.randn(4, 5), torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0, 1, 2, 0])
+    logits, target = model._logits_and_target((x, lengths, y))
+    assert torch.equal(logits, x[:, :3] * lengths[:, None]) and torch.equal(target, y)
+
+
+def test_load_from_checkpoint_of_a_python_run_takes_the_net_again(tmp_path):
+    """From plain Python the live net is not pickled into the hyperparameters (the checkpoint stays
+    weights-only loadable): the weights come back into the net passed to load_from_checkpoint."""
+    torch.manual_seed(0)
+    model = Classifier(MnistCNN(channels=(4, 8, 8), hidden=8, attention="spatial", num_classes=4),
+                       label_smoothing=0.1)
+    trainer = _trainer(tmp_path, max_steps=3)
+    trainer.fit(model, DataLoader(_digits(), batch_size=8))
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    assert "net" not in torch.load(tmp_path / "run.ckpt", weights_only=False)["hyper_parameters"]
+    again = load_module(Classifier, tmp_path / "run.ckpt",
+                        net=MnistCNN(channels=(4, 8, 8), hidden=8, attention="spatial", num_classes=4))
+    assert again.label_smoothing == 0.1 and again.num_classes == 4
+    x = _digits(6, seed=3).tensors[0]
+    assert torch.equal(again.eval()(x), model.eval()(x))
+    with pytest.raises(ValueError, match=r"run\.ckpt failed to load as zoo\.tasks\.classifier\.Classifier.*net"):
+        load_module(Classifier, tmp_path / "run.ckpt")
+
+
+# --- checkpoints of zoo < 0.2 --------------------------------------------------------------------------------
+BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+HEAD = ["head.2.weight", "head.2.bias", "head.5.weight", "head.5.bias"]
+
+
+def conv_bn(prefix: str) -> list[str]:
+    return [f"{prefix}.0.weight", *(f"{prefix}.1.{s}" for s in BN)]
+
+
+def cbam(prefix: str) -> list[str]:
+    return [f"{prefix}.channel.mlp.0.weight", f"{prefix}.channel.mlp.2.weight", f"{prefix}.spatial.conv.weight"]
+
+
+# the state-dict keys the old classes wrote (read off checkpoints of zoo 32e2a39): the nets must keep them
+OLD_KEYS = {
+    "CNN": [k for i in range(4) for k in conv_bn(f"features.{i}.0")] + HEAD,
+    "CBAMNet": [k for i in range(4) for k in conv_bn(f"features.{i}.0") + cbam(f"features.{i}.1")] + HEAD,
+    "LeNet5": [f"{m}.{i}.{p}" for m, i in (("conv", 0), ("conv", 3), ("fc", 0), ("fc", 3), ("out", 1))
+               for p in ("weight", "bias")],
+    "MnistCNN": conv_bn("block1.0") + conv_bn("block2.0") + conv_bn("block3") + HEAD,
+    "SpatialAttentionCNN": conv_bn("block1.0") + ["block1.1.conv.weight"] + conv_bn("block2.0")
+                           + ["block2.1.conv.weight"] + conv_bn("block3") + HEAD,
+}
+OLD_KEYS["ImageClassifier"] = OLD_KEYS["CNN"]
+ADAMW = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.002, "weight_decay": 0.0005}}
+COSINE = {"class_path": "torch.optim.lr_scheduler.CosineAnnealingLR", "init_args": {"T_max": 10}}
+SMALL4 = {"channels": [4, 8, 8, 16], "hidden": 8, "dropout": 0.3, "num_classes": 10, "channels_last": True}
+# old class path -> (its saved hyperparameters, the net it is now, input shape)
+LEGACY = {
+    "zoo.audio_cnn.CNN": ({"in_channels": 1, **SMALL4}, ConvNet(in_channels=1, **SMALL4), (3, 1, 32, 24)),
+    "zoo.audio_cnn.CBAMNet": ({"in_channels": 1, **SMALL4, "reduction": 4, "attention_kernel": 5},
+                              ConvNet(in_channels=1, **SMALL4, attention="cbam", reduction=4, attention_kernel=5),
+                              (3, 1, 32, 24)),
+    "zoo.image_classifier.ImageClassifier": (
+        {"in_channels": 3, **SMALL4, "augment": True, "hflip": 0.5, "contrast": 0.2, "translate": 0.1,
+         "augment_seed": None}, ConvNet(in_channels=3, **SMALL4), (3, 3, 16, 16)),
+    "zoo.mnist_classifiers.LeNet5": ({"in_channels": 1, "activation": "tanh", "dropout": 0.1, "num_classes": 10},
+                                     LeNet5(activation="tanh", dropout=0.1), (3, 1, 28, 28)),
+    "zoo.mnist_classifiers.MnistCNN": ({"in_channels": 1, "channels": [4, 8, 8], "hidden": 8, "dropout": 0.3,
+                                        "num_classes": 10}, MnistCNN(channels=(4, 8, 8), hidden=8), (3, 1, 28, 28)),
+    "zoo.mnist_classifiers.SpatialAttentionCNN": (
+        {"in_channels": 1, "channels": [4, 8, 8], "hidden": 8, "dropout": 0.3, "num_classes": 10,
+         "attention_kernel": 3}, MnistCNN(channels=(4, 8, 8), hidden=8, attention="spatial", attention_kernel=3),
+        (3, 1, 28, 28)),
+}
+
+
+def _old_checkpoint(path: Path, class_path: str, net_hparams: dict, net: nn.Module) -> dict:
+    """What ``python -m zoo fit`` of zoo < 0.2 wrote: the old class, its flat init args, the layers'
+    weights at the top level of the state dict (random values, also in the BatchNorm statistics)."""
+    g = torch.Generator().manual_seed(1)
+    state = {k: (torch.randn(v.shape, generator=g).abs() + 0.5 if "running_var" in k else
+                 torch.randn(v.shape, generator=g)) if v.is_floating_point() else v
+             for k, v in net.state_dict().items()}
+    task = {"class_names": [f"c{i}" for i in range(10)], "label_smoothing": 0.1}
+    if not class_path.endswith("ImageClassifier"):  # it did not save its optimizer
+        task |= {"optimizer": ADAMW, "scheduler": COSINE}
+    hparams = {"_class_path": class_path, **net_hparams, **task,
+               "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+    torch.save({"state_dict": state, "hyper_parameters": hparams, "epoch": 3, "global_step": 40,
+                "pytorch-lightning_version": L.__version__,
+                "datamodule_hyper_parameters": {"normalize": "standard"}}, path)
+    return state
+
+
+@pytest.mark.parametrize("class_path", LEGACY)
+def test_an_old_checkpoint_converts_to_the_same_function(class_path, tmp_path, capsys):
+    net_hparams, net, shape = LEGACY[class_path]
+    old_name = class_path.rsplit(".", 1)[-1]
+    assert list(net.state_dict()) == OLD_KEYS[old_name], "the net's layout no longer matches the old checkpoints"
+    state = _old_checkpoint(tmp_path / "old.ckpt", class_path, net_hparams, net)
+    with pytest.raises(ValueError, match=rf"{class_path}.*convert_checkpoint --src .*old\.ckpt"):
+        load_cli_checkpoint(tmp_path / "old.ckpt")  # refused, with the command that converts it
+
+    convert_checkpoint(src=str(tmp_path / "old.ckpt"), dst=str(tmp_path / "new" / "new.ckpt"))
+    assert f"({class_path}) -> " in capsys.readouterr().out
+    model, data_hp = load_cli_checkpoint(tmp_path / "new" / "new.ckpt")
+    assert type(model) is Classifier and type(model.net) is type(net) and data_hp == {"normalize": "standard"}
+    assert model.class_names == [f"c{i}" for i in range(10)] and model.label_smoothing == 0.1
+    net.load_state_dict(state)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(x), net.eval()(x))
+    saved = torch.load(tmp_path / "new" / "new.ckpt", weights_only=False)
+    assert saved["epoch"] == 3 and saved["global_step"] == 40  # the rest of the checkpoint is kept
+    if class_path.endswith("ImageClassifier"):  # its augmentation flags became a BatchAugment module
+        assert type(model.augment).__name__ == "BatchAugment"
+        assert (model.augment.hflip, model.augment.contrast, model.augment.translate) == (0.5, 0.2, 0.1)
+        assert model.augment.padding_mode == "reflection"
+    else:
+        assert model.augment is None
+        opt = model.optimizer(model.parameters())
+        assert type(opt) is torch.optim.AdamW and opt.defaults["lr"] == 0.002
+
+
+def test_convert_refuses_a_checkpoint_that_is_not_old(tmp_path):
+    torch.manual_seed(0)
+    model = Classifier(LeNet5())
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(model, DataLoader(_digits(8), batch_size=8))
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    with pytest.raises(ValueError, match=r"new\.ckpt is not a checkpoint of an old zoo class.*zoo\.audio_cnn\.CNN"):
+        convert_checkpoint(src=str(tmp_path / "new.ckpt"), dst=str(tmp_path / "out.ckpt"))
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+# --- the study grids over classifier configs ----------------------------------------------------------------
+CLASSIFIER_GRIDS = ["reduced_mnist_aug_x_synth", "reduced_mnist_batch128", "reduced_mnist_cnn_vs_sa",
+                    "reduced_mnist_lenet_search", "reduced_mnist_real_x_aug", "reduced_mnist_real_x_synth",
+                    "spoken_digits_ablation", "spoken_digits_cnn_vs_cbam", "spoken_digits_loso",
+                    "image_classifier_label_fraction", "scaling_lenet_12cells", "audiomnist_az_gender_cnn"]
+
+
+@pytest.mark.parametrize("name", CLASSIFIER_GRIDS)
+def test_every_run_of_a_classifier_grid_would_start(name, monkeypatch):
+    """Grid axes and args that set a net's settings address them inside the task
+    (``model.init_args.net.init_args.<arg>``); each distinct command is parsed by the CLI, nothing runs."""
+    from conftest import REPO
+    from zoo.tools.grid import load_grid, validate_commands
+
+    monkeypatch.chdir(REPO)
+    spec = load_grid(REPO / "configs" / "grids" / f"{name}.yaml")
+    assert validate_commands(spec) >= 1
