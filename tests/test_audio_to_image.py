@@ -97,6 +97,19 @@ def test_vae_shapes_and_range():
     assert torch.isclose(loss, recon + kl) and kl >= 0
 
 
+def test_time_averaged_input_is_the_mean_over_valid_frames_only():
+    """The original study's input (audio_input="mean"): 13 numbers per clip, padding left out."""
+    net = MFCCToImageVAE(n_mfcc=3, hidden=(8,), latent_dim=2, decoder_channels=4, audio_input="mean")
+    feats = torch.zeros(2, 4, 3)
+    feats[0, :2] = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])
+    feats[0, 2:] = 100.0  # padding beyond the valid length must not count
+    feats[1] = torch.arange(12.0).view(4, 3)
+    x = net.audio_input(feats, torch.tensor([2, 4]))
+    assert torch.allclose(x, torch.tensor([[2.0, 3.0, 4.0], [4.5, 5.5, 6.5]]))
+    assert net.encoder[1].in_features == 3  # vs n_mfcc * audio_frames for the resampled input
+    assert net(feats, torch.tensor([2, 4])).shape == (2, 1, 28, 28)
+
+
 def test_vae_rejects_non_mfcc_input_and_bad_settings():
     model = vae(n_mfcc=13)
     with pytest.raises(ValueError, match="n_mfcc=13"):

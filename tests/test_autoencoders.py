@@ -129,17 +129,31 @@ def test_autoencoder_task_learns_sines_on_a_fixed_batch():
 
 def test_lstm_task_trainer_logs_metrics_and_figure(tmp_path):
     dm = SineWaves(n_train=32, n_val=16, n_test=16, length=16, batch_size=16)
-    model = Autoencoder(LSTMAutoencoder(hidden_size=8, latent_size=2), num_figure_samples=4)
+    model = Autoencoder(LSTMAutoencoder(hidden_size=8, latent_size=2), num_figure_samples=4, probe_folds=2,
+                        factor_names=["frequency", "phase", "amplitude"])
     trainer = L.Trainer(max_epochs=1, logger=CSVLogger(tmp_path), enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
     trainer.fit(model, dm)
     assert {"val/mse", "val/loss", "train/mse"} <= set(trainer.callback_metrics)
     res = trainer.test(model, dm, verbose=False)[0]
     assert res["test/mse"] > 0 and res["test/mse"] == pytest.approx(res["test/loss"], rel=1e-5)
-    # the sine parameters are floats, not class labels: no probe, no latent scatter plots
+    # the sine parameters are continuous factors, not class labels: no class probe, but a linear R^2 per
+    # factor and a PCA of the codes coloured by each factor
     assert "test/probe_acc" not in res
+    assert {"test/probe_r2/frequency", "test/probe_r2/phase", "test/probe_r2/amplitude"} <= set(res)
+    assert all(r2 <= 1.0 for k, r2 in res.items() if "probe_r2" in k)
     names = {p.name.split("_step")[0] for p in tmp_path.rglob("*.png")}
-    assert names == {"test_reconstructions"}, names
+    assert names == {"test_reconstructions", "test_latent_pca"}, names
+
+
+def test_factor_r2_finds_a_linearly_coded_factor():
+    from zoo.tasks.autoencoder import factor_r2
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(200, 4, generator=g).numpy()
+    factors = torch.stack([torch.from_numpy(codes[:, 0] * 2 + 1), torch.randn(200, generator=g).double()], 1).numpy()
+    held, noise = factor_r2(codes, factors, folds=5)
+    assert held > 0.99 and noise < 0.1
 
 
 # --- ConvAutoencoder ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A thin :class:`~lightning.pytorch.cli.LightningCLI` in subclass mode. Before parsing, every module
 of the ``zoo`` and ``datamodules`` packages is imported so that each LightningModule and
-LightningDataModule can be chosen by its short class name (``--model CBAMNet``).
+LightningDataModule can be chosen by its short class name (``--model Classifier --model.net zoo.nets.convnet.ConvNet``).
 
 Defaults a user expects, all overridable from a config or the command line:
 

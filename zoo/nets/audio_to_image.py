@@ -5,12 +5,13 @@ Audio input: MFCC sequences, linearly resampled along time to ``audio_frames`` f
 (13 x 32 = 416 numbers by default). Why: FSDD clips last 0.1-2.3 s, an MLP needs a fixed size, and digits
 differ by the *order* of their sounds ("six" vs "seven"), which per-coefficient statistics (mean/std over
 time) would throw away; resampling keeps the order and normalises the speaking rate, which the digit does
-not depend on.
+not depend on. ``audio_input="mean"`` is the original study's input instead: each coefficient averaged
+over the clip's valid frames (13 numbers), kept as an option so the two can be compared.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -47,17 +48,21 @@ class MFCCToImageVAE(nn.Module):
         latent_dim: dimension of the Gaussian latent between encoder and image decoder.
         dropout: dropout probability after each hidden layer of the MLP encoder.
         decoder_channels: base channel count of the transposed-conv decoder (its first upsampling outputs this many).
+        audio_input: "resampled" (the sequence resampled to ``audio_frames`` frames, order kept) or "mean" (the
+            time-averaged MFCC vector of the original study; ``audio_frames`` is then unused).
     """
 
     def __init__(self, n_mfcc: int = 13, audio_frames: int = 32, hidden: Sequence[int] = (512, 256),
-                 latent_dim: int = 16, dropout: float = 0.2, decoder_channels: int = 64) -> None:
+                 latent_dim: int = 16, dropout: float = 0.2, decoder_channels: int = 64,
+                 audio_input: Literal["resampled", "mean"] = "resampled") -> None:
         super().__init__()
         if min(n_mfcc, audio_frames, latent_dim, decoder_channels) < 1 or not hidden:
             raise ValueError("MFCCToImageVAE n_mfcc, audio_frames, latent_dim, decoder_channels must be >= 1 and "
                              f"hidden non-empty, got {n_mfcc}, {audio_frames}, {latent_dim}, {decoder_channels}, "
                              f"{list(hidden)}")
         self.n_mfcc, self.audio_frames, self.latent_dim = n_mfcc, audio_frames, latent_dim
-        layers, width = [nn.Flatten()], n_mfcc * audio_frames
+        self.input_kind = audio_input
+        layers, width = [nn.Flatten()], n_mfcc * (audio_frames if audio_input == "resampled" else 1)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = h
@@ -77,6 +82,9 @@ class MFCCToImageVAE(nn.Module):
         if feats.dim() != 3 or feats.shape[-1] != self.n_mfcc:
             raise ValueError(f"MFCCToImageVAE expects MFCC batches (B, T, n_mfcc={self.n_mfcc}), got "
                              f"{tuple(feats.shape)}: use SpokenDigitImagePairs (or SpokenDigits feature='mfcc')")
+        if self.input_kind == "mean":  # over each clip's valid frames only: padding must not dilute it
+            valid = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
+            return (feats * valid[..., None]).sum(1) / lengths.to(feats.device, feats.dtype)[:, None]
         return resample_frames(feats, lengths, self.audio_frames)
 
     def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,9 +7,12 @@ sweep in ``configs/grids/lstm_ae_latent.yaml``; results in ``docs/autoencoders.m
 An autoencoder has no accuracy, so the task monitors reconstruction error (``val/mse``). When test
 batches carry integer class labels (``(x, y)`` with ``y`` of shape ``(B,)``), it also measures what the
 code is *worth*: a linear probe (logistic regression) cross-validated on the frozen test-set codes
-(``test/probe_acc``), and the codes drawn in 2-D with PCA and t-SNE coloured by class. The labels never
-reach the encoder. Metrics: ``train/loss``, ``train/mse``, ``val/loss``, ``val/mse``, ``test/loss``,
-``test/mse`` (and ``test/probe_acc``).
+(``test/probe_acc``), and the codes drawn in 2-D with PCA and t-SNE coloured by class. When they carry
+continuous generating factors instead (``y`` of shape ``(B, k)``, e.g. a sine's frequency, phase and
+amplitude), the PCA of the codes is drawn once per factor, coloured by it, and a cross-validated linear
+regression from code to each factor gives ``test/probe_r2/<factor>``: how linearly the code holds it.
+The labels never reach the encoder. Metrics: ``train/loss``, ``train/mse``, ``val/loss``, ``val/mse``,
+``test/loss``, ``test/mse`` (and ``test/probe_acc`` or ``test/probe_r2/...``).
 """
 
 from __future__ import annotations
@@ -112,6 +115,44 @@ def _input(batch) -> torch.Tensor:
     return batch[0] if isinstance(batch, (list, tuple)) else batch
 
 
+def _factors(batch, n: int) -> torch.Tensor | None:
+    """The batch's last element when it is a ``(B, k)`` float tensor of generating factors."""
+    if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        return None
+    y = batch[-1]
+    return y if isinstance(y, torch.Tensor) and y.dim() == 2 and y.shape[0] == n and y.is_floating_point() else None
+
+
+def factor_r2(codes: np.ndarray, factors: np.ndarray, folds: int = 5) -> list[float]:
+    """Cross-validated R^2 of a linear regression from the codes to each factor."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import KFold, cross_val_score
+
+    cv = KFold(folds, shuffle=True, random_state=0)
+    return [float(cross_val_score(LinearRegression(), codes, factors[:, j], cv=cv, scoring="r2").mean())
+            for j in range(factors.shape[1])]
+
+
+def factor_pca_figure(codes: np.ndarray, factors: np.ndarray, names: list[str]) -> "plt.Figure":
+    """The codes' first two principal components, one panel per factor, coloured by its value."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2).fit(codes)
+    points = pca.transform(codes)
+    k = factors.shape[1]
+    fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.4), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        sc = ax.scatter(points[:, 0], points[:, 1], c=factors[:, j], s=6, cmap="viridis")
+        fig.colorbar(sc, ax=ax, fraction=0.046)
+        ax.set_title(f"coloured by {names[j]}", fontsize=9)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    fig.suptitle(f"PCA of {codes.shape[0]} test codes ({100 * pca.explained_variance_ratio_.sum():.0f}% variance)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def _class_labels(batch, n: int) -> torch.Tensor | None:
     """The batch's last element when it is a vector of integer class labels (not, e.g., sine parameters)."""
     if not isinstance(batch, (list, tuple)) or len(batch) < 2:
@@ -136,6 +177,8 @@ class Autoencoder(L.LightningModule):
         probe_folds: folds of the cross-validated logistic-regression probe on the test codes (test/probe_acc);
             0 skips the probe.
         tsne_samples: number of test codes (seeded subsample) embedded in the t-SNE figure; 0 skips it.
+        factor_names: names of the continuous generating factors test batches may carry (``(B, k)``), for
+            the per-factor PCA panels and ``test/probe_r2/<name>``; None: "factor0", "factor1", ...
         num_figure_samples: number of test images/sequences drawn next to their reconstructions.
         optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
         scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
@@ -144,7 +187,7 @@ class Autoencoder(L.LightningModule):
     monitor = ("val/mse", "min")
 
     def __init__(self, net: nn.Module, loss: Literal["mse", "bce"] = "mse", probe_folds: int = 5,
-                 tsne_samples: int = 1000, num_figure_samples: int = 16,
+                 tsne_samples: int = 1000, num_figure_samples: int = 16, factor_names: list[str] | None = None,
                  optimizer: OptimizerCallable = default_optimizer,
                  scheduler: LRSchedulerCallable | None = None) -> None:
         super().__init__()
@@ -161,6 +204,9 @@ class Autoencoder(L.LightningModule):
         self.test_mse = MeanSquaredError()
         self._test_codes: list[torch.Tensor] = []
         self._test_labels: list[torch.Tensor] = []
+        self.factor_names = list(factor_names) if factor_names is not None else None
+        self._test_factors: list[torch.Tensor] = []
+        self._test_factor_codes: list[torch.Tensor] = []
         self._test_sample: tuple[torch.Tensor, torch.Tensor, int | None] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,6 +241,7 @@ class Autoencoder(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_codes, self._test_labels, self._test_sample = [], [], None
+        self._test_factors, self._test_factor_codes = [], []
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, recon, loss = self._step(batch)
@@ -206,6 +253,10 @@ class Autoencoder(L.LightningModule):
         if labels is not None and encode is not None:
             self._test_codes.append(encode(x).detach().flatten(1).cpu())
             self._test_labels.append(labels.detach().cpu())
+        factors = _factors(batch, x.shape[0])
+        if factors is not None and encode is not None:
+            self._test_factor_codes.append(encode(x).detach().flatten(1).cpu())
+            self._test_factors.append(factors.detach().cpu())
         if self._test_sample is None:
             n = self.num_figure_samples
             code_size = encode(x[:1]).flatten(1).shape[1] if encode is not None else None
@@ -224,6 +275,10 @@ class Autoencoder(L.LightningModule):
                                                      title=f"{type(self.net).__name__}{code}")
             log_figure(self.trainer, "test/reconstructions", fig)
             self._test_sample = None
+        if self._test_factors:
+            self._factor_figures(torch.cat(self._test_factor_codes).float().numpy(),
+                                 torch.cat(self._test_factors).float().numpy())
+            self._test_factors, self._test_factor_codes = [], []
         if not self._test_codes:
             return
         codes = torch.cat(self._test_codes).float().numpy()
@@ -235,6 +290,17 @@ class Autoencoder(L.LightningModule):
                 self.log("test/probe_acc", acc)
         for key, fig in latent_figures(codes, labels, self.tsne_samples).items():
             log_figure(self.trainer, key, fig)
+
+    def _factor_figures(self, codes: np.ndarray, factors: np.ndarray) -> None:
+        names = self.factor_names or [f"factor{j}" for j in range(factors.shape[1])]
+        if len(names) != factors.shape[1]:
+            raise ValueError(f"Autoencoder: factor_names has {len(names)} names but the test batches carry "
+                             f"{factors.shape[1]} factors")
+        if codes.shape[0] >= 10 and self.probe_folds:
+            for name, r2 in zip(names, factor_r2(codes, factors, self.probe_folds)):
+                self.log(f"test/probe_r2/{name}", r2)
+        if codes.shape[0] >= 3 and codes.shape[1] >= 2:
+            log_figure(self.trainer, "test/latent_pca", factor_pca_figure(codes, factors, names))
 
     def configure_optimizers(self):
         return configure_optimizers_from(self, self.optimizer, self.scheduler)
