@@ -39,6 +39,26 @@ def zoo_env(tmp_path_factory):
             os.environ[k] = v
 
 
+def pytest_collection_modifyitems(config, items):
+    """The real-data layer (tests that take ``shared_data``) exists only where ``../shared/data`` does: on a
+    clone without it those tests are deselected, not skipped, and the summary says how many and why. Every
+    behaviour they check is also tested on fixtures (``config_data`` and the format writers)."""
+    if HAVE_SHARED:
+        return
+    layer = [item for item in items if "shared_data" in getattr(item, "fixturenames", ())]
+    if layer:
+        config.hook.pytest_deselected(items=layer)
+        items[:] = [item for item in items if item not in layer]
+        config._zoo_real_data_layer = len(layer)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n = getattr(config, "_zoo_real_data_layer", 0)
+    if n:
+        terminalreporter.write_line(f"{n} test(s) of the real-data layer deselected: no shared data at {SHARED_DATA} "
+                                    "(their behaviour is covered on fixtures; set ZOO_SHARED_DATA to run them)")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not HAVE_SHARED:

@@ -187,7 +187,7 @@ def test_cli_exit_status_reports_failures(tmp_path):
     assert exit_.value.code == 1
 
 
-def test_real_zoo_run_end_to_end(tmp_path, shared_data, monkeypatch):
+def test_real_zoo_run_end_to_end(tmp_path, config_data, monkeypatch):
     """One real `python -m zoo fit` cell (fast_dev_run) writes its results where the grid reads them."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     path = tmp_path / "grid.yaml"
