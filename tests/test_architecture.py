@@ -127,3 +127,12 @@ def test_the_checker_sees_an_upward_import(tmp_path, upward, monkeypatch):
             test_imports_only_go_down_the_stack()
     finally:
         fake.unlink()
+
+
+def test_every_refused_old_class_has_a_conversion_rule():
+    """zoo.checkpoints refuses the old classes (it cannot import the tools that convert them); the two lists
+    must be the same, or a refused checkpoint would have no conversion, or a rule no refusal."""
+    from zoo.checkpoints import LEGACY_CLASSES
+    from zoo.tools.convert import all_rules
+
+    assert set(all_rules()) == set(LEGACY_CLASSES)

@@ -385,3 +385,20 @@ def test_results_file_is_valid_json_when_a_metric_is_nan(tmp_path):
 
     record = json.loads((tmp_path / "r.json").read_text(), parse_constant=no_constants)
     assert record["metrics"] == {"val/loss": None, "val/acc": 0.5}
+
+
+def test_ckpt_path_of_an_old_zoo_names_the_converter(tmp_path):
+    """A zoo 0.1 checkpoint given to --ckpt_path fails before LightningCLI reads its hyperparameters."""
+    import torch
+
+    from zoo.cli import refuse_legacy_checkpoint
+
+    old = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": {"_class_path": "zoo.audio_cnn.CNN", "channels": [8, 8, 8, 8]},
+                "state_dict": {}}, old)
+    with pytest.raises(ValueError, match=r"--ckpt_path .*old\.ckpt was written before .*zoo\.audio_cnn\.CNN.*"
+                                         r"python -m zoo\.tools\.convert_checkpoint --src .*old\.ckpt"):
+        refuse_legacy_checkpoint(old)
+    new = tmp_path / "new.ckpt"
+    torch.save({"hyper_parameters": {"_class_path": "zoo.tasks.classifier.Classifier"}, "state_dict": {}}, new)
+    refuse_legacy_checkpoint(new)  # today's checkpoints pass

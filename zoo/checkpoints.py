@@ -38,10 +38,7 @@ def load_cli_checkpoint(path: str | Path, base: type = L.LightningModule, what: 
     if not isinstance(class_path, str) or not class_path or "state_dict" not in ckpt:
         raise ValueError(f"{what} {path} does not record its model class (no '_class_path' hyperparameter or no "
                          f"state_dict); expected a checkpoint written by `python -m zoo fit`: {hint}")
-    if class_path in LEGACY_CLASSES:
-        raise ValueError(f"{what} {path} was written before the zoo split networks from tasks (its class "
-                         f"{class_path} no longer exists); convert it once with `python -m "
-                         f"zoo.tools.convert_checkpoint --src {path} --dst NEW.ckpt` and use NEW.ckpt")
+    refuse_legacy(hp, path, what)
     check_class_paths(hp, path, what)
     module_name, _, cls_name = class_path.rpartition(".")
     if module_name.partition(".")[0] not in TRUSTED and module_name not in sys.modules:
@@ -71,3 +68,13 @@ def check_class_paths(hparams, path, what: str = "checkpoint") -> None:
     elif isinstance(hparams, (list, tuple)):
         for value in hparams:
             check_class_paths(value, path, what)
+
+
+def refuse_legacy(hparams, path, what: str = "checkpoint") -> None:
+    """A checkpoint of zoo < 0.2 (one LightningModule per network) fails with the command that converts it;
+    every loader (the CLI's ``--ckpt_path``, :func:`load_cli_checkpoint`, ``load_gan``) calls this."""
+    old = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    if old in LEGACY_CLASSES:
+        raise ValueError(f"{what} {path} was written before the zoo split networks from tasks (its class {old} "
+                         f"no longer exists); convert it once with `python -m zoo.tools.convert_checkpoint --src "
+                         f"{path} --dst NEW.ckpt` and use NEW.ckpt")

@@ -120,14 +120,10 @@ def release_unused_versions() -> None:
 def refuse_legacy_checkpoint(path) -> None:
     """A checkpoint of zoo < 0.2 (one LightningModule per network) fails here with the command that converts
     it, before LightningCLI tries to read its hyperparameters into today's config."""
-    from zoo.checkpoints import LEGACY_CLASSES
+    from zoo.checkpoints import refuse_legacy
 
     hp = load_checkpoint(path, hint="pass a checkpoint written by `python -m zoo fit`").get("hyper_parameters")
-    old = hp.get("_class_path") if isinstance(hp, dict) else None
-    if old in LEGACY_CLASSES:
-        raise ValueError(f"--ckpt_path {path} was written before the zoo split networks from tasks (its class {old} "
-                         f"no longer exists); convert it once with `python -m zoo.tools.convert_checkpoint --src "
-                         f"{path} --dst NEW.ckpt` and pass NEW.ckpt")
+    refuse_legacy(hp, path, "--ckpt_path")
 
 
 def provenance() -> dict:

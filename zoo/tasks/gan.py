@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from zoo.checkpoints import LEGACY_CLASSES, check_class_paths
+from zoo.checkpoints import check_class_paths, refuse_legacy
 from zoo.figures import image_grid_figure, log_figure
 from zoo.metrics import classifier_fid
 from zoo.nets.dcgan import dcgan_init, slerp
@@ -429,10 +429,7 @@ def load_gan(checkpoint: str | Path, map_location: str = "cpu", generator: nn.Mo
         raise ValueError(f"{what} {checkpoint} has no state_dict: expected a checkpoint of a GAN run "
                          "(python -m zoo fit --config configs/dcgan_mnist.yaml)")
     hp = ckpt.get("hyper_parameters") or {}
-    if hp.get("_class_path") in LEGACY_CLASSES:
-        raise ValueError(f"{what} {checkpoint} was written before the zoo split networks from tasks (class "
-                         f"{hp['_class_path']}); convert it once with `python -m zoo.tools.convert_checkpoint "
-                         f"--src {checkpoint} --dst NEW.ckpt` and use NEW.ckpt")
+    refuse_legacy(hp, checkpoint, what)
     check_class_paths(hp, checkpoint, what)
     nets = {k: v for k, v in (("generator", generator), ("discriminator", discriminator)) if v is not None}
     missing = [k for k in ("generator", "discriminator") if k not in nets and k not in hp]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from zoo.checkpoints import LEGACY_CLASSES
 from zoo.safe_load import load_checkpoint
 from zoo.tools.convert import all_rules
 
@@ -25,7 +26,7 @@ def is_legacy(ckpt: dict) -> str | None:
     """The old class path when ``ckpt`` was written before the split, else None."""
     hp = ckpt.get("hyper_parameters")
     class_path = hp.get("_class_path") if isinstance(hp, dict) else None
-    return class_path if class_path in all_rules() else None
+    return class_path if class_path in LEGACY_CLASSES else None
 
 
 def convert(ckpt: dict, path: str | Path = "checkpoint") -> dict:
