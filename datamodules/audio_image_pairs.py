@@ -13,6 +13,11 @@ images come from the matching MNIST split: train clips get MNIST training images
 clips MNIST validation images, test clips MNIST test images.
 
 Batches: ``(feats (B, T_max, n_mfcc) zero-padded, lengths (B,), images (B, 1, 28, 28), digits (B,))``.
+
+Predicting on a user's recordings (``predict_path``) goes through the wrapped ``SpokenDigits``: the same
+conversion as the training clips (any rate, depth and channel count; per-file errors in :attr:`predict_items`)
+and the MFCC normalisation the checkpoint carries (:meth:`state_dict`), so it needs neither the clips nor
+MNIST. Those batches have no image: ``(feats, lengths, digits)``, digits -1 where no class folder names one.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.audio import load_clips, pad_sequences
 from datamodules.mnist import MNISTDataModule
+from datamodules.paths import DatasetNotFoundError
+from datamodules.predict import PredictItem
 from datamodules.settings import LegacySettingsMixin, NonNegativeInt, OpenUnitInterval, PositiveInt, save_settings
 from datamodules.splits import SplitLoadersMixin
 from datamodules.spoken_digits import DIGIT_NAMES, SpokenDigits
@@ -112,6 +119,8 @@ class SpokenDigitImagePairs(LegacySettingsMixin, SplitLoadersMixin, L.LightningD
         split_seed: seed of the clip split and of the MNIST split.
         data_seed: seed of the clip-image pairing; None: split_seed.
         progress: show progress bars while reading audio and computing features.
+        predict_path: recordings to generate images for: a WAV/FLAC file, a folder (searched recursively) or a
+            glob; None: predict on the test split. Needs no dataset: the MFCC normalisation comes from the checkpoint.
     """
 
     num_classes = NUM_DIGITS
@@ -123,7 +132,7 @@ class SpokenDigitImagePairs(LegacySettingsMixin, SplitLoadersMixin, L.LightningD
                  sample_rate: PositiveInt = 8000, n_mfcc: PositiveInt = 13, val_fraction: OpenUnitInterval = 0.1,
                  mnist_per_class: PositiveInt | None = None, batch_size: PositiveInt = 64,
                  num_workers: NonNegativeInt = 0, split_seed: int = 0, data_seed: int | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, predict_path: str | None = None) -> None:
         """
         Args:
             source, split, test_speaker, sample_rate, n_mfcc, val_fraction: as in ``SpokenDigits``.
@@ -149,7 +158,8 @@ class SpokenDigitImagePairs(LegacySettingsMixin, SplitLoadersMixin, L.LightningD
                                        target="digit", data_dir=hp.data_dir, cache_dir=hp.cache_dir,
                                        download=hp.download, sample_rate=hp.sample_rate, n_mfcc=hp.n_mfcc,
                                        val_fraction=hp.val_fraction, batch_size=hp.batch_size,
-                                       num_workers=hp.num_workers, split_seed=hp.split_seed, progress=hp.progress)
+                                       num_workers=hp.num_workers, split_seed=hp.split_seed, progress=hp.progress,
+                                       predict_path=hp.predict_path)
         return self._audio
 
     @property
@@ -161,12 +171,18 @@ class SpokenDigitImagePairs(LegacySettingsMixin, SplitLoadersMixin, L.LightningD
                                            normalization="zero_one", batch_size=hp.batch_size, split_seed=hp.split_seed)
         return self._images
 
+    def _predicting_files(self) -> bool:
+        trainer = self.trainer
+        return bool(self.hparams.predict_path) and trainer is not None and trainer.state.fn == "predict"
+
     def prepare_data(self) -> None:
+        if self._predicting_files():  # the user's recordings need neither the clips nor MNIST
+            return
         self.audio.prepare_data()
         self.images.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
-        if self._datasets:
+        if self._datasets or (stage == "predict" and self._predicting_files()):
             return
         self.audio.setup(stage)
         self.images.setup(stage)
@@ -191,6 +207,37 @@ class SpokenDigitImagePairs(LegacySettingsMixin, SplitLoadersMixin, L.LightningD
         meta = self.audio.metadata(split)
         sr = self.hparams.sample_rate
         return load_clips([meta[i]["path"] for i in indices], sr, progress=False), sr
+
+    # --- predicting on a user's recordings ----------------------------------------------------------
+    @property
+    def predict_items(self) -> list[PredictItem]:
+        """The files of the last ``predict_path`` run, with the reason for each one that could not be used."""
+        return self.audio.predict_items
+
+    def state_dict(self) -> dict:
+        """The MFCC settings and training-set normalisation (saved in every checkpoint), so that predicting
+        on new recordings converts them exactly as the training clips were."""
+        return self.audio.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.audio.load_state_dict(state)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test pairs, or with ``predict_path`` the user's recordings as ``(feats, lengths, digits)`` (the
+        failed files are in :attr:`predict_items` with their reason, and left out of the batches)."""
+        if not self.hparams.predict_path:
+            return self._loader("test")
+        audio = self.audio
+        if audio.hparams.normalization == "dataset" and audio.feature_stats is None:
+            # a checkpoint written before this DataModule saved its state: the training split gives the statistics
+            # back (the same clips and split_seed give the same numbers), if the clips are still there
+            try:
+                audio.setup("fit")
+            except DatasetNotFoundError as e:
+                raise RuntimeError("SpokenDigitImagePairs: predicting on files needs the training clips' MFCC "
+                                   "normalisation; this checkpoint does not carry it (written before the DataModule "
+                                   f"saved it) and the clips to recompute it are missing: {e}") from e
+        return audio.predict_dataloader()
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         # order comes from the epoch-seeded sampler (it redraws the pairing), not from shuffle

@@ -4,18 +4,27 @@ MNIST's IDX format (tests/data_fixtures.py)."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from audio_fixtures import write_fsdd
+from audio_fixtures import digit_tone, write_fsdd
+from conftest import CONFIGS, run_cli
 from datamodules.audio_image_pairs import PairSampler, SpokenDigitImagePairs
+from datamodules.predict import PredictItem
+from zoo.callbacks import PredictionWriter, unique_png_names
 from zoo.checkpoints import load_cli_checkpoint
 from zoo.metrics import load_judge
 from zoo.nets.audio_to_image import MFCCToImageVAE, resample_frames
@@ -201,13 +210,18 @@ def test_missing_judge_fails_clearly_at_test_time(tmp_path):
         load_judge(no_class)
 
 
-def test_judge_from_cli_checkpoint_with_its_saved_normalisation(tmp_path, config_data):
-    """A real judge (one step of configs/lenet_mnist.yaml through the CLI); the task takes the input
-    normalisation its MNIST DataModule recorded and feeds the judge images in that range."""
+def _build_judge(tmp_path: Path) -> Path:
+    """A real judge: one step of configs/lenet_mnist.yaml through the CLI (the config hook's)."""
     spec = importlib.util.spec_from_file_location("a2i_hook", HOOK)
     hook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hook)
-    path = hook.build_judge(tmp_path)
+    return hook.build_judge(tmp_path)
+
+
+def test_judge_from_cli_checkpoint_with_its_saved_normalisation(tmp_path, config_data):
+    """A real judge (one step of configs/lenet_mnist.yaml through the CLI); the task takes the input
+    normalisation its MNIST DataModule recorded and feeds the judge images in that range."""
+    path = _build_judge(tmp_path)
     judge, normalize = load_judge(path)
     assert type(judge.net).__name__ == "LeNet5" and normalize == "standard"
     assert not any(p.requires_grad for p in judge.parameters())
@@ -298,6 +312,145 @@ def test_vae_trains_on_pairs_and_logs_audio(pair_root, tmp_path):
     res = trainer.test(model, dm, verbose=False)[0]
     assert res["test/acc"] == pytest.approx(0.1)  # FixedJudge(0): right for the 10% of clips that say 0
     assert len(list(tmp_path.rglob("test_clips_*.wav"))) == 3
+
+
+# --- predict: an image for each of a user's recordings --------------------------------------------------
+NET = "--model.init_args.net.init_args."
+
+
+def test_predict_writes_an_image_per_recording_and_a_contact_sheet(pair_root, tmp_path, capsys):
+    """Train one tiny epoch through the CLI, delete the clips and the cache, then predict on recordings of other
+    rates, depths and channel counts (two with the same stem) and a bad file: every usable file gets a PNG equal
+    to the model's own output for it, the judge's digit, and a CSV row; the bad one an error row."""
+    judge = _build_judge(tmp_path)
+    args = ["--config", CONFIGS / "audio2image_vae_fsdd.yaml", NET + "hidden", "[16]", NET + "latent_dim", "2",
+            NET + "decoder_channels", "4", "--model.judge_checkpoint", judge, "--data.mnist_per_class", "20",
+            "--data.batch_size", "16", "--data.progress", "false", "--trainer.accelerator", "cpu",
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", tmp_path / "runs"]
+    cli = run_cli(["fit", *args, "--data.data_dir", pair_root, "--data.cache_dir", tmp_path / "cache",
+                   "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+                   "--run.test_after_fit", "false"])
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    assert ckpt and Path(ckpt).is_file()
+    shutil.rmtree(pair_root)  # the clips and MNIST (a link) are gone: the checkpoint must be enough
+    shutil.rmtree(tmp_path / "cache")
+    recs = tmp_path / "recs"
+    for name, digit, rate, channels, fmt, subtype in (("seven/a.wav", 7, 8000, 1, "WAV", "PCM_16"),
+                                                      ("two/a.flac", 2, 48000, 2, "FLAC", "PCM_24"),
+                                                      ("c_16k.wav", 4, 16000, 1, "WAV", "FLOAT")):
+        (recs / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(recs / name, digit_tone(digit, 0, 9, sample_rate=rate, channels=channels), rate, format=fmt,
+                 subtype=subtype)
+    (recs / "bad").mkdir()
+    (recs / "bad" / "empty.wav").write_bytes(b"")
+    out = tmp_path / "out" / "generated.csv"
+    run_cli(["predict", *args, "--data.data_dir", tmp_path / "gone", "--data.cache_dir", tmp_path / "cache2",
+             "--ckpt_path", ckpt, "--data.predict_path", recs, "--run.predictions_file", out])
+
+    with out.open() as f:
+        rows = {Path(r["path"]).relative_to(recs).as_posix(): r for r in csv.DictReader(f)}
+    assert list(rows["c_16k.wav"]) == ["path", "image", "prediction", "probability", "label", "error"]
+    assert "empty file" in rows["bad/empty.wav"]["error"] and str(recs / "bad" / "empty.wav") in rows["bad/empty.wav"]["error"]
+    assert rows["bad/empty.wav"]["image"] == ""
+    good = ["c_16k.wav", "seven/a.wav", "two/a.flac"]  # file order: sorted paths
+    folder = tmp_path / "out" / "generated_images"
+    assert [Path(rows[k]["image"]) for k in good] == [folder / "c_16k.png", folder / "a.png", folder / "a-2.png"]
+    assert [rows[k]["label"] for k in good] == ["", "seven", "two"]
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    for k in good:  # the judge's digit for each generated image
+        assert rows[k]["error"] == "" and rows[k]["prediction"] in names and 0 < float(rows[k]["probability"]) <= 1
+    pngs = []
+    for k in good:
+        with Image.open(rows[k]["image"]) as im:
+            assert im.format == "PNG" and im.mode == "L" and im.size == (28, 28)
+            pngs.append(np.asarray(im))
+    assert not np.array_equal(pngs[1], pngs[2])  # a spoken seven and a two give different images
+
+    # the PNGs are the model's own output for the same files, converted as the training clips were
+    model, _ = load_cli_checkpoint(ckpt)
+    dm = SpokenDigitImagePairs(data_dir=str(tmp_path / "gone"), predict_path=str(recs), progress=False)
+    dm.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["SpokenDigitImagePairs"])
+    feats, lengths, digits = next(iter(dm.predict_dataloader()))
+    assert digits.tolist() == [-1, 7, 2]
+    with torch.no_grad():
+        expected = model.eval()(feats, lengths)[:, 0].numpy()
+    np.testing.assert_allclose(np.stack(pngs) / 255.0, expected, rtol=0, atol=0.5 / 255 + 1e-6)
+
+    montage = tmp_path / "out" / "generated_montage.png"
+    with Image.open(montage) as im:
+        assert im.format == "PNG" and im.width > 3 * 28
+    printed = capsys.readouterr().out
+    assert "3 file(s) predicted, 1 failed" in printed and str(montage) in printed
+
+    # the judge is a training-time artefact: without it the images are still written, without the digit
+    judge.unlink()
+    with pytest.warns(UserWarning, match="judge_checkpoint .* not found"):
+        run_cli(["predict", *args, "--data.data_dir", tmp_path / "gone", "--ckpt_path", ckpt,
+                 "--data.predict_path", recs / "seven", "--run.predictions_file", tmp_path / "no_judge.csv"])
+    with (tmp_path / "no_judge.csv").open() as f:
+        (row,) = csv.DictReader(f)
+    assert list(row) == ["path", "image", "label"] and row["label"] == "seven"
+    with Image.open(row["image"]) as im:
+        np.testing.assert_array_equal(np.asarray(im), pngs[1])
+
+
+def test_pairs_predict_path_uses_the_saved_normalisation_or_recomputes_it(pair_root, tmp_path):
+    """The checkpoint's state is all predicting needs; a checkpoint written before the DataModule saved it gets
+    the same statistics back from the training clips when they are there, and a clear error when not."""
+    trained = SpokenDigitImagePairs(data_dir=str(pair_root), cache_dir=str(tmp_path / "cache"), mnist_per_class=20,
+                                    progress=False)
+    trained.setup("fit")
+    state = trained.state_dict()
+    assert {"settings", "feature_mean", "feature_std"} <= set(state)
+    sf.write(tmp_path / "r.wav", digit_tone(3, 0, 9, sample_rate=22050), 22050)
+    kw = dict(cache_dir=str(tmp_path / "cache"), predict_path=str(tmp_path / "r.wav"), progress=False)
+    fresh = SpokenDigitImagePairs(data_dir=str(tmp_path / "gone"), **kw)
+    fresh.load_state_dict(state)
+    feats, lengths, digits = next(iter(fresh.predict_dataloader()))
+    assert feats.shape[0] == 1 and feats.shape[2] == 13 and [it.error for it in fresh.predict_items] == [None]
+    old = SpokenDigitImagePairs(data_dir=str(pair_root), **kw)  # no state loaded: as from an old checkpoint
+    torch.testing.assert_close(next(iter(old.predict_dataloader()))[0], feats)
+    with pytest.raises(RuntimeError, match="does not carry it.*FSDD.*not found"):
+        SpokenDigitImagePairs(data_dir=str(tmp_path / "gone"), **kw).predict_dataloader()
+    with pytest.raises(ValueError, match=r"n_mfcc=13 \(checkpoint\) vs 20 \(now\)"):
+        SpokenDigitImagePairs(n_mfcc=20, **kw).load_state_dict(state)
+
+
+def _writer_run(tmp_path: Path, images: torch.Tensor, items: list[PredictItem], predictions_file: bool = True):
+    writer = PredictionWriter(str(tmp_path / "p.csv") if predictions_file else None)
+    trainer = SimpleNamespace(world_size=1, datamodule=SimpleNamespace(predict_items=items, class_names=None))
+    writer.write_on_epoch_end(trainer, None, [{"images": images[:1]}, {"images": images[1:]}], None)
+    return writer
+
+
+def test_prediction_writer_saves_images_exactly_with_unique_names(tmp_path, capsys):
+    """Without probabilities (a generator with no judge): an image column and PNGs named after the files, the
+    stems made unique whatever their case; RGB images stay RGB; values round to the nearest of 0..255."""
+    items = [PredictItem("x/a.wav"), PredictItem("y/bad.wav", error="y/bad.wav: empty file"),
+             PredictItem("y/A.flac")]
+    images = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    writer = _writer_run(tmp_path, images, items)
+    with (tmp_path / "p.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "image", "error"]
+    assert [Path(r["image"]).name if r["image"] else "" for r in rows] == ["a.png", "", "A-2.png"]
+    for r, img in zip([rows[0], rows[2]], images):
+        with Image.open(r["image"]) as im:
+            assert im.mode == "RGB" and im.size == (7, 5)
+            np.testing.assert_array_equal(np.asarray(im), (img.permute(1, 2, 0) * 255).round().byte().numpy())
+    assert writer.montage == tmp_path / "p_montage.png" and writer.montage.is_file()
+    assert unique_png_names(["a.wav", "7/a.flac", "a-2.wav"]) == ["a.png", "a-2.png", "a-2-2.png"]
+    _writer_run(tmp_path / "none", images, items, predictions_file=False)
+    assert "images not saved: pass --run.predictions_file" in capsys.readouterr().out
+    assert not (tmp_path / "none").exists()
+
+
+def test_prediction_writer_refuses_images_outside_zero_one(tmp_path):
+    """A tanh generator's [-1, 1] images would be clipped to half black without a word: refused, with the fix."""
+    with pytest.raises(ValueError, match=r"images must be in \[0, 1\], got values in \[-1.*\(x \+ 1\) / 2"):
+        _writer_run(tmp_path, torch.linspace(-1, 1, 2 * 28 * 28).view(2, 1, 28, 28),
+                    [PredictItem("a.wav"), PredictItem("b.wav")])
 
 
 # --- checkpoints written before the nets/tasks split --------------------------------------------------

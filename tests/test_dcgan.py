@@ -431,6 +431,80 @@ def test_fid_zero_for_same_set_and_larger_for_other(tmp_path):
     assert abs(same) < 1e-3 and other > 100 * max(abs(same), 1e-4)
 
 
+def test_classifier_features_bring_images_to_the_judges_input_shape(tmp_path):
+    """A CIFAR-sized RGB judge scores 64x64 faces (and gray digits): resized, channels matched; the
+    shape comes from the judge's checkpoint (image_size / image_channels of its DataModule)."""
+    import torch.nn.functional as F
+
+    from zoo.nets.convnet import ConvNet
+
+    torch.manual_seed(0)
+    judge = Classifier(ConvNet(in_channels=3, channels=(4, 8, 8, 8), hidden=16, num_classes=10)).eval()
+    feats = ClassifierFeatures(judge, "zero_one", (3, 32, 32))
+    faces = torch.rand(4, 3, 64, 64)
+    small = F.interpolate(faces, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    assert feats.num_features == 8 and feats(faces).shape == (4, 8)  # ConvNet.features: the pooled conv features
+    assert torch.allclose(feats(faces), feats(small), atol=1e-6)
+    gray = torch.rand(4, 1, 32, 32)
+    assert torch.allclose(feats(gray), feats(gray.expand(-1, 3, -1, -1)))
+    with pytest.raises(ValueError, match=r"\(N, 1 or 3, H, W\)"):
+        feats(torch.rand(4, 2, 32, 32))
+    with pytest.raises(ValueError, match="input_shape"):
+        ClassifierFeatures(judge, "zero_one", (2, 32, 32))
+    path = tmp_path / "cifar.ckpt"
+    t = trainer(max_steps=1)
+    t.fit(as_cli(Classifier, {"net": {"class_path": "zoo.nets.convnet.ConvNet",
+                                      "init_args": {"in_channels": 3, "channels": [4, 8, 8, 8], "hidden": 16}}}),
+          DataLoader(TensorDataset(torch.rand(8, 3, 32, 32), torch.arange(8)), batch_size=8))
+    t.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["datamodule_hyper_parameters"] = {"normalization": "zero_one", "image_size": 32, "image_channels": 3}
+    torch.save(ckpt, path)
+    assert ClassifierFeatures.from_checkpoint(path).input_shape == (3, 32, 32)
+    assert ClassifierFeatures.from_checkpoint(_feature_checkpoint(tmp_path)).input_shape == (1, 28, 28)  # MNIST runs
+
+
+def test_sample_diversity_is_near_one_for_data_like_samples_and_zero_for_collapse():
+    from zoo.metrics import SampleDiversity
+
+    g = torch.Generator().manual_seed(0)
+    real, other = torch.rand(64, 3, 16, 16, generator=g), torch.rand(64, 3, 16, 16, generator=g)
+    one_image = other[:1].expand(64, -1, -1, -1)
+    for fake, low, high in ((other, 0.95, 1.05), (one_image, 0.0, 1e-6), (torch.zeros_like(real), 0.0, 1e-6),
+                            (0.2 * other, 0.15, 0.25)):  # washed out: a fifth of the spread
+        m = SampleDiversity()
+        m.update(real, real=True)
+        m.update(fake, real=False)
+        assert low <= float(m.compute()) <= high
+    with pytest.raises(ValueError, match="needs batches"):
+        SampleDiversity().compute()
+
+
+def _squares(n: int, seed: int) -> torch.Tensor:
+    """64x64 RGB images in [-1, 1]: one coloured 24x24 square per image at a random place."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((n, 3, 64, 64), -1.0)
+    for i in range(n):
+        r, c = torch.randint(0, 40, (2,), generator=g).tolist()
+        x[i, :, r:r + 24, c:c + 24] = torch.rand(3, 1, 1, generator=g) * 2 - 1
+    return x
+
+
+@pytest.mark.parametrize("standing_batches,collapsed", [(50, False), (0, True)])
+def test_briefly_trained_dcgan64_samples_do_not_collapse(standing_batches, collapsed):
+    """The collapse of the first anime runs (every grid image the same): after 16 DCGAN-paper steps the
+    eval-mode samples of G vary (val/diversity ~0.12) with standing statistics; on its lagging running
+    averages (standing_batches=0, what those runs drew) they are one image (~0.001). The alarm fires."""
+    torch.manual_seed(0)
+    model = GAN(Generator("dcgan64", 16, 3, 8), Discriminator("dcgan64", 3, 8), standing_batches=standing_batches,
+                samples_per_row=2, interpolation_steps=3)
+    t = trainer(max_epochs=4, num_sanity_val_steps=0)
+    t.fit(model, DataLoader(TensorDataset(_squares(64, 0)), batch_size=16, shuffle=True),
+          DataLoader(TensorDataset(_squares(32, 1)), batch_size=16))
+    diversity = float(t.callback_metrics["val/diversity"])
+    assert (diversity < 0.01) if collapsed else (diversity > 0.05)
+
+
 def test_gan_logs_val_fid_with_feature_checkpoint(tmp_path):
     model = tiny(conditional=True, fid_features=_feature_checkpoint(tmp_path))
     assert model.monitor == ("val/fid", "min")

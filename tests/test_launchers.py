@@ -91,6 +91,8 @@ def test_a_grid_sweep_runs_every_cell_and_seed_and_every_line_parses(tmp_path, c
                                    "seed_everything": {"values": [0, 1]}}
     cmd = sweep["command"]
     assert cmd[cmd.index("--config") + 1] == str(CONFIGS / "lenet_reduced_mnist.yaml") and cmd[-1] == "${args}"
+    # nothing of one run: the agent's WANDB_RUN_ID names each run's folder and W&B run, and resumes it
+    assert not [a for a in cmd if a.startswith(("--ckpt_path", "--checkpoint.dirpath", "--trainer.logger.init_args"))]
     assert cmd[cmd.index("--model.init_args.label_smoothing") + 1] == "0.2" and "--variant" not in cmd
     lines = sweep_command_lines(sweep)
     assert len(lines) == 8 and len({tuple(ln) for ln in lines}) == 8  # 2 x 2 cells x 2 seeds, as the grid
@@ -111,6 +113,17 @@ def test_a_sweep_whose_lines_would_not_start_is_refused(tmp_path):
                                                                                   "model.init_args.net.init_args.dropout": 0.1}]}))
     with pytest.raises(ValueError, match="explicit 'cells'"):
         run_grid(str(cells), launcher="wandb-sweep")
+
+
+@pytest.mark.parametrize("args", [["--checkpoint.dirpath", "ckpts"], ["--ckpt_path=last"],
+                                  ["--trainer.logger.init_args.id", "run1"]])
+def test_a_sweep_command_naming_one_runs_files_is_refused(tmp_path, args):
+    """One command for every run of a sweep: a checkpoint folder or W&B id in it would make each run resume the
+    previous one. Without them each run's folder is named by the agent's WANDB_RUN_ID (tests/test_wandb_runs.py)."""
+    path = _zoo_grid(tmp_path, args=["--trainer.max_epochs", "2", *args])
+    with pytest.raises(ValueError, match=rf"runs one command for all its runs; --{args[0][2:].split('=')[0]} in it"):
+        run_grid(str(path), launcher="wandb-sweep")
+    assert not (tmp_path / "out" / "sweeps").exists()
 
 
 SEARCH = {"params": {"model.init_args.optimizer.init_args.lr": {"low": "1e-4", "high": 0.1, "log": True},

@@ -6,14 +6,17 @@ import csv
 import json
 import os
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, LearningRateMonitor, ModelCheckpoint
+from PIL import Image
 
 from zoo import compat
+from zoo.figures import image_grid_figure, save_figure
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -205,23 +208,35 @@ class SafeLearningRateMonitor(LearningRateMonitor):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predict`` results on a user's files: one CSV row per file (``path,prediction,probability``,
-    plus ``label`` when files sit in class-named folders and ``error`` for files that could not be used),
-    and prints a short table and, with labels, the accuracy.
+    """Writes ``predict`` results on a user's files: one CSV row per file, and prints a short table and, with
+    labels, the accuracy.
 
-    Reads the files' records from the DataModule's ``predict_items`` (``datamodules.predict``) and the
-    class names from the DataModule (else the model); predictions arrive in file order (the predict loader never shuffles).
+    One writer for every task; what a row holds follows what ``predict_step`` returns for each batch (a dict):
+
+    * ``"probs"`` ``(B, classes)`` (classifiers): ``prediction,probability`` columns.
+    * ``"images"`` ``(B, 1 or 3, H, W)`` in [0, 1] (generators, e.g. the audio-to-image VAE): an ``image`` column;
+      each image is saved as an 8-bit PNG named after its input file in ``<predictions_file stem>_images/``
+      (``a.wav`` -> ``a.png``; a later file with the same stem gets ``a-2.png``), and ``<stem>_montage.png`` next to
+      the CSV is a contact sheet of the images titled with the file names (the first ``montage_max``).
+
+    Both may come together (the VAE's judge labels its images). Files that could not be used get a row with
+    ``error``; files in class-named folders a ``label``. The files' records come from the DataModule's
+    ``predict_items`` (``datamodules.predict``), the class names from the DataModule (else the model);
+    predictions arrive in file order (the predict loader never shuffles).
 
     Args:
-        predictions_file: CSV file to write; None: only print the table.
+        predictions_file: CSV file to write; None: only print the table (images need the file: they go next to it).
         show: how many rows the printed table shows.
+        montage_max: most images on the contact sheet (a sheet of thousands would be unreadable and slow to draw).
     """
 
-    def __init__(self, predictions_file: str | None = None, show: int = 20) -> None:
+    def __init__(self, predictions_file: str | None = None, show: int = 20, montage_max: int = 400) -> None:
         super().__init__(write_interval="epoch")
         self.predictions_file = predictions_file
         self.show = show
+        self.montage_max = montage_max
         self.rows: list[dict] = []
+        self.montage: Path | None = None
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         if trainer.world_size > 1:
@@ -230,26 +245,32 @@ class PredictionWriter(BasePredictionWriter):
         if not items:  # predicting on a split, not on files: nothing of ours to write
             return
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        probs = torch.cat([b["probs"].detach().float().cpu() for b in batches])
+        probs, images = _gather(batches, "probs"), _gather(batches, "images")
+        if probs is None and images is None:
+            first = batches[0] if batches else None
+            keys = sorted(first) if isinstance(first, dict) else type(first).__name__
+            raise RuntimeError("PredictionWriter: predict_step must return a dict with 'probs' (class probabilities) "
+                               f"and/or 'images' (generated images in [0, 1]), got {keys}")
         good = [it for it in items if it.error is None]
-        if len(good) != len(probs):
-            raise RuntimeError(f"PredictionWriter: {len(probs)} predictions for {len(good)} usable files")
-        # the data's names ("seven", "cats") over the model's default "0", "1", ... when it has them
-        names = list(getattr(trainer.datamodule, "class_names", None) or getattr(pl_module, "class_names", None)
-                     or range(probs.shape[1]))
-        if len(names) != probs.shape[1]:
-            raise RuntimeError(f"PredictionWriter: the model scores {probs.shape[1]} classes, the data names {len(names)}")
-        conf, pred = probs.max(dim=1)
+        for what, values in (("predictions", probs), ("images", images)):
+            if values is not None and len(values) != len(good):
+                raise RuntimeError(f"PredictionWriter: {len(values)} {what} for {len(good)} usable files")
+        names = self._class_names(trainer, pl_module, probs)
+        conf, pred = probs.max(dim=1) if probs is not None else (torch.zeros(0), torch.zeros(0))
         scored = iter(zip(pred.tolist(), conf.tolist()))
+        saved = iter(self._save_images(images, good, names, probs) if images is not None else [])
         self.rows = []
         for it in items:
-            row = {"path": it.path, "prediction": "", "probability": "",
-                   "label": "" if it.label is None else names[it.label], "error": it.error or ""}
+            row = {"path": it.path, "image": "", "prediction": "", "probability": "",
+                   "label": "" if it.label is None else names[it.label] if it.label < len(names) else str(it.label), "error": it.error or ""}
             if it.error is None:
-                p, c = next(scored)
-                row["prediction"], row["probability"] = str(names[p]), f"{c:.4f}"
+                if probs is not None:
+                    p, c = next(scored)
+                    row["prediction"], row["probability"] = names[p], f"{c:.4f}"
+                row["image"] = str(next(saved, ""))
             self.rows.append(row)
-        columns = ["path", "prediction", "probability"]
+        columns = ["path"] + (["image"] if self.predictions_file and images is not None else [])
+        columns += ["prediction", "probability"] if probs is not None else []
         columns += [c for c in ("label", "error") if any(r[c] for r in self.rows)]
         if self.predictions_file:
             path = Path(self.predictions_file)
@@ -258,31 +279,123 @@ class PredictionWriter(BasePredictionWriter):
                 writer = csv.DictWriter(f, columns, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(self.rows)
-        print(self.summary(columns))
+        print(self.summary(columns, images is not None))
 
-    def summary(self, columns: list[str]) -> str:
-        """The printed table: the first ``show`` rows, the failures, and the accuracy on labelled files."""
+    @staticmethod
+    def _class_names(trainer, pl_module, probs: torch.Tensor | None) -> list[str]:
+        # the data's names ("seven", "cats") over the model's default "0", "1", ... when it has them
+        names = list(getattr(trainer.datamodule, "class_names", None) or getattr(pl_module, "class_names", None)
+                     or range(probs.shape[1] if probs is not None else 0))
+        names = [str(n) for n in names]
+        if probs is not None and len(names) != probs.shape[1]:
+            raise RuntimeError(f"PredictionWriter: the model scores {probs.shape[1]} classes, the data names {len(names)}")
+        return names
+
+    def image_folder(self) -> Path:
+        """``<predictions_file stem>_images/`` next to the CSV."""
+        path = Path(self.predictions_file)
+        return path.with_name(path.stem + "_images")
+
+    def _save_images(self, images: torch.Tensor, good: list, names: list[str],
+                     probs: torch.Tensor | None) -> list[Path]:
+        """One PNG per usable file and the contact sheet; returns the PNG paths (none without a predictions file)."""
+        pixels = to_uint8_images(images)
+        if not self.predictions_file:
+            return []
+        folder = self.image_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / name for name in unique_png_names([it.path for it in good])]
+        for px, out in zip(pixels, paths):
+            Image.fromarray(px.squeeze(0).numpy() if px.shape[0] == 1 else px.permute(1, 2, 0).numpy(),
+                            "L" if px.shape[0] == 1 else "RGB").save(out)
+        n = min(len(paths), self.montage_max)
+        shown = [Path(it.path) for it in good[:n]]
+        counts = Counter(p.name for p in shown)  # a name two folders share gets its folder too
+        captions = [_short(p.name if counts[p.name] == 1 else f"{p.parent.name}/{p.name}") for p in shown]
+        if probs is not None:  # what the model's judge sees in each image
+            captions = [f"{c}\n-> {names[k]}" for c, k in zip(captions, probs[:n].argmax(1).tolist())]
+        title = f"{len(paths)} generated image(s)" if n == len(paths) else f"the first {n} of {len(paths)} generated images"
+        fig = image_grid_figure(pixels[:n].float() / 255, captions, ncol=10, title=title)
+        path = Path(self.predictions_file)
+        self.montage = save_figure(fig, path.with_name(path.stem + "_montage.png"))
+        return paths
+
+    def summary(self, columns: list[str], images: bool = False) -> str:
+        """The printed table: the first ``show`` rows, the failures, where the images went, and the accuracy on
+        labelled files."""
         rows = self.rows
+        shown_cols = [c for c in columns if c in ("prediction", "probability", "label")]
         width = min(60, max(len(r["path"]) for r in rows))
-        lines = ["  ".join([f"{'path':<{width}}"] + [f"{c:<11}" for c in columns[1:4] if c != "error"])]
+        lines = ["  ".join([f"{'path':<{width}}"] + [f"{c:<11}" for c in shown_cols])]
         for r in rows[: self.show]:
             shown = r["path"] if len(r["path"]) <= width else "..." + r["path"][-width + 3:]
-            cells = [f"{r[c]:<11}" for c in columns[1:4] if c != "error"]
+            cells = [f"{r[c]:<11}" for c in shown_cols]
             lines.append("  ".join([f"{shown:<{width}}"] + cells) + (f"  FAILED: {r['error']}" if r["error"] else ""))
         if len(rows) > self.show:
             lines.append(f"... and {len(rows) - self.show} more")
         failed = [r for r in rows if r["error"]]
-        scored = [r for r in rows if r["label"] and not r["error"]]
+        scored = [r for r in rows if r["label"] and r["prediction"] and not r["error"]]
         lines.append(f"{len(rows) - len(failed)} file(s) predicted, {len(failed)} failed"
                      + (f"; written to {self.predictions_file}" if self.predictions_file else ""))
+        if images and self.predictions_file:
+            lines.append(f"images: {self.image_folder()}/ (one PNG per file, see the image column); "
+                         f"contact sheet: {self.montage}")
+        elif images:
+            lines.append("images not saved: pass --run.predictions_file FILE.csv to write them to FILE_images/")
         unseen = [r for r in rows[self.show:] if r["error"]]  # failures past the table
         lines += [f"FAILED {r['error']}" for r in unseen[:5]]  # the error names the file
         if len(unseen) > 5:
             lines.append(f"... and {len(unseen) - 5} more failed files: see the error column of the CSV")
         if scored:
             correct = sum(r["prediction"] == r["label"] for r in scored)
-            lines.append(f"accuracy on {len(scored)} labelled file(s): {100.0 * correct / len(scored):.2f} %")
+            lines.append(f"accuracy on {len(scored)} labelled file(s): {100.0 * correct / len(scored):.2f} %"
+                         + (" (the class the model's judge sees in each image)" if images else ""))
         return "\n".join(lines)
+
+
+def _gather(batches: list, key: str) -> torch.Tensor | None:
+    """``key`` of every batch's ``predict_step`` dict, concatenated on the CPU; None when no batch has it."""
+    having = [isinstance(b, dict) and key in b for b in batches]
+    if not any(having):
+        return None
+    if not all(having):
+        raise RuntimeError(f"PredictionWriter: predict_step returned {key!r} for some batches only")
+    return torch.cat([b[key].detach().float().cpu() for b in batches])
+
+
+def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
+    """``(N, 1 or 3, H, W)`` floats in [0, 1] -> uint8 0-255, rounded: what a PNG holds (within 0.5/255)."""
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"PredictionWriter: images must be (N, 1 or 3, H, W), got {tuple(images.shape)}")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-4 or hi > 1 + 1e-4 or not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"PredictionWriter: images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; a model "
+                         "with a tanh output maps its images with (x + 1) / 2 in predict_step")
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def unique_png_names(paths: list[str]) -> list[str]:
+    """``<stem>.png`` for each input file; a stem already taken (any case: macOS and Windows folders ignore it)
+    gets ``-2``, ``-3``, ...: ``a.wav, 7/a.flac`` -> ``a.png, a-2.png``."""
+    taken: set[str] = set()
+    out = []
+    for p in paths:
+        stem = Path(p).stem or "file"
+        name, k = stem, 1
+        while name.lower() in taken:
+            k += 1
+            name = f"{stem}-{k}"
+        taken.add(name.lower())
+        out.append(name + ".png")
+    return out
+
+
+def _short(name: str, limit: int = 20) -> str:
+    """Cut from the middle: names of one batch of recordings tend to differ at their ends (``take_07.wav``)."""
+    if len(name) <= limit:
+        return name
+    tail = (limit - 3) // 2
+    return name[: limit - 3 - tail] + "..." + name[-tail:]
 
 
 class EpochMetricLog(Callback):

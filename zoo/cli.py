@@ -28,6 +28,17 @@ Defaults a user expects, all overridable from a config or the command line:
   W&B: any ``<save_dir>/<project>/<id>/checkpoints/`` whose ``config.yaml`` has the same run name and
   group (only the given ``id`` when one is set); no logger: ``<default_root_dir>/checkpoints/``. When
   there is none, ``fit`` says where it looked and trains from scratch; ``validate|test|predict`` fail.
+* ``WANDB_RUN_ID`` (set by a W&B sweep agent for each run, or by a user re-running a run): the W&B logger
+  uses that id (unless ``--trainer.logger.init_args.id`` is given), so the run's folder is
+  ``<save_dir>/<project>/<WANDB_RUN_ID>/`` (config, checkpoints), and ``fit`` resumes from that folder's
+  ``last.ckpt`` by itself into the same W&B run: a preempted sweep run that is started again continues.
+  The folder's ``config.yaml`` must be this command's config; a different experiment under the same id
+  is refused, naming the folder and the settings that differ (:func:`config_differences`). In a sweep
+  (``WANDB_SWEEP_ID``), a SIGTERM marks the W&B run preempting and exits with 143, so that W&B requeues it
+  under its id (:class:`MarkPreempting`).
+* ``--run.artifacts true``: the resolved config (``config-<run id>``, type ``config``) and the checkpoints
+  (Lightning's ``log_model``: ``model-<run id>``, type ``model``, alias ``best`` on the best one) are
+  logged as W&B artifacts, offline too (stored with the offline run, uploaded by ``wandb sync``).
 * A NaN or infinite training loss stops the run naming the learning rate
   (:class:`~zoo.callbacks.StopOnNonFiniteLoss`); the results file never holds NaN (null instead).
 * ``int | float`` trainer options read an integer as a number of batches and a decimal as a
@@ -38,20 +49,23 @@ Defaults a user expects, all overridable from a config or the command line:
 from __future__ import annotations
 
 import atexit
+import fnmatch
 import importlib
 import json
 import math
 import os
 import pkgutil
+import signal
 import sys
 import time
 from pathlib import Path
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from zoo import compat
@@ -179,6 +193,32 @@ def _finite(value):
     return value
 
 
+def wandb_run_id() -> str | None:
+    """The W&B run this process was started for: ``WANDB_RUN_ID`` (a sweep agent sets it for each run it
+    starts, and wandb itself would log to it); None when unset or empty."""
+    return os.environ.get("WANDB_RUN_ID") or None
+
+
+# settings that may differ between the pieces of one run: where it resumes from, and whether it logs online
+_NOT_THE_EXPERIMENT = ("ckpt_path", "trainer.logger.*.offline", "trainer.logger.*.mode")
+
+
+def _flat(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: value}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """``key: saved -> current`` for every setting (dotted key) two resolved configs disagree on, except
+    those that do not change the experiment (``ckpt_path``, the logger's ``offline`` / ``mode``)."""
+    a, b = _flat(saved), _flat(current)
+    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and not any(fnmatch.fnmatchcase(k, p) for p in _NOT_THE_EXPERIMENT)]
+
+
 def _same_wandb_run(config_file: Path, name: str | None, group: str | None) -> bool:
     """Whether the config a W&B run saved next to its checkpoints names this run (name and group)."""
     try:
@@ -188,6 +228,17 @@ def _same_wandb_run(config_file: Path, name: str | None, group: str | None) -> b
         return logger["init_args"].get("name") == name and (saved.get("run") or {}).get("group") == group
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError, AttributeError):
         return False
+
+
+def log_config_artifact(run, path: Path) -> None:
+    """Log the resolved config file as the W&B artifact ``config-<run id>`` (type ``config``, file
+    ``config.yaml``): a run's exact settings stay with it on the W&B server, next to its ``model`` artifacts.
+    Offline, wandb keeps a copy with the run and ``wandb sync`` uploads it."""
+    import wandb
+
+    artifact = wandb.Artifact(f"config-{run.id}", type="config", metadata={"source": str(path)})
+    artifact.add_file(str(path), name="config.yaml")
+    run.log_artifact(artifact)
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
@@ -216,8 +267,27 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
                     run_dir = Path(logger.save_dir or ".", str(logger.name), str(logger.version))
                     run_dir.mkdir(parents=True, exist_ok=True)
                     (run_dir / self.config_filename).write_text(text)
+                if (config.get("run") or {}).get("artifacts"):
+                    log_config_artifact(run, Path(run.dir, "zoo_config.yaml"))
             else:
                 logger.log_hyperparams({"config": config})
+
+
+class MarkPreempting(Callback):
+    """In a W&B sweep (``WANDB_SWEEP_ID`` set), a run stopped by SIGTERM (preemption, a time limit: Lightning
+    stops at the end of the batch with ``SIGTERMException``) marks its W&B run as preempting, and :func:`main`
+    exits with status 143 instead of Lightning's 0: W&B then requeues the run under the same id, and the
+    agent that gets it starts it again, which resumes from its ``last.ckpt`` (``WANDB_RUN_ID``)."""
+
+    marked = False  # read by main(): a marked run must not exit 0, or W&B counts it as finished
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or not os.environ.get("WANDB_SWEEP_ID"):
+            return
+        for logger in trainer.loggers:
+            if _is_wandb(logger):
+                logger.experiment.mark_preempting()
+                MarkPreempting.marked = True
 
 
 class ZooCLI(LightningCLI):
@@ -232,10 +302,16 @@ class ZooCLI(LightningCLI):
                             help="After fit, test the best checkpoint so one command yields test/ metrics.")
         parser.add_argument("--run.results_file", type=str | None, default=None,
                             help="Write the final val/ and test/ metrics of this run to this JSON file.")
+        parser.add_argument("--run.artifacts", type=bool, default=False,
+                            help="W&B: also log the resolved config (artifact config-<run id>) and the checkpoints "
+                                 "(model-<run id>, alias 'best' on the best one) as W&B artifacts; offline they "
+                                 "are stored with the run and uploaded by `wandb sync`.")
         parser.add_argument("--run.predictions_file", type=str | None, default=None,
-                            help="predict: write one CSV row per file (path,prediction,probability[,label][,error]) "
-                                 "here; the table and, for files in class-named folders, the accuracy are printed "
-                                 "either way.")
+                            help="predict: write one CSV row per file here (classifiers: path,prediction,"
+                                 "probability[,label][,error]; image generators such as AudioToImageVAE: path,image"
+                                 "[,prediction,probability][,label][,error], with the PNGs in <stem>_images/ and a "
+                                 "contact sheet <stem>_montage.png beside it); the table and, for files in "
+                                 "class-named folders, the accuracy are printed either way.")
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SafeLearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
@@ -249,7 +325,10 @@ class ZooCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
         self._fill_logger_defaults(cfg)
-        if subcommand and cfg.get("ckpt_path") == "last":
+        folders = self._wandb_env_folders(cfg) if subcommand else None
+        if subcommand == "fit" and folders and cfg.get("ckpt_path") in (None, "last"):
+            cfg.ckpt_path = self._resume_wandb_env_run(cfg, subcommand, *folders)
+        elif subcommand and cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = self._last_checkpoint(cfg, subcommand)
         if subcommand and cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
             refuse_legacy_checkpoint(cfg.ckpt_path)
@@ -270,6 +349,8 @@ class ZooCLI(LightningCLI):
                 args.save_dir = str(root)
             if lg.class_path.endswith("WandbLogger"):
                 args.name = args.get("name") or name
+                if cfg.run.get("artifacts") and not args.get("log_model"):
+                    args.log_model = True  # Lightning logs the checkpoints when training ends
                 if cfg.run.group:
                     args.group = cfg.run.group
                 if cfg.run.tags:
@@ -293,8 +374,9 @@ class ZooCLI(LightningCLI):
         elif loggers[0].class_path.endswith("WandbLogger"):
             args = loggers[0].init_args
             base = _expand(args.save_dir or ".") / str(args.get("project") or "lightning_logs")
-            if args.get("id"):
-                dirs, where = [base / args.id / "checkpoints"], str(base / args.id / "checkpoints")
+            run_id = args.get("id") or wandb_run_id()
+            if run_id:
+                dirs, where = [base / run_id / "checkpoints"], str(base / run_id / "checkpoints")
             else:
                 dirs = [d / "checkpoints" for d in base.glob("*")
                         if _same_wandb_run(d / "config.yaml", args.name, cfg.run.group)]
@@ -313,6 +395,46 @@ class ZooCLI(LightningCLI):
         print(f"--ckpt_path last: no last.ckpt of this run in {where}; training from scratch", file=sys.stderr)
         return None
 
+    def _wandb_env_folders(self, cfg) -> tuple[Path, Path] | None:
+        """``(run folder, checkpoint folder)`` of the run ``WANDB_RUN_ID`` names, when that id decides them: the
+        first logger is W&B and is given no id of its own. The run folder holds its ``config.yaml``; the
+        checkpoints are in its ``checkpoints/`` unless ``--checkpoint.dirpath`` puts them elsewhere."""
+        loggers, run_id = _configured_loggers(cfg), wandb_run_id()
+        if not run_id or not loggers or not loggers[0].class_path.endswith("WandbLogger") \
+                or loggers[0].init_args.get("id"):
+            return None
+        args = loggers[0].init_args
+        run_dir = _expand(args.save_dir or ".") / str(args.get("project") or "lightning_logs") / run_id
+        return run_dir, _expand(cfg.checkpoint.dirpath) if cfg.checkpoint.get("dirpath") else run_dir / "checkpoints"
+
+    def _resume_wandb_env_run(self, cfg, subcommand: str, run_dir: Path, ckpt_dir: Path) -> str | None:
+        """``fit`` under ``WANDB_RUN_ID``: the ``last.ckpt`` of that run's folder when there is one (None: from
+        scratch), once the folder's saved config is this command's.
+
+        Why by itself, without ``--ckpt_path last``: a sweep agent (or a requeued job) starts a preempted run
+        again with the same command and id; starting it from scratch would overwrite its checkpoints and
+        log a second history into the same W&B run. Why the config check: the id alone does not say the
+        experiment is the same (a reused id, an edited command); continuing another one would be silent."""
+        last, saved = ckpt_dir / "last.ckpt", run_dir / "config.yaml"
+        how = f"WANDB_RUN_ID={wandb_run_id()}"
+        if saved.is_file():
+            current = yaml.safe_load(self.parser.dump(self.config, skip_none=False))[subcommand]
+            differ = config_differences(yaml.safe_load(saved.read_text()) or {}, current)
+            if differ:
+                raise ValueError(
+                    f"{how}: {run_dir} holds a run of another experiment; its config.yaml and this command differ "
+                    f"in (saved -> now):\n  " + "\n  ".join(differ[:10]) + ("\n  ..." if len(differ) > 10 else "")
+                    + f"\nRun this command under another WANDB_RUN_ID, or move {run_dir} away to start the id anew.")
+        elif last.is_file():
+            raise ValueError(f"{how}: {last} exists but {saved} does not, so it cannot be checked to be this "
+                             f"experiment; pass --ckpt_path {last} to continue it anyway, or move it away.")
+        if last.is_file():
+            print(f"{how}: resuming from {last} (same W&B run, same folder)", file=sys.stderr)
+            return str(last)
+        if cfg.get("ckpt_path") == "last":
+            print(f"--ckpt_path last: no last.ckpt of this run in {ckpt_dir}; training from scratch", file=sys.stderr)
+        return None
+
     def _resumed_loggers(self, ckpt_path: str) -> list[dict]:
         """The logger versions a checkpoint recorded (:class:`~zoo.callbacks.ResumeState`)."""
         state = load_checkpoint(ckpt_path, hint="pass a checkpoint written by `python -m zoo fit`")
@@ -328,33 +450,44 @@ class ZooCLI(LightningCLI):
         loggers = _configured_loggers(cfg)
         resumed = self._resumed_loggers(cfg.ckpt_path) if self.subcommand == "fit" and cfg.get("ckpt_path") else []
         claimed: dict[Path, int] = {}  # a CSV and a TensorBoard logger of one run share their version
-        self._claimed_versions = []  # (init_args, key): set for this process only, reset after instantiation
+        self._claimed_versions = []  # (init_args, key, value before): for this process only, restored afterwards
+
+        def claim(args, key: str, value) -> None:
+            self._claimed_versions.append((args, key, args.get(key)))
+            setattr(args, key, value)
+
         for i, lg in enumerate(loggers):
             args, kind = lg.init_args, lg.class_path.rsplit(".", 1)[-1]
             before = resumed[i]["version"] if i < len(resumed) and resumed[i].get("type") == kind else None
             if kind == "WandbLogger":
-                if before is not None and not args.get("id"):  # the same W&B run continues
-                    args.id, args.resume = before, "allow"
-                    self._claimed_versions += [(args, "id"), (args, "resume")]
+                run_id = wandb_run_id() or before
+                if run_id is not None and not args.get("id"):  # the same W&B run continues (or the agent's)
+                    if before not in (None, run_id):
+                        print(f"{cfg.ckpt_path} was written by W&B run {before}; it continues as W&B run "
+                              f"{run_id} (WANDB_RUN_ID)", file=sys.stderr)
+                    claim(args, "id", run_id)
+                    claim(args, "resume", "allow")
+                if args.get("log_model") and args.get("offline"):
+                    # Lightning refuses log_model with offline=True ("cannot be uploaded"), yet an offline
+                    # run stores artifacts and `wandb sync` uploads them: ask wandb itself for offline mode
+                    claim(args, "offline", False)
+                    claim(args, "mode", "offline")
             elif kind in ("CSVLogger", "TensorBoardLogger") and args.get("version") is None:
                 if before is not None:  # the same version folder continues
-                    args.version = before
+                    claim(args, "version", before)
                     self._continued_logs = True
                 elif rank_zero_only.rank == 0 and not cfg.trainer.get("fast_dev_run"):
                     parent = _expand(args.save_dir or ".") / args.name
                     if parent not in claimed:
                         claimed[parent] = claim_version(parent)
-                    args.version = claimed[parent]
-                else:
-                    continue
-                self._claimed_versions.append((args, "version"))
+                    claim(args, "version", claimed[parent])
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         # the claimed version was for this process only: the saved config keeps "next free version", so a
         # run started again from it (`--config .../config.yaml`) claims its own instead of reusing this one
-        for args, key in getattr(self, "_claimed_versions", []):
-            setattr(args, key, None)
+        for args, key, value in reversed(getattr(self, "_claimed_versions", [])):
+            setattr(args, key, value)
         if getattr(self, "_continued_logs", False) and rank_zero_only.rank == 0:
             for logger in self.trainer.loggers:  # one metrics.csv for the whole run
                 if type(logger).__name__ == "CSVLogger":
@@ -369,7 +502,7 @@ class ZooCLI(LightningCLI):
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         if self.subcommand == "predict":
             callbacks.append(PredictionWriter(self._cfg().run.predictions_file))
-        callbacks += [ResumeState(), StopOnNonFiniteLoss()]
+        callbacks += [ResumeState(), StopOnNonFiniteLoss(), MarkPreempting()]
         return compat.cli_build_trainer(self, config, callbacks)
 
     def _cfg(self):
@@ -450,19 +583,27 @@ def default_trainer() -> dict:
 def main(args: list[str] | None = None, run: bool = True) -> ZooCLI:
     import_all()
     use_file_backend()
-    return ZooCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        trainer_defaults=default_trainer(),
-        save_config_callback=LoggerSaveConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        args=args,
-        run=run,
-    )
+    MarkPreempting.marked = False
+    try:
+        return ZooCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            trainer_defaults=default_trainer(),
+            save_config_callback=LoggerSaveConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+    except SIGTERMException:
+        # Lightning ends a terminated fit with SystemExit(None), exit status 0; W&B requeues a preempting
+        # sweep run only when it exits with another status
+        if MarkPreempting.marked:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
 
 
 if __name__ == "__main__":

@@ -10,14 +10,21 @@ Judging without hand labels: a zoo-trained MNIST classifier (``judge_checkpoint`
 ``configs/lenet_mnist.yaml``, loaded by :func:`zoo.metrics.load_judge` with the input normalisation its
 DataModule recorded) labels the image generated from each test clip's latent mean, and ``test/acc`` is the
 accuracy of those labels against the spoken digit.
+
+Predicting (``python -m zoo predict --ckpt_path ... --data.predict_path RECORDINGS --run.predictions_file out.csv``):
+:meth:`predict_step` returns the image generated for each recording, and the judge's digit for it when the judge
+checkpoint is at hand; :class:`zoo.callbacks.PredictionWriter` saves one PNG per file and a contact sheet.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -70,6 +77,7 @@ class AudioToImageVAE(L.LightningModule):
         self._judge_normalize: Normalize = "zero_one"
         self._shown: dict | None = None
         self._seen = 0
+        self._predict_judge = False
 
     # --- judge ------------------------------------------------------------------------------------
     def set_judge(self, judge: nn.Module, normalize: Normalize = "zero_one") -> None:
@@ -189,6 +197,35 @@ class AudioToImageVAE(L.LightningModule):
         if hasattr(dm, "waveforms"):  # the test loader is unshuffled: positions are test-set indices
             clips, sr = dm.waveforms("test", [shown["index"][i] for i in order])
             log_audio(self.trainer, "test/clips", clips, sr, captions=captions)
+
+    # --- predict ----------------------------------------------------------------------------------
+    def on_predict_start(self) -> None:
+        """Label the generated images with the judge when it is at hand. The images are the output and the judge
+        is a training-time artefact, so a judge file that is gone costs the digit column only, with a warning."""
+        self._predict_judge = self.judge is not None
+        if not self._predict_judge and self.judge_checkpoint:
+            if Path(self.judge_checkpoint).is_file():
+                self._ensure_judge()
+                self._predict_judge = True
+            else:
+                rank_zero_warn(f"AudioToImageVAE: judge_checkpoint {self.judge_checkpoint} (saved with the model) not "
+                               "found: the images are written without the judged digit; to add it, run from the "
+                               "folder training ran in or put the judge checkpoint at that path")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``{"images": (B, 1, 28, 28) in [0, 1]}``, each from its clip's latent mean (as :meth:`forward`), plus
+        ``"probs": (B, 10)``, the judge's digit probabilities for each image, when a judge is at hand.
+
+        Batches: ``(feats, lengths, digits)`` from ``predict_path`` files, or the test split's
+        ``(feats, lengths, images, digits)``; only the audio is used."""
+        if len(batch) not in (3, 4):
+            raise ValueError("AudioToImageVAE.predict_step expects (feats, lengths, digits) or (feats, lengths, "
+                             f"images, digits) batches from SpokenDigitImagePairs, got {len(batch)} tensors")
+        images = self(batch[0], batch[1])
+        out = {"images": images}
+        if self._predict_judge:
+            out["probs"] = self.judge_images(images).softmax(-1)
+        return out
 
     def configure_optimizers(self):
         return configure_optimizers_from(self, self.optimizer, self.scheduler)

@@ -28,7 +28,7 @@ from torch import nn
 
 from zoo.checkpoints import check_class_paths, refuse_legacy
 from zoo.figures import image_grid_figure, log_figure
-from zoo.metrics import classifier_fid
+from zoo.metrics import SampleDiversity, classifier_fid
 from zoo.nets.dcgan import dcgan_init, slerp
 from zoo.optim import dcgan_adam
 from zoo.safe_load import load_checkpoint, load_module
@@ -61,7 +61,9 @@ class GAN(L.LightningModule):
 
     ``fid_features`` (a zoo classifier checkpoint, e.g. LeNet5 on MNIST) turns on ``val/fid`` and
     ``test/fid`` with that classifier's penultimate-layer features (:func:`zoo.metrics.classifier_fid`);
-    without it the only held-out signal is ``val/d_loss`` (the discriminator's loss on real validation
+    ``val/diversity`` / ``test/diversity`` (:class:`zoo.metrics.SampleDiversity`) are logged on every run:
+    the samples' mean pairwise distance over the real images', near 0 when G collapses to one image.
+    Without ``fid_features`` the only other held-out signal is ``val/d_loss`` (the discriminator's loss on real validation
     images vs fresh fakes), which measures D as much as G, so no "best" epoch is picked: only
     ``last.ckpt`` is kept, and test-after-fit scores the final weights.
 
@@ -153,6 +155,8 @@ class GAN(L.LightningModule):
             # val/d_loss says how well D separates, not how good G is: no "best" epoch, keep the last
             self.val_fid = self.test_fid = None
             self.monitor = None
+        # collapse alarm on every run, FID or not: ~1 when samples vary like the data, -> 0 when they collapse
+        self.val_diversity, self.test_diversity = SampleDiversity(), SampleDiversity()
         self._checked_range = False
         self._bn_fresh_at: int | None = None  # global step of the last standing-statistics refresh
 
@@ -327,6 +331,10 @@ class GAN(L.LightningModule):
         d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                   + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
         self.log(f"{stage}/d_loss", d_loss, batch_size=b, sync_dist=True)
+        diversity = self.val_diversity if stage == "val" else self.test_diversity
+        diversity.update(x, real=True)
+        diversity.update(fake, real=False)
+        self.log(f"{stage}/diversity", diversity, batch_size=b)
         fid = self.val_fid if stage == "val" else self.test_fid
         if fid is not None:
             fid.update((x + 1) / 2, real=True)

@@ -161,15 +161,39 @@ def _sweep_parameter(d: dict[str, Any]) -> dict[str, Any]:
     return {"distribution": kind, "min": d["low"], "max": d["high"], **extra}
 
 
+# options that name one run's files or W&B run: in a sweep command, shared by every run of the sweep
+_ONE_RUN_OPTIONS = ("ckpt_path", "checkpoint.dirpath", "trainer.logger.init_args.id",
+                    "trainer.logger.init_args.version")
+
+
+def _refuse_one_run_options(spec: GridSpec) -> None:
+    """A sweep command with ``--checkpoint.dirpath``, ``--ckpt_path`` or a W&B id would give all its runs one
+    checkpoint folder or W&B run, and each would resume the previous one. Without them, a run's folder is
+    ``<save_dir>/<project>/<WANDB_RUN_ID>/`` and ``python -m zoo fit`` resumes it when the agent starts it
+    again under its id (``zoo.cli``)."""
+    given = [str(a)[2:].split("=", 1)[0] for a in spec.args if str(a).startswith("--")]
+    given += [k for v in spec.variants.values() for k in v] + list(spec.keys)
+    for key in given:
+        if key in _ONE_RUN_OPTIONS:
+            raise ValueError(f"{spec.path}: a W&B sweep runs one command for all its runs; --{key} in it would give "
+                             "them one checkpoint folder or W&B run. Leave it out: each run gets "
+                             "<save_dir>/<project>/<its WANDB_RUN_ID>/ and resumes from there when started again")
+
+
 def sweep_configs(spec: GridSpec, method: str) -> dict[str, dict[str, Any]]:
     """One W&B sweep configuration per (config, variant) of the grid: ``{file stem: sweep}``.
 
     Why one per (config, variant): the agent appends the sampled parameters as ``--key=value``
     (``${args}``) to a fixed command, and a variant is a set of overrides, a config a ``--config``
     that must come first - both belong in the command, not in ``${args}``. The other axes and the seeds
-    are parameters (``values``); ``random``/``bayes`` sweeps also sample the ``search`` ranges."""
+    are parameters (``values``); ``random``/``bayes`` sweeps also sample the ``search`` ranges.
+
+    The command names nothing of one run (:func:`_refuse_one_run_options`): the agent's ``WANDB_RUN_ID`` does.
+    A run stopped by SIGTERM is marked preempting (W&B requeues it under its id) and resumes from its
+    ``last.ckpt`` when an agent starts it again; no ``--ckpt_path`` is needed for that."""
     if method not in ("grid", "random", "bayes"):
         raise ValueError(f"W&B sweep method must be grid, random or bayes, got {method!r}")
+    _refuse_one_run_options(spec)
     spelt = {tuple(_cli_value(c.overrides.get(k, "<unset>")) for k in spec.keys) for c in spec.cells}
     if spelt != set(itertools.product(*([_cli_value(v) for v in _axis_values(spec, k)] for k in spec.keys))):
         raise ValueError(f"{spec.path}: a W&B sweep is a product of parameters; this grid lists explicit "
