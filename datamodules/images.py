@@ -45,6 +45,15 @@ Channels = Literal[1, 3]
 
 
 # --- decoding ------------------------------------------------------------------------------------
+# where the image folders of the zoo's studies come from; they sit behind a login (Kaggle), so they cannot
+# be fetched with --data.download: the error for a missing folder says where to get it instead
+SOURCES = {
+    "anime-face-crops": "Get it from the Kaggle 'Anime Face Dataset' (splcher; bchao1/Anime-Face-Dataset): put "
+                        "its 64x64 JPEG face crops, flat, in anime-face-crops/images/.",
+    "cats-dogs": "Get it from Kaggle 'Dogs vs. Cats': ImageFolder layout cats-dogs/{train,test}/{cats,dogs}/.",
+}
+
+
 def decode_image(path: str | os.PathLike, image_size: int, channels: int = 3) -> torch.Tensor:
     """Decode one image file to a ``uint8`` ``(C, S, S)`` tensor; RGBA/palette/gray become RGB (or L).
 
@@ -364,8 +373,10 @@ class ImageFolderDataModule(ImageTensorDataModule):
         """File list, labels, own split (or None) and class names; decoding nothing."""
         folder = self.dataset_dir
         if not folder.is_dir():
-            raise missing_dataset(f"image folder '{self.folder}' (--data.folder, relative to the data directory)", folder,
-                                  None)
+            where = SOURCES.get(Path(self.folder).parts[0]) if self.folder else None
+            err = missing_dataset(f"image folder '{self.folder}' (--data.folder, relative to the data directory)",
+                                  folder, None)
+            raise type(err)(f"{err} {where}" if where else str(err))
         subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         if {"train", "test"} <= {p.name for p in subdirs}:
             names = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())

@@ -127,6 +127,8 @@ def test_missing_folder_and_bad_settings(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="nowhere") as err:
         _dm(tmp_path, folder="nowhere").setup()
     assert "download" not in str(err.value)  # an image folder has none to offer
+    with pytest.raises(DatasetNotFoundError, match=r"anime-face-crops/images' .* not found.*Kaggle 'Anime Face Dataset'"):
+        _dm(tmp_path, folder="anime-face-crops/images").setup()  # a study's folder: where to get it
     with pytest.raises(ValueError, match=r"normalization='imagenet' is not allowed: expected one of \['zero_one'"):
         _dm(tmp_path, normalization="imagenet")
     with pytest.raises(ValueError, match=r"val_fraction=0.0 is not allowed: expected a number > 0 and < 1"):
