@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from datamodules.batches import DeviceBatches, check_device_resident, device_batches, trainer_device
 from datamodules.paths import cache_root, data_root, missing_dataset
 from datamodules.settings import (LegacySettingsMixin, NonNegativeInt, OpenUnitInterval, PositiveInt, UnitFraction,
                                   save_settings, upgrade_settings)
@@ -152,6 +153,13 @@ def cached(key_parts: dict, build, cache_dir: str | os.PathLike | None, name: st
     return data
 
 
+def to_float(x: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """``uint8`` images (one or a batch) as float in the ``normalization`` range: the one conversion of
+    both the DataLoader path (:class:`ImageTensorDataset`) and device-resident batches."""
+    x = x.float().div_(255.0)
+    return x.mul_(2.0).sub_(1.0) if normalization == "minus_one_one" else x
+
+
 class ImageTensorDataset(Dataset):
     """``uint8`` images + labels held in memory; converts to float with the chosen normalisation."""
 
@@ -162,8 +170,7 @@ class ImageTensorDataset(Dataset):
         return len(self.images)
 
     def _convert(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().div_(255.0)
-        return x.mul_(2.0).sub_(1.0) if self.normalization == "minus_one_one" else x
+        return to_float(x, self.normalization)
 
     def __getitem__(self, i: int):
         return self._convert(self.images[i]), self.labels[i]
@@ -194,10 +201,15 @@ class ImageTensorDataModule(LegacySettingsMixin, L.LightningDataModule):
         label_fraction: share of the training images kept (same count per class), for label-efficiency curves.
         limit_per_class: keep at most this many images per class (and per own split) before decoding; for quick runs.
         batch_size: batch size of all loaders.
-        num_workers: DataLoader worker processes (0: load in the main process).
-        split_seed: seed of the splits, label fraction and per-class limit.
+        num_workers: DataLoader worker processes (0: load in the main process; must be 0 with device_resident).
+        split_seed: seed of the splits, label fraction and per-class limit (and of the device-resident epoch
+            order outside a seeded run).
         predict_path: images to predict on (a file, a folder searched recursively, or a glob), converted as
             the training images are; None: the test split. Class names come from the checkpoint.
+        device_resident: keep the decoded ``uint8`` splits on the trainer's device and serve batches by
+            slicing them (no DataLoader), converted to float there exactly as the DataLoader path converts
+            them; each epoch's order is a function of the run's seed and the epoch only, and each DDP process
+            takes its own shard (that of Lightning's DistributedSampler). Predict always uses a DataLoader.
     """
 
     def __init__(self, data_dir: str | None = None, cache_dir: str | None = None, image_size: PositiveInt = 64,
@@ -205,7 +217,7 @@ class ImageTensorDataModule(LegacySettingsMixin, L.LightningDataModule):
                  split_ratios: list[float] | None = None, val_fraction: OpenUnitInterval = 0.1,
                  label_fraction: UnitFraction = 1.0, limit_per_class: PositiveInt | None = None,
                  batch_size: PositiveInt = 128, num_workers: NonNegativeInt = 0, split_seed: int = 0,
-                 predict_path: str | None = None) -> None:
+                 predict_path: str | None = None, device_resident: bool = False) -> None:
         """Subclasses call this, then :func:`~datamodules.settings.save_settings`, which checks the ranges
         and Literals of their (same-named) arguments."""
         super().__init__()
@@ -221,6 +233,11 @@ class ImageTensorDataModule(LegacySettingsMixin, L.LightningDataModule):
         self.train_set = self.val_set = self.test_set = None
         self.predict_path = predict_path
         self.predict_items: list = []
+        if device_resident:
+            check_device_resident(type(self).__name__, self.num_workers)
+        self.device_resident = bool(device_resident)
+        #: per split: the (uint8 images, labels) on the trainer's device (device_resident)
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # subclasses -------------------------------------------------------------------------------
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:  # pragma: no cover
@@ -293,26 +310,44 @@ class ImageTensorDataModule(LegacySettingsMixin, L.LightningDataModule):
             return ImageTensorDataset(images[idx], labels[idx], self.normalization)
 
         self.train_set, self.val_set, self.test_set = subset(train), subset(val), subset(test)
+        self._on_device = {}
 
-    def _loader(self, ds, shuffle: bool, name: str) -> DataLoader:
+    def _loader(self, ds, shuffle: bool, name: str, resident: bool = False) -> DataLoader | DeviceBatches:
         if ds is None:
             self.setup()
             ds = getattr(self, f"{name}_set")
         if len(ds) == 0:
             raise ValueError(f"{type(self).__name__}: the {name} split is empty (check split_ratios / limit_per_class)")
+        if resident and self.device_resident:
+            return self._device_batches(ds, shuffle, name)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, drop_last=False)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, "train")
+    def _device_batches(self, ds: ImageTensorDataset, shuffle: bool, name: str) -> DeviceBatches:
+        """The split's uint8 tensors on the trainer's device (copied once), sliced per batch and converted
+        there by :func:`to_float`, as :class:`ImageTensorDataset` converts the same batch."""
+        device = trainer_device(self) or torch.device("cpu")
+        if name not in self._on_device or self._on_device[name][1].device != device:
+            self._on_device[name] = (ds.images.to(device), ds.labels.to(device))
+        normalization = self.normalization
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False, "val")
+        def convert(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return to_float(batch[0], normalization), batch[1]
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, "test")
+        return device_batches(self, *self._on_device[name], self.batch_size, shuffle, seed=self.split_seed,
+                              transform=convert)
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        return self._loader(self.train_set, True, "train", resident=True)
+
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
+        return self._loader(self.val_set, False, "val", resident=True)
+
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
+        return self._loader(self.test_set, False, "test", resident=True)
 
     def predict_dataloader(self) -> DataLoader:
+        """Always a DataLoader: under DDP Lightning then predicts every test image exactly once."""
         if not self.predict_path:
             return self._loader(self.test_set, False, "test")
         self.predict_items, images, labels = predict_images(self.predict_path, self.class_names, self.image_size,
@@ -351,6 +386,8 @@ class ImageFolderDataModule(ImageTensorDataModule):
     Args:
         folder: dataset folder, relative to data_dir (an absolute path also works); its layout is detected.
         split_ratios: seeded, stratified [train, val, test] fractions of all images; None: own train/test or 80/10/10.
+        device_resident: keep the decoded splits on the trainer's device and slice batches there (no DataLoader);
+            the same batches as the DataLoader path for the same epoch order (see ImageTensorDataModule).
     """
 
     def __init__(self, folder: str = "cifar10-jpeg", data_dir: str | None = None, cache_dir: str | None = None,
@@ -358,9 +395,10 @@ class ImageFolderDataModule(ImageTensorDataModule):
                  split_ratios: list[float] | None = None, val_fraction: OpenUnitInterval = 0.1,
                  label_fraction: UnitFraction = 1.0, limit_per_class: PositiveInt | None = None,
                  batch_size: PositiveInt = 128, num_workers: NonNegativeInt = 0, split_seed: int = 0,
-                 predict_path: str | None = None) -> None:
+                 predict_path: str | None = None, device_resident: bool = False) -> None:
         super().__init__(data_dir, cache_dir, image_size, image_channels, normalization, split_ratios, val_fraction,
-                         label_fraction, limit_per_class, batch_size, num_workers, split_seed, predict_path)
+                         label_fraction, limit_per_class, batch_size, num_workers, split_seed, predict_path,
+                         device_resident)
         save_settings(self)
         self.folder = folder
 

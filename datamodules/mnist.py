@@ -25,7 +25,6 @@ Only training data is augmented or mixed; validation and test are always real im
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from datamodules.augment import random_affine_matrices, random_geometric
+from datamodules.batches import DeviceBatches, check_device_resident, device_batches, trainer_device  # re-exports DeviceBatches
 from datamodules.paths import data_root, missing_dataset
 from datamodules.settings import (LegacySettingsMixin, NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveInt,
                                   save_settings, upgrade_settings)
@@ -254,60 +254,6 @@ class IndexBatchSampler(BatchSampler):
         return iter(order.split(self.batch_size))
 
 
-class DeviceBatches:
-    """Batches sliced from split tensors that already live on the training device: no DataLoader, no
-    sampler, no collation, one index tensor per epoch.
-
-    Why: with the data on the device, a DataLoader's per-batch machinery (sampler, fetcher, collate) is
-    pure Python overhead, and a small model's GPU step is short enough to wait for it. Lightning drives
-    this like a loader: it
-    has ``len()``, and its ``sampler`` is itself (``batch_sampler`` None, as Lightning checks a loader for
-    both), so the fit loop's ``set_epoch`` reaches it.
-
-    The order of an epoch is a function of ``seed`` and the epoch only (reproducible, and the same after
-    resuming at an epoch boundary): exactly the order, padding and shard of torch's ``DistributedSampler``
-    with that seed, which Lightning injects into the DataLoader path under DDP. So under DDP (and with
-    ``world_size=1`` against a ``DistributedSampler(num_replicas=1)``) both paths serve identical batches.
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
-        if len(x) != len(y):
-            raise ValueError(f"DeviceBatches: {len(x)} images but {len(y)} labels")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"DeviceBatches: rank must be in [0, {world_size}), got {rank}")
-        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
-        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
-        self.epoch, self.sampler, self.batch_sampler = 0, self, None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def indices(self) -> torch.Tensor:
-        """This rank's indices of the current epoch, in order (on the CPU)."""
-        n = len(self.y)
-        order = (torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)) if self.shuffle
-                 else torch.arange(n))
-        if self.world_size > 1:  # DistributedSampler(drop_last=False): pad by repeating the start, then stride
-            total = -(-n // self.world_size) * self.world_size
-            order = order.repeat(-(-total // n))[:total][self.rank::self.world_size]
-        if self.drop_last:
-            order = order[:len(order) // self.batch_size * self.batch_size]
-        return order
-
-    def __len__(self) -> int:
-        n = -(-len(self.y) // self.world_size)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self):
-        # a DataLoader iterator draws its workers' base seed from the global RNG: so do we, so that dropout and
-        # other global-RNG users see the same stream on both paths
-        torch.empty((), dtype=torch.int64).random_()
-        x, y = self.x, self.y
-        for idx in self.indices().to(x.device, non_blocking=True).split(self.batch_size):
-            yield x[idx], y[idx]
-
-
 def _as_is(batch):
     """``collate_fn`` for :class:`TensorBatches`: ``__getitems__`` already returns the stacked batch."""
     return batch
@@ -386,9 +332,8 @@ class MNISTDataModule(LegacySettingsMixin, L.LightningDataModule):
             raise ValueError(f"MNISTDataModule: synthetic_per_class={synthetic_per_class} needs --data.synthetic_path "
                              "(an .npz with 'images' and 'labels')")
         random_affine_matrices(1, 28, 28, aug_degrees, aug_translate, aug_crop_scale, aug_crop_ratio)  # validates
-        if (on_device or device_resident) and num_workers > 0:
-            raise ValueError(f"MNISTDataModule: {'device_resident' if device_resident else 'on_device'}=True serves "
-                             f"batches from device memory; it needs num_workers=0, got {num_workers}")
+        if on_device or device_resident:
+            check_device_resident("MNISTDataModule", num_workers, "device_resident" if device_resident else "on_device")
         hp = self.hparams
         self.data_dir, self.download = data_dir, download
         self.real_per_class, self.test_per_class, self.val_fraction = hp.real_per_class, hp.test_per_class, hp.val_fraction
@@ -463,10 +408,7 @@ class MNISTDataModule(LegacySettingsMixin, L.LightningDataModule):
             self._splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self._splits.items()}
 
     def _device(self) -> torch.device | None:
-        if not (self.on_device or self.device_resident):
-            return None
-        trainer = getattr(self, "trainer", None)
-        return trainer.strategy.root_device if trainer is not None else None
+        return trainer_device(self) if self.on_device or self.device_resident else None
 
     def split(self, name: Literal["train", "val", "test"]) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``(images, labels)`` tensors of a split, in the ``normalization`` range (calls :meth:`setup`)."""
@@ -488,12 +430,8 @@ class MNISTDataModule(LegacySettingsMixin, L.LightningDataModule):
         x, y = self.split(name)
         if not self.device_resident:
             return batch_loader(x, y, batch_size, shuffle=shuffle, num_workers=self.num_workers, drop_last=drop_last)
-        trainer = getattr(self, "trainer", None)
-        shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
         # the run's seed, as Lightning seeds its DistributedSampler; the data seed outside a seeded run
-        seed = int(os.environ.get("PL_GLOBAL_SEED", self.data_seed))
-        return DeviceBatches(x, y, batch_size, shuffle, seed=seed, drop_last=drop_last,
-                             rank=shard.get("rank", 0), world_size=shard.get("num_replicas", 1))
+        return device_batches(self, x, y, batch_size, shuffle, seed=self.data_seed, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)

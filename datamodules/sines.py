@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from datamodules.batches import DeviceBatches, check_device_resident, device_batches, trainer_device
 from datamodules.settings import LegacySettingsMixin, NonNegativeFloat, NonNegativeInt, PositiveInt, save_settings
 from datamodules.splits import SplitLoadersMixin
 
@@ -54,19 +55,27 @@ class SineWaves(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule):
         amp_range: (low, high) of the uniform amplitude draw.
         noise: standard deviation of the Gaussian noise added to every time step (>= 0).
         batch_size: batch size of all loaders.
-        num_workers: DataLoader worker processes (0: load in the main process).
+        num_workers: DataLoader worker processes (0: load in the main process; must be 0 with device_resident).
         data_seed: seed of the generated splits (each split its own stream) and of the training shuffle order.
+        device_resident: keep the generated splits on the trainer's device and serve batches by slicing them
+            (no DataLoader); each epoch's order is a function of the run's seed (``data_seed`` outside a seeded
+            run) and the epoch only, and each DDP process takes its own shard (that of Lightning's
+            DistributedSampler). Predict always uses a DataLoader.
     """
 
     def __init__(self, n_train: PositiveInt = 4000, n_val: PositiveInt = 500, n_test: PositiveInt = 500,
                  length: PositiveInt = 64, freq_range: tuple[float, float] = (1.0, 4.0),
                  amp_range: tuple[float, float] = (0.5, 1.5), noise: NonNegativeFloat = 0.05,
-                 batch_size: PositiveInt = 64, num_workers: NonNegativeInt = 0, data_seed: int = 0) -> None:
+                 batch_size: PositiveInt = 64, num_workers: NonNegativeInt = 0, data_seed: int = 0,
+                 device_resident: bool = False) -> None:
         super().__init__()
         save_settings(self)
+        if device_resident:
+            check_device_resident("SineWaves", num_workers)
         self.freq_range = _check_range("freq_range", freq_range, 0.0)
         self.amp_range = _check_range("amp_range", amp_range, 0.0)
         self.datasets: dict[str, TensorDataset] = {}
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per split, with device_resident
 
     def dataset(self, split: str) -> TensorDataset:
         """The (cached) dataset of ``split`` in {'train', 'val', 'test'}."""
@@ -85,7 +94,23 @@ class SineWaves(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule):
         for split in splits.get(stage, ("train", "val", "test")):
             self.dataset(split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> DataLoader | DeviceBatches:
+        hp = self.hparams
+        if not hp.device_resident:
+            return self._dataloader(split, shuffle)
+        device = trainer_device(self) or torch.device("cpu")
+        if split not in self._on_device or self._on_device[split][1].device != device:
+            self._on_device[split] = tuple(t.to(device) for t in self.dataset(split).tensors)
+        # the DataLoader path's training loader has its own generator: its iterators draw nothing from the
+        # global RNG (the evaluation loaders have none and draw from it)
+        return device_batches(self, *self._on_device[split], hp.batch_size, shuffle, seed=hp.data_seed,
+                              global_rng_draw=not shuffle)
+
+    def _dataloader(self, split: str, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.hparams.data_seed) if shuffle else None
         return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
                           num_workers=self.hparams.num_workers, generator=gen)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Always a DataLoader of the test split: under DDP Lightning then predicts every sequence exactly once."""
+        return self._dataloader("test", shuffle=False)

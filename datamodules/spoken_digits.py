@@ -54,6 +54,7 @@ from datamodules.audio import (
     utterance_normalize,
     vtlp,
 )
+from datamodules.batches import DeviceBatches, check_device_resident, device_batches, trainer_device
 from datamodules.paths import cache_root, data_root, missing_dataset
 from datamodules.predict import (
     PredictItem,
@@ -244,6 +245,12 @@ def collate_sequences(items):
     return feats, lengths, torch.stack([y for _, _, y in items])
 
 
+def _trim_padding(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
+    """A device-resident MFCC batch cut to its own longest clip, as :func:`collate_sequences` pads it."""
+    feats, lengths, y = batch
+    return feats[:, :int(lengths.max())], lengths, y
+
+
 class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule):
     """Spoken digits from ``source`` as ``feature`` batches; see the module docstring for layouts.
 
@@ -279,8 +286,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         val_fraction: share held out for validation (clips for FSDD, speakers otherwise), in (0, 1).
         test_fraction: share of speakers in the test set for speaker-disjoint "official" splits, in (0, 1).
         batch_size: batch size of all loaders.
-        num_workers: DataLoader worker processes (0: load in the main process).
-        split_seed: seed of the validation (and speaker-partition) draws.
+        num_workers: DataLoader worker processes (0: load in the main process; must be 0 with device_resident).
+        split_seed: seed of the validation (and speaker-partition) draws (and of the device-resident epoch
+            order outside a seeded run).
         voices: tts only: espeak-ng voice names (+fN/+mN set the gender); None: 8 default voices.
         rates: tts only: speaking rates in words per minute; None: 130, 175, 220.
         pitches: tts only: espeak-ng pitches (0-99); None: 35, 50, 65.
@@ -304,6 +312,12 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         predict_path: files to predict on: a WAV/FLAC file, a folder (searched recursively) or a glob;
             None: predict on the test split. Needs no dataset: features and normalisation come from
             the checkpoint.
+        device_resident: keep the cached features of every split on the trainer's device (MFCC: zero-padded
+            to the split's longest clip, each batch cut to its own longest as the DataLoader path pads it)
+            and serve batches by slicing them (no DataLoader); each epoch's order is a function of the run's
+            seed and the epoch only, and each DDP process takes its own shard (that of Lightning's
+            DistributedSampler). The training augmentation and per-utterance normalisation run batched on
+            the device after transfer on both paths, so nothing changes there. Predict uses a DataLoader.
     """
 
     def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",
@@ -321,7 +335,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  spec_augment: bool = False, num_masks: NonNegativeInt = 2, mask_width: NonNegativeInt = 8,
                  time_crop: UnitFraction = 1.0, trim_db: PositiveFloat | None = None, vtlp: WarpFraction = 0.0,
                  noise_snr: tuple[float, float] | None = None, add_tts: bool = False, folder: str | None = None,
-                 train_per_class: PositiveInt | None = None, predict_path: str | None = None) -> None:
+                 train_per_class: PositiveInt | None = None, predict_path: str | None = None,
+                 device_resident: bool = False) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -364,6 +379,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             raise ValueError("SpokenDigits: add_tts=True only makes sense for target='digit' (pass --data.add_tts false)")
         if folder is not None and source == "tts":
             raise ValueError("SpokenDigits: folder names a dataset folder; source='tts' has none")
+        if device_resident:
+            check_device_resident("SpokenDigits", num_workers)
         hp = self.hparams
         self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
@@ -376,6 +393,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         self.feature_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._splits: dict[str, list[int]] | None = None
         self._datasets: dict[str, SpokenDigitDataset] = {}
+        #: per split, with device_resident: its (features[, lengths], labels) on the trainer's device
+        self._on_device: dict[str, tuple[torch.Tensor, ...]] = {}
         self._roots: list[Path] = []  # per clip: its source's root (add_tts mixes two)
         self.predict_items: list[PredictItem] = []
 
@@ -638,8 +657,19 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  "digit": self.clips[i].digit, "take": self.clips[i].take, "gender": self.clips[i].gender}
                 for i in self._splits[stage]]
 
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
-        return self._make_loader(self.dataset(stage), shuffle)
+    def _loader(self, stage: str, shuffle: bool) -> DataLoader | DeviceBatches:
+        if not self.hparams.device_resident:
+            return self._make_loader(self.dataset(stage), shuffle)
+        ds, device = self.dataset(stage), trainer_device(self) or torch.device("cpu")
+        if stage not in self._on_device or self._on_device[stage][-1].device != device:
+            if ds.sequence:  # padded once to the split's longest clip; each batch is cut to its own longest below
+                feats, lengths = pad_sequences(ds.feats)
+                self._on_device[stage] = (feats.to(device), lengths.to(device), ds.labels.to(device))
+            else:
+                self._on_device[stage] = (ds.feats.to(device), ds.labels.to(device))
+        *x, y = self._on_device[stage]
+        return device_batches(self, tuple(x), y, self.hparams.batch_size, shuffle, seed=self.hparams.split_seed,
+                              transform=_trim_padding if ds.sequence else None)
 
     def _make_loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         hp = self.hparams
@@ -650,8 +680,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def predict_dataloader(self) -> DataLoader:
         """The test split, or with ``predict_path`` the user's files (the failed ones are in
         :attr:`predict_items` with their reason, and left out of the batches)."""
-        if not self.hparams.predict_path:
-            return self._loader("test", shuffle=False)
+        if not self.hparams.predict_path:  # always a DataLoader: under DDP every test clip is predicted once
+            return self._make_loader(self.dataset("test"), shuffle=False)
         return self._make_loader(self.predict_dataset(), shuffle=False)
 
     def predict_dataset(self) -> SpokenDigitDataset:
