@@ -604,6 +604,13 @@ def test_loss_curve_figure(tmp_path):
         w.writerow([40, "", "", 1.2])
     losses(metrics_csv=str(path), out=str(tmp_path / "losses.png"))
     assert (tmp_path / "losses.png").stat().st_size > 1000
+    from PIL import Image
+
+    losses(metrics_csv=str(path), out=str(tmp_path / "with_eval.png"), eval_metrics=["val/d_loss"])
+    one, two = Image.open(tmp_path / "losses.png"), Image.open(tmp_path / "with_eval.png")
+    assert two.width > 1.4 * one.width and two.height == one.height  # a panel per evaluation metric
+    with pytest.raises(ValueError, match="no column 'val/fid'"):
+        losses(metrics_csv=str(path), out=str(tmp_path / "x.png"), eval_metrics=["val/fid"])
     with pytest.raises(ValueError, match="no column 'train/d_loss'"):
         path.write_text("step,loss\n0,1\n")
         losses(metrics_csv=str(path), out=str(tmp_path / "x.png"))

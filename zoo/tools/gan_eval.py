@@ -235,21 +235,27 @@ def read_metrics_csv(path: str | Path, keys: list[str]) -> dict[str, tuple[np.nd
     return out
 
 
-def losses(*, metrics_csv: str, out: str, smooth: int = 5, title: str = "DCGAN losses") -> None:
-    """Discriminator and generator loss curves from a CSVLogger ``metrics.csv``, as a PNG.
+def losses(*, metrics_csv: str, out: str, smooth: int = 5, title: str = "DCGAN losses",
+           eval_metrics: list[str] | None = None) -> None:
+    """Discriminator and generator loss curves from a CSVLogger ``metrics.csv``, as a PNG; with
+    ``eval_metrics`` (e.g. ``[val/fid, val/diversity]``) one more panel per metric, over the same steps,
+    so a falling FID or a collapsing diversity can be read against the losses.
 
     Args:
         metrics_csv: path of the run's ``metrics.csv``.
         out: PNG path.
         smooth: moving-average window (logged points) drawn over the raw curve.
         title: figure title.
+        eval_metrics: per-evaluation metrics to draw in panels of their own.
     """
     import matplotlib.pyplot as plt
 
     from zoo.figures import save_figure
 
-    curves = read_metrics_csv(metrics_csv, ["train/d_loss", "train/g_loss"])
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    eval_metrics = list(eval_metrics or [])
+    curves = read_metrics_csv(metrics_csv, ["train/d_loss", "train/g_loss", *eval_metrics])
+    fig, axes = plt.subplots(1, 1 + len(eval_metrics), figsize=(6 + 3.2 * len(eval_metrics), 3.2), squeeze=False)
+    ax = axes[0][0]
     for key, color in (("train/d_loss", "tab:blue"), ("train/g_loss", "tab:orange")):
         steps, vals = curves[key]
         ax.plot(steps, vals, color=color, alpha=0.3, lw=0.8)
@@ -261,6 +267,13 @@ def losses(*, metrics_csv: str, out: str, smooth: int = 5, title: str = "DCGAN l
     ax.set_ylabel("BCE loss")
     ax.set_title(title)
     ax.legend()
+    for ax, key in zip(axes[0][1:], eval_metrics):
+        steps, vals = curves[key]
+        ax.plot(steps, vals, "o-", color="tab:green")
+        ax.set_xlabel("training batches")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
     print(save_figure(fig, out))
 
 
