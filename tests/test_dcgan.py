@@ -490,6 +490,49 @@ def _squares(n: int, seed: int) -> torch.Tensor:
     return x
 
 
+def test_training_step_is_the_pytorch_dcgan_example_step():
+    """The task's manual-optimisation step (Lightning, toggle_optimizer, one G forward for both updates) gives
+    the same D and G losses, step by step, as the plain loop of PyTorch's DCGAN example on the same nets,
+    batches and noise: a collapse cannot come from the loop itself."""
+    import copy
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = GAN(Generator("dcgan64", 16, 3, 8), Discriminator("dcgan64", 3, 8), standing_batches=0,
+                samples_per_row=2, interpolation_steps=3)
+    G, D = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
+    steps, b = 3, 8
+    data, noise = _squares(steps * b, 0), torch.randn(steps, b, 16)
+    drawn = iter(noise)
+    model._noise = lambda n: next(drawn)
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((float(trainer.callback_metrics["train/d_loss"]), float(trainer.callback_metrics["train/g_loss"])))
+
+    trainer(max_epochs=1, limit_val_batches=0, callbacks=[Record()], log_every_n_steps=1).fit(
+        model, DataLoader(TensorDataset(data), batch_size=b))
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
+    ones, zeros = torch.ones(b), torch.zeros(b)
+    for step in range(steps):
+        x, fake = data[step * b:(step + 1) * b], G(noise[step])
+        opt_d.zero_grad()
+        d_loss = F.binary_cross_entropy_with_logits(D(x), ones) + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
+        d_loss.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
+        g_loss.backward()
+        opt_g.step()
+        assert seen[step] == pytest.approx((d_loss.item(), g_loss.item()), rel=1e-5)
+    for mine, theirs in ((model.generator, G), (model.discriminator, D)):
+        for a, c in zip(mine.parameters(), theirs.parameters()):
+            assert torch.allclose(a, c, atol=1e-6)
+
+
 @pytest.mark.parametrize("standing_batches,collapsed", [(50, False), (0, True)])
 def test_briefly_trained_dcgan64_samples_do_not_collapse(standing_batches, collapsed):
     """The collapse of the first anime runs (every grid image the same): after 16 DCGAN-paper steps the
