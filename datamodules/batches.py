@@ -39,8 +39,10 @@ class DeviceBatches:
         batch_size, shuffle, drop_last: as a DataLoader's.
         seed: the epoch order is ``randperm(n)`` of a generator seeded with ``seed + epoch``.
         rank, world_size: this process's shard, as ``DistributedSampler(num_replicas=world_size, rank=rank)``.
-        transform: applied to every sliced batch (the tuple) on the device, e.g. the uint8-to-float
-            conversion the DataLoader path does per item; must do exactly what that path does.
+        transform: ``transform(batch, index)``, applied to every sliced batch (the tuple) on the device, e.g.
+            the uint8-to-float conversion the DataLoader path does per item; must do exactly what that path
+            does. ``index``: the batch's positions in the split, on the CPU, so that CPU-side facts (a clip's
+            length) need no device-to-host sync per batch.
         global_rng_draw: draw one number from the global torch RNG per epoch, as a DataLoader iterator
             without a ``generator`` does (its workers' base seed), so dropout and other global-RNG users
             see the same stream on both paths; False for a DataLoader built with its own ``generator``.
@@ -48,7 +50,7 @@ class DeviceBatches:
 
     def __init__(self, x: Inputs, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                 transform: Callable[[tuple], tuple] | None = None, global_rng_draw: bool = True) -> None:
+                 transform: Callable[[tuple, torch.Tensor], tuple] | None = None, global_rng_draw: bool = True) -> None:
         xs = x if isinstance(x, tuple) else (x,)
         if any(len(t) != len(y) for t in xs):
             raise ValueError(f"DeviceBatches: {[len(t) for t in xs]} inputs but {len(y)} targets")
@@ -83,15 +85,25 @@ class DeviceBatches:
             torch.empty((), dtype=torch.int64).random_()
         xs = self.x if isinstance(self.x, tuple) else (self.x,)
         y, transform = self.y, self.transform
-        for idx in self.indices().to(y.device, non_blocking=True).split(self.batch_size):
+        order = self.indices()
+        for cpu_idx, idx in zip(order.split(self.batch_size), order.to(y.device, non_blocking=True).split(self.batch_size)):
             batch = (*(t[idx] for t in xs), y[idx])
-            yield transform(batch) if transform is not None else batch
+            yield transform(batch, cpu_idx) if transform is not None else batch
 
 
 def trainer_device(dm) -> torch.device | None:
     """The root device of ``dm``'s trainer (where a device-resident split lives); None without a trainer."""
     trainer = getattr(dm, "trainer", None)
     return trainer.strategy.root_device if trainer is not None else None
+
+
+def resident(dm, cache: dict, key: str, tensors: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """The split ``key``'s tensors on ``dm``'s trainer device (the CPU without a trainer): built by ``tensors()``
+    and copied once, kept in ``cache``, copied again only if the device changed."""
+    device = trainer_device(dm) or torch.device("cpu")
+    if key not in cache or cache[key][-1].device != device:
+        cache[key] = tuple(t.to(device) for t in tensors())
+    return cache[key]
 
 
 def device_batches(dm, x: Inputs, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int,

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from datamodules.batches import DeviceBatches, check_device_resident, device_batches, trainer_device
+from datamodules.batches import DeviceBatches, check_device_resident, device_batches, resident
 from datamodules.paths import cache_root, data_root, missing_dataset
 from datamodules.settings import (LegacySettingsMixin, NonNegativeInt, OpenUnitInterval, PositiveInt, UnitFraction,
                                   save_settings, upgrade_settings)
@@ -326,16 +326,13 @@ class ImageTensorDataModule(LegacySettingsMixin, L.LightningDataModule):
     def _device_batches(self, ds: ImageTensorDataset, shuffle: bool, name: str) -> DeviceBatches:
         """The split's uint8 tensors on the trainer's device (copied once), sliced per batch and converted
         there by :func:`to_float`, as :class:`ImageTensorDataset` converts the same batch."""
-        device = trainer_device(self) or torch.device("cpu")
-        if name not in self._on_device or self._on_device[name][1].device != device:
-            self._on_device[name] = (ds.images.to(device), ds.labels.to(device))
+        images, labels = resident(self, self._on_device, name, lambda: (ds.images, ds.labels))
         normalization = self.normalization
 
-        def convert(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        def convert(batch: tuple[torch.Tensor, torch.Tensor], _index) -> tuple[torch.Tensor, torch.Tensor]:
             return to_float(batch[0], normalization), batch[1]
 
-        return device_batches(self, *self._on_device[name], self.batch_size, shuffle, seed=self.split_seed,
-                              transform=convert)
+        return device_batches(self, images, labels, self.batch_size, shuffle, seed=self.split_seed, transform=convert)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_set, True, "train", resident=True)
@@ -411,10 +408,8 @@ class ImageFolderDataModule(ImageTensorDataModule):
         """File list, labels, own split (or None) and class names; decoding nothing."""
         folder = self.dataset_dir
         if not folder.is_dir():
-            where = SOURCES.get(Path(self.folder).parts[0]) if self.folder else None
-            err = missing_dataset(f"image folder '{self.folder}' (--data.folder, relative to the data directory)",
-                                  folder, None)
-            raise type(err)(f"{err} {where}" if where else str(err))
+            raise missing_dataset(f"image folder '{self.folder}' (--data.folder, relative to the data directory)",
+                                  folder, None, hint=SOURCES.get(Path(self.folder).parts[0]) if self.folder else None)
         subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         if {"train", "test"} <= {p.name for p in subdirs}:
             names = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())

@@ -27,10 +27,12 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is missing and downloading was not allowed; the message says how to fix it."""
 
 
-def missing_dataset(name: str, expected: Path, setting: str | None = "--data.download true") -> DatasetNotFoundError:
-    """``setting``: the option that allows a download, or None for a dataset that has none."""
+def missing_dataset(name: str, expected: Path, setting: str | None = "--data.download true",
+                    hint: str | None = None) -> DatasetNotFoundError:
+    """``setting``: the option that allows a download, or None for a dataset that has none; ``hint``: where
+    to get one that cannot be downloaded (a login-only source)."""
     fix = f", or allow the download with {setting}" if setting else ""
     return DatasetNotFoundError(
         f"{name} not found: expected it at {expected}. Point --data.data_dir (or $ZOO_DATA_DIR) at the folder "
-        f"that contains it{fix}."
+        f"that contains it{fix}." + (f" {hint}" if hint else "")
     )

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.batches import DeviceBatches, check_device_resident, device_batches, trainer_device
+from datamodules.batches import DeviceBatches, check_device_resident, device_batches, resident
 from datamodules.settings import LegacySettingsMixin, NonNegativeFloat, NonNegativeInt, PositiveInt, save_settings
 from datamodules.splits import SplitLoadersMixin
 
@@ -98,12 +98,10 @@ class SineWaves(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule):
         hp = self.hparams
         if not hp.device_resident:
             return self._dataloader(split, shuffle)
-        device = trainer_device(self) or torch.device("cpu")
-        if split not in self._on_device or self._on_device[split][1].device != device:
-            self._on_device[split] = tuple(t.to(device) for t in self.dataset(split).tensors)
+        tensors = resident(self, self._on_device, split, lambda: self.dataset(split).tensors)
         # the DataLoader path's training loader has its own generator: its iterators draw nothing from the
         # global RNG (the evaluation loaders have none and draw from it)
-        return device_batches(self, *self._on_device[split], hp.batch_size, shuffle, seed=hp.data_seed,
+        return device_batches(self, *tensors, hp.batch_size, shuffle, seed=hp.data_seed,
                               global_rng_draw=not shuffle)
 
     def _dataloader(self, split: str, shuffle: bool) -> DataLoader:

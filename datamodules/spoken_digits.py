@@ -54,7 +54,7 @@ from datamodules.audio import (
     utterance_normalize,
     vtlp,
 )
-from datamodules.batches import DeviceBatches, check_device_resident, device_batches, trainer_device
+from datamodules.batches import DeviceBatches, check_device_resident, device_batches, resident
 from datamodules.paths import cache_root, data_root, missing_dataset
 from datamodules.predict import (
     PredictItem,
@@ -245,10 +245,13 @@ def collate_sequences(items):
     return feats, lengths, torch.stack([y for _, _, y in items])
 
 
-def _trim_padding(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
-    """A device-resident MFCC batch cut to its own longest clip, as :func:`collate_sequences` pads it."""
-    feats, lengths, y = batch
-    return feats[:, :int(lengths.max())], lengths, y
+def _trim_padding(cpu_lengths: torch.Tensor):
+    """The transform that cuts a device-resident MFCC batch to its own longest clip, as
+    :func:`collate_sequences` pads it; the length is read from the CPU copy (no device sync per batch)."""
+    def trim(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], index: torch.Tensor):
+        feats, lengths, y = batch
+        return feats[:, :int(cpu_lengths[index].max())], lengths, y
+    return trim
 
 
 class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule):
@@ -660,16 +663,13 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def _loader(self, stage: str, shuffle: bool) -> DataLoader | DeviceBatches:
         if not self.hparams.device_resident:
             return self._make_loader(self.dataset(stage), shuffle)
-        ds, device = self.dataset(stage), trainer_device(self) or torch.device("cpu")
-        if stage not in self._on_device or self._on_device[stage][-1].device != device:
-            if ds.sequence:  # padded once to the split's longest clip; each batch is cut to its own longest below
-                feats, lengths = pad_sequences(ds.feats)
-                self._on_device[stage] = (feats.to(device), lengths.to(device), ds.labels.to(device))
-            else:
-                self._on_device[stage] = (ds.feats.to(device), ds.labels.to(device))
-        *x, y = self._on_device[stage]
+        ds = self.dataset(stage)
+        # MFCC sequences: padded once to the split's longest clip; each batch is cut to its own longest
+        *x, y = resident(self, self._on_device, stage,
+                         lambda: (*pad_sequences(ds.feats), ds.labels) if ds.sequence else (ds.feats, ds.labels))
+        trim = _trim_padding(torch.as_tensor([len(f) for f in ds.feats])) if ds.sequence else None
         return device_batches(self, tuple(x), y, self.hparams.batch_size, shuffle, seed=self.hparams.split_seed,
-                              transform=_trim_padding if ds.sequence else None)
+                              transform=trim)
 
     def _make_loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         hp = self.hparams
