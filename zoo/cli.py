@@ -219,6 +219,11 @@ def config_differences(saved: dict, current: dict) -> list[str]:
             if a.get(k) != b.get(k) and not any(fnmatch.fnmatchcase(k, p) for p in _NOT_THE_EXPERIMENT)]
 
 
+def _wandb_project_dir(args) -> Path:
+    """``<save_dir>/<project>``: where WandbLogger puts each run's ``<id>/`` folder (config, checkpoints)."""
+    return _expand(args.save_dir or ".") / str(args.get("project") or "lightning_logs")
+
+
 def _same_wandb_run(config_file: Path, name: str | None, group: str | None) -> bool:
     """Whether the config a W&B run saved next to its checkpoints names this run (name and group)."""
     try:
@@ -373,7 +378,7 @@ class ZooCLI(LightningCLI):
             dirs = list(root.glob("lightning_logs/version_*/checkpoints"))
         elif loggers[0].class_path.endswith("WandbLogger"):
             args = loggers[0].init_args
-            base = _expand(args.save_dir or ".") / str(args.get("project") or "lightning_logs")
+            base = _wandb_project_dir(args)
             run_id = args.get("id") or wandb_run_id()
             if run_id:
                 dirs, where = [base / run_id / "checkpoints"], str(base / run_id / "checkpoints")
@@ -404,7 +409,7 @@ class ZooCLI(LightningCLI):
                 or loggers[0].init_args.get("id"):
             return None
         args = loggers[0].init_args
-        run_dir = _expand(args.save_dir or ".") / str(args.get("project") or "lightning_logs") / run_id
+        run_dir = _wandb_project_dir(args) / run_id
         return run_dir, _expand(cfg.checkpoint.dirpath) if cfg.checkpoint.get("dirpath") else run_dir / "checkpoints"
 
     def _resume_wandb_env_run(self, cfg, subcommand: str, run_dir: Path, ckpt_dir: Path) -> str | None:
