@@ -183,6 +183,9 @@ class FeatureSettings:
       which a digit label does not depend on; pitch and timbre, which live on the mel axis, are
       untouched.
     * ``trim_db``: leading and trailing silence is cut first (:func:`trim_silence`); None keeps it.
+    * ``pitch`` (``mfcc`` only): two columns appended to every frame, :func:`pitch_columns`: log2 of the
+      fundamental frequency over 100 Hz and a voicing flag. Why: the voice's pitch is what separates most
+      women's from most men's voices, and 13-40 MFCCs of 15 ms windows barely see it.
     """
 
     feature: str = "logmel"
@@ -191,6 +194,7 @@ class FeatureSettings:
     n_mels: int = 64
     frames: int = 64
     trim_db: float | None = None
+    pitch: bool = False
     version: int = 1  # bump when the computation changes so old caches are not reused
 
     def __post_init__(self):
@@ -199,13 +203,21 @@ class FeatureSettings:
         for name in ("sample_rate", "n_mfcc", "n_mels", "frames"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.pitch and self.feature != "mfcc":
+            raise ValueError(f"pitch=True appends columns to MFCC frames; it needs feature='mfcc', got {self.feature!r}")
 
     def key_fields(self) -> dict:
         """Settings that affect this feature kind (changing ``frames`` must not invalidate MFCCs)."""
         keep = {"mfcc": ("n_mfcc",), "logmel": ("n_mels", "frames")}[self.feature]
         trim = {} if self.trim_db is None else {"trim_db": float(self.trim_db)}  # untrimmed caches keep their keys
+        pitch = {"pitch": True} if self.pitch else {}
         return {"feature": self.feature, "sample_rate": self.sample_rate, "version": self.version,
-                **{k: getattr(self, k) for k in keep}, **trim}
+                **{k: getattr(self, k) for k in keep}, **trim, **pitch}
+
+    @property
+    def dim(self) -> int:
+        """Numbers per MFCC frame: ``n_mfcc`` plus the two pitch columns when ``pitch``."""
+        return self.n_mfcc + (2 * self.pitch)
 
     @property
     def hop(self) -> int:
@@ -261,8 +273,10 @@ class FeatureExtractor:
                 batch[row, :lengths[row]] = clips[i]
             feats = self._frames(batch)  # (B, n_bands, T)
             for row, i in enumerate(idx):
-                f = feats[row, :, : self.num_frames(lengths[row])]
-                out[i] = self._finish(f)
+                f = self._finish(feats[row, :, : self.num_frames(lengths[row])])
+                if self.s.pitch:
+                    f = torch.cat([f, pitch_columns(clips[i], self.s.sample_rate, self.s.hop)], 1)
+                out[i] = f
         return out  # type: ignore[return-value]
 
     def _finish(self, f: torch.Tensor) -> torch.Tensor:
@@ -270,6 +284,56 @@ class FeatureExtractor:
             return f.transpose(0, 1).contiguous()
         db = 10.0 * torch.log10(f.clamp_min(1e-10))
         return F.interpolate(db[None], size=self.s.frames, mode="linear", align_corners=False)[0].contiguous()
+
+
+def yin_pitch(x: torch.Tensor, sample_rate: int, hop: int, fmin: float = 60.0, fmax: float = 400.0,
+              threshold: float = 0.15, max_aperiodicity: float = 0.3, top_db: float = 25.0) -> torch.Tensor:
+    """Fundamental frequency (Hz) of a mono clip, one value per ``hop`` (frames centred as
+    :class:`FeatureExtractor`'s: ``1 + len // hop`` of them), NaN where the frame is not voiced.
+
+    YIN (de Cheveigné & Kawahara, 2002), 25 ms analysis windows: the first lag whose cumulative-mean-
+    normalised difference falls below ``threshold``, walked down to its local minimum (else the global
+    minimum). A frame is voiced when that minimum is below ``max_aperiodicity`` and the frame is within
+    ``top_db`` of the clip's loudest. Why not ``torchaudio.functional.detect_pitch_frequency``: it has no
+    voicing decision and on the AudioMNIST-AZ voices its per-clip median separated women from men in
+    71 % of clips against 94 % for this (docs/spoken_digits.md#gender-from-real-voices).
+    """
+    win, tmin, tmax = round(0.025 * sample_rate), int(sample_rate / fmax), int(math.ceil(sample_rate / fmin))
+    span = win + tmax
+    frames = F.pad(x.float(), (win // 2, span - win // 2)).unfold(0, span, hop)  # (1 + len // hop, span)
+    frames = frames - frames.mean(1, keepdim=True)
+    n = 1 << (2 * span - 1).bit_length()
+    cross = torch.fft.irfft(torch.fft.rfft(frames[:, :win], n=n).conj() * torch.fft.rfft(frames, n=n), n=n)[:, : tmax + 1]
+    energy = F.pad(frames.pow(2).cumsum(1), (1, 0))
+    lags = torch.arange(tmax + 1)
+    diff = energy[:, win:win + 1] + energy[:, lags + win] - energy[:, lags] - 2 * cross  # d(tau), tau = 0..tmax
+    cmnd = diff[:, 1:] * lags[1:] / diff[:, 1:].cumsum(1).clamp_min(1e-12)
+    cmnd = F.pad(cmnd, (1, 0), value=1.0)
+    cmnd[:, :tmin] = float("inf")  # above fmax
+    below = cmnd < threshold
+    lag = torch.where(below.any(1), below.float().argmax(1), cmnd.argmin(1))
+    while True:  # walk each frame's lag down to the local minimum of the dip it is in
+        step = (lag + 1).clamp_max(tmax)
+        better = cmnd.gather(1, step[:, None])[:, 0] < cmnd.gather(1, lag[:, None])[:, 0]
+        if not better.any():
+            break
+        lag = torch.where(better, step, lag)
+    rms = frames[:, :win].pow(2).mean(1).sqrt()
+    voiced = (cmnd.gather(1, lag[:, None])[:, 0] < max_aperiodicity) & (rms > rms.max() * 10 ** (-top_db / 20))
+    return torch.where(voiced, sample_rate / lag.float(), torch.full_like(rms, float("nan")))
+
+
+def pitch_columns(x: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
+    """``(1 + len // hop, 2)``: log2(F0 / 100 Hz) and a voiced flag (1/0) per frame (:func:`yin_pitch`).
+
+    Unvoiced frames take the clip's median voiced pitch, so that frame statistics (mean, std) describe the
+    voice rather than how much of the clip was voiced; a clip with no voiced frame gets 0 (100 Hz) and a
+    voiced share of 0, which tells a model that its pitch is unknown."""
+    f0 = yin_pitch(x, sample_rate, hop)
+    voiced = ~f0.isnan()
+    log_f0 = torch.log2(f0 / 100.0)
+    fill = log_f0[voiced].median() if voiced.any() else log_f0.new_zeros(())
+    return torch.stack([torch.where(voiced, log_f0, fill), voiced.float()], 1)
 
 
 def pad_sequences(seqs: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -339,9 +339,12 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  time_crop: UnitFraction = 1.0, trim_db: PositiveFloat | None = None, vtlp: WarpFraction = 0.0,
                  noise_snr: tuple[float, float] | None = None, add_tts: bool = False, folder: str | None = None,
                  train_per_class: PositiveInt | None = None, predict_path: str | None = None,
-                 device_resident: bool = False) -> None:
+                 device_resident: bool = False, pitch_features: bool = False) -> None:
         """
         Args:
+            pitch_features: ``mfcc`` only: append each frame's log2(F0 / 100 Hz) and a voiced flag (YIN,
+                :func:`datamodules.audio.pitch_columns`), so frames have ``n_mfcc + 2`` numbers; for
+                gender, where the voice's pitch is the strongest cue.
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
             test_fraction: share of speakers in the test set for speaker-disjoint ``"official"``
                 splits (AudioMNIST, TTS); FSDD's official split is fixed by take number.
@@ -385,7 +388,10 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if device_resident:
             check_device_resident("SpokenDigits", num_workers)
         hp = self.hparams
-        self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db)
+        if pitch_features and feature != "mfcc":
+            raise ValueError(f"SpokenDigits: pitch_features=True appends pitch columns to MFCC frames; it needs feature='mfcc', "
+                             f"got feature={feature!r}")
+        self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db, pitch_features)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
@@ -636,7 +642,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def load_state_dict(self, state: dict) -> None:
         mine = {**asdict(self.settings), "normalization": self.hparams.normalization}
         state = upgrade_settings("SpokenDigits", state)  # checkpoints before issue 15 say "normalize"
-        saved = {**state.get("settings", {}), "normalization": state.get("normalization", mine["normalization"])}
+        saved = {"pitch": False, **state.get("settings", {}),  # checkpoints from before pitch had none
+                 "normalization": state.get("normalization", mine["normalization"])}
         check_saved_settings("SpokenDigits", saved, mine)
         if "feature_mean" in state:
             self.feature_stats = (state["feature_mean"], state["feature_std"])

@@ -68,3 +68,13 @@ def write_audiomnist(data_root: Path, genders: dict[str, str | None] | None = No
     data.mkdir(parents=True, exist_ok=True)
     (data / "audioMNIST_meta.txt").write_text(json.dumps(meta, indent=4))
     return Path(data_root)
+
+
+def voiced_tone(f0: float, seconds: float = 0.5, sample_rate: int = 8000, seed: int = 0) -> np.ndarray:
+    """A voice-like harmonic signal: partials k * ``f0`` (k = 1..8, amplitude 1/k) under a Hann envelope,
+    with seeded noise 30 dB down; its fundamental is exactly ``f0``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    x = sum(np.sin(2 * np.pi * k * f0 * t + k) / k for k in range(1, 9) if k * f0 < sample_rate / 2)
+    x = 0.4 * x / np.abs(x).max() * np.hanning(len(t)) + 0.01 * rng.standard_normal(len(t))
+    return x.astype(np.float32)

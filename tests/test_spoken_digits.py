@@ -538,3 +538,55 @@ def test_a_damaged_feature_cache_is_named_and_rebuilt(tmp_path, caplog, damage):
     assert torch.load(cache, weights_only=True)["files"] == [c.path for c in again.clips]  # rewritten whole
     if damage == "crafted":
         assert not marker.exists()
+
+
+@pytest.mark.parametrize("f0", [95.0, 120.0, 210.0, 290.0])
+def test_yin_pitch_finds_the_fundamental_of_a_harmonic_voice(f0):
+    from datamodules.audio import yin_pitch
+    from audio_fixtures import voiced_tone
+
+    x = torch.from_numpy(voiced_tone(f0, 0.5))
+    track = yin_pitch(x, 8000, hop=80)
+    assert track.shape == (1 + x.numel() // 80,)  # aligned with the MFCC frames
+    voiced = track[~track.isnan()]
+    assert len(voiced) > 0.5 * len(track)
+    assert abs(float(voiced.median()) / f0 - 1) < 0.02  # no octave errors on a clean harmonic voice
+
+
+def test_yin_pitch_calls_noise_and_silence_unvoiced():
+    from datamodules.audio import pitch_columns, yin_pitch
+
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal(4000).astype(np.float32))
+    assert yin_pitch(noise, 8000, hop=80).isnan().float().mean() > 0.9
+    assert yin_pitch(torch.zeros(4000), 8000, hop=80).isnan().all()
+    cols = pitch_columns(torch.zeros(4000), 8000, hop=80)  # no voiced frame: pitch unknown, voiced share 0
+    assert cols.shape == (51, 2) and cols.abs().sum() == 0
+
+
+def test_pitch_columns_fill_unvoiced_frames_with_the_median():
+    from datamodules.audio import pitch_columns
+    from audio_fixtures import voiced_tone
+
+    x = torch.cat([torch.zeros(2000), torch.from_numpy(voiced_tone(200.0, 0.5)), torch.zeros(2000)])
+    cols = pitch_columns(x, 8000, hop=80)
+    voiced = cols[:, 1] == 1
+    assert 0 < voiced.sum() < len(cols)  # the silences either side are unvoiced
+    torch.testing.assert_close(cols[~voiced, 0], torch.full(((~voiced).sum(),), float(cols[voiced, 0].median())))
+    assert abs(2 ** float(cols[voiced, 0].median()) * 100 / 200 - 1) < 0.02  # log2(F0 / 100 Hz)
+
+
+def test_pitch_features_append_two_columns_to_mfcc_frames(tmp_path, audiomnist_root):
+    plain = make(tmp_path, audiomnist_root, source="audiomnist", feature="mfcc", target="gender")
+    with_pitch = make(tmp_path, audiomnist_root, source="audiomnist", feature="mfcc", target="gender", pitch_features=True)
+    plain.setup(), with_pitch.setup()
+    a, b = plain.dataset("train")[0][0], with_pitch.dataset("train")[0][0]
+    assert b.shape == (a.shape[0], a.shape[1] + 2)
+    torch.testing.assert_close(b[:, :-2], a)  # the MFCCs themselves are unchanged
+    caches = sorted(p.name for p in (tmp_path / "cache" / "spoken_digits").glob("audiomnist-mfcc-*.pt"))
+    assert len(caches) == 2  # the pitch setting is part of the cache key
+    assert with_pitch.state_dict()["settings"]["pitch"] is True  # and of what a checkpoint carries
+
+
+def test_pitch_features_need_mfcc():
+    with pytest.raises(ValueError, match="pitch_features=True .* needs feature='mfcc'"):
+        SpokenDigits(feature="logmel", pitch_features=True)

@@ -445,16 +445,32 @@ class MFCCStats(nn.Module):
     """The classical fixed-length summary (no parameters): mean/std of the real frames and, with ``deltas``,
     of the frame-to-frame differences: ``(B, T, n_mfcc) -> (B, 2 n_mfcc)`` or ``(B, 4 n_mfcc)``.
 
+    With ``pitch`` the frames carry two more columns (``--data.pitch_features true``: log2 F0 and a voiced
+    flag, :func:`datamodules.audio.pitch_columns`) and three numbers are appended: the mean and std of the
+    log pitch and the voiced share. ``mfcc=False`` keeps only those three.
+
     Args:
         n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc.
         deltas: also the mean/std of frame-to-frame differences (doubles the feature size).
+        pitch: the frames end with the two pitch columns; summarise them too.
+        mfcc: summarise the MFCC columns (False needs ``pitch``: a pitch-only summary).
     """
 
-    def __init__(self, n_mfcc: int = 13, deltas: bool = True) -> None:
+    def __init__(self, n_mfcc: int = 13, deltas: bool = True, pitch: bool = False, mfcc: bool = True) -> None:
         super().__init__()
-        self.n_mfcc, self.deltas = n_mfcc, deltas
-        self.out_dim = n_mfcc * (4 if deltas else 2)
+        if not (mfcc or pitch):
+            raise ValueError("MFCCStats: mfcc=False and pitch=False would summarise nothing; keep one of them")
+        self.n_mfcc, self.deltas, self.pitch, self.mfcc = n_mfcc, deltas, pitch, mfcc
+        self.out_dim = (n_mfcc * (4 if deltas else 2) if mfcc else 0) + (3 if pitch else 0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        check_batch(x, lengths, self.n_mfcc)
-        return mfcc_statistics(x.float(), lengths, self.deltas)
+        if self.pitch and x.dim() == 3 and x.shape[-1] != self.n_mfcc + 2:
+            raise ValueError(f"MFCCStats(pitch=True) expects {self.n_mfcc} MFCCs + 2 pitch columns per frame, got "
+                             f"{x.shape[-1]} numbers; train with --data.pitch_features true and matching n_mfcc")
+        check_batch(x, lengths, self.n_mfcc + 2 * self.pitch)
+        x = x.float()
+        parts = [mfcc_statistics(x[..., : self.n_mfcc], lengths, self.deltas)] if self.mfcc else []
+        if self.pitch:
+            mean, std = masked_mean_std(x[..., self.n_mfcc:], lengths)
+            parts.append(torch.stack([mean[:, 0], std[:, 0], mean[:, 1]], 1))
+        return torch.cat(parts, 1)
