@@ -66,6 +66,50 @@ def test_learns_with_a_trainer_and_augments_training_batches_only(tmp_path):
     assert out["probs"].shape == (20, 4) and torch.allclose(out["probs"].sum(1), torch.ones(20))
 
 
+def test_mixup_mixes_inputs_and_targets_per_sample_and_still_learns(tmp_path):
+    class Recorder(nn.Module):
+        num_classes = 4
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.seen = nn.Linear(2, 4), []
+
+        def forward(self, x):
+            self.seen.append(x.detach().clone())
+            return self.linear(x)
+
+    torch.manual_seed(0)
+    model = Classifier(Recorder(), mixup=0.4)
+    x, y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]), torch.tensor([0, 1, 2])
+    torch.manual_seed(1)
+    loss = model.training_step((x, y), 0)
+    torch.manual_seed(1)  # the same draws, by hand
+    lam = torch.distributions.Beta(0.4, 0.4).sample((3,))
+    other = torch.randperm(3)
+    torch.testing.assert_close(model.net.seen[-1], lam[:, None] * x + (1 - lam[:, None]) * x[other])
+    logits = model.net.linear(model.net.seen[-1])
+    expected = (lam * nn.functional.cross_entropy(logits, y, reduction="none")
+                + (1 - lam) * nn.functional.cross_entropy(logits, y[other], reduction="none")).mean()
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(lam, lam[:1].expand(3))  # one lam per sample, not one per batch
+    # validation is never mixed, and the task still learns the block digits
+    model = Classifier(LeNet5(num_classes=4), mixup=0.2, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    trainer = _trainer(tmp_path, max_epochs=10, num_sanity_val_steps=0)
+    trainer.fit(model, DataLoader(_digits(), batch_size=8, shuffle=True), DataLoader(_digits(seed=1), batch_size=20))
+    assert trainer.callback_metrics["val/acc"].item() >= 0.9
+
+
+def test_mixup_refuses_sequences_with_lengths():
+    class WithLengths(nn.Module):
+        num_classes = 3
+
+        def forward(self, x, lengths):
+            return x[:, :3]
+
+    with pytest.raises(ValueError, match="mixup=0.2 mixes whole inputs"):
+        Classifier(WithLengths(), mixup=0.2).training_step((torch.randn(4, 5), torch.ones(4), torch.zeros(4).long()), 0)
+
+
 def test_number_of_classes_comes_from_the_net():
     assert Classifier(ConvNet(num_classes=7)).num_classes == 7
     assert Classifier(MnistCNN(num_classes=3), class_names=["a", "b", "c"]).class_names == ["a", "b", "c"]

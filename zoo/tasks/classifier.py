@@ -14,6 +14,7 @@ from typing import Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import NonNegativeFloat
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
@@ -56,6 +57,10 @@ class Classifier(L.LightningModule):
         label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
         augment: a module applied to each training batch's input only (e.g.
             :class:`datamodules.augment.BatchAugment`); None: no augmentation.
+        mixup: mixup's alpha (Zhang et al., 2018): each training input becomes ``lam * x + (1 - lam) * x'``
+            with another input ``x'`` of the batch and ``lam ~ Beta(alpha, alpha)`` drawn per sample, and the
+            loss mixes the two targets the same way; 0 disables it. For fixed-size inputs only (not
+            variable-length sequences). Why: it keeps the net from memorising each training voice.
         optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
         scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
@@ -64,7 +69,7 @@ class Classifier(L.LightningModule):
 
     def __init__(self, net: nn.Module, num_classes: int | None = None, class_names: Sequence[str] | None = None,
                  label_smoothing: float = 0.0, augment: nn.Module | None = None,
-                 optimizer: OptimizerCallable = default_optimizer,
+                 mixup: NonNegativeFloat = 0.0, optimizer: OptimizerCallable = default_optimizer,
                  scheduler: LRSchedulerCallable | None = None) -> None:
         super().__init__()
         save_task_hyperparameters(self)
@@ -86,6 +91,7 @@ class Classifier(L.LightningModule):
         if len(self.class_names) != num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} entries but num_classes={num_classes}")
         self.label_smoothing = label_smoothing
+        self.mixup = mixup
         self.optimizer = optimizer
         self.scheduler = scheduler
         # no per-step input checks on the train metric (they cost as much as a small model's step);
@@ -114,9 +120,27 @@ class Classifier(L.LightningModule):
         if self.augment is not None:
             x, *rest = batch
             batch = (self.augment(x), *rest)
+        if self.mixup > 0:
+            return self._mixup_step(batch)
         logits, y = self._logits_and_target(batch)
         loss = self._loss(logits, y)
         self.train_acc.update(logits.detach(), y)  # epoch-level metric: computed once in on_train_epoch_end
+        if step_is_shown(self):
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=y.shape[0])
+        return loss
+
+    def _mixup_step(self, batch) -> torch.Tensor:
+        x, *extra, y = batch
+        if extra:
+            raise ValueError(f"Classifier: mixup={self.mixup} mixes whole inputs; batches with extra inputs (e.g. "
+                             f"sequence lengths) cannot be mixed: use mixup: 0 with this data")
+        lam = torch.distributions.Beta(self.mixup, self.mixup).sample((x.shape[0],)).to(x.device)
+        other = torch.randperm(x.shape[0], device=x.device)
+        share = lam.view(-1, *[1] * (x.dim() - 1)).to(x.dtype)
+        logits = self(share * x + (1 - share) * x[other])
+        ce = lambda target: F.cross_entropy(logits, target, label_smoothing=self.label_smoothing, reduction="none")  # noqa: E731
+        loss = (lam * ce(y) + (1 - lam) * ce(y[other])).mean()
+        self.train_acc.update(logits.detach(), torch.where(lam >= 0.5, y, y[other]))  # the larger share's class
         if step_is_shown(self):
             self.log("train/loss", loss.detach(), prog_bar=True, batch_size=y.shape[0])
         return loss
