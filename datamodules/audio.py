@@ -215,11 +215,6 @@ class FeatureSettings:
                 **{k: getattr(self, k) for k in keep}, **trim, **pitch}
 
     @property
-    def dim(self) -> int:
-        """Numbers per MFCC frame: ``n_mfcc`` plus the two pitch columns when ``pitch``."""
-        return self.n_mfcc + (2 * self.pitch)
-
-    @property
     def hop(self) -> int:
         return round(0.010 * self.sample_rate)
 
