@@ -204,7 +204,8 @@ class FeatureSettings:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.pitch and self.feature != "mfcc":
-            raise ValueError(f"pitch=True appends columns to MFCC frames; it needs feature='mfcc', got {self.feature!r}")
+            raise ValueError(f"pitch=True appends columns to MFCC frames; it needs feature='mfcc', "
+                             f"got {self.feature!r}")
 
     def key_fields(self) -> dict:
         """Settings that affect this feature kind (changing ``frames`` must not invalidate MFCCs)."""
@@ -298,7 +299,8 @@ def yin_pitch(x: torch.Tensor, sample_rate: int, hop: int, fmin: float = 60.0, f
     frames = F.pad(x.float(), (win // 2, span - win // 2)).unfold(0, span, hop)  # (1 + len // hop, span)
     frames = frames - frames.mean(1, keepdim=True)
     n = 1 << (2 * span - 1).bit_length()
-    cross = torch.fft.irfft(torch.fft.rfft(frames[:, :win], n=n).conj() * torch.fft.rfft(frames, n=n), n=n)[:, : tmax + 1]
+    spectrum = torch.fft.rfft(frames[:, :win], n=n).conj() * torch.fft.rfft(frames, n=n)
+    cross = torch.fft.irfft(spectrum, n=n)[:, : tmax + 1]  # sum_j x[j] x[j + tau] over the window
     energy = F.pad(frames.pow(2).cumsum(1), (1, 0))
     lags = torch.arange(tmax + 1)
     diff = energy[:, win:win + 1] + energy[:, lags + win] - energy[:, lags] - 2 * cross  # d(tau), tau = 0..tmax

@@ -342,9 +342,6 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  device_resident: bool = False, pitch_features: bool = False) -> None:
         """
         Args:
-            pitch_features: ``mfcc`` only: append each frame's log2(F0 / 100 Hz) and a voiced flag (YIN,
-                :func:`datamodules.audio.pitch_columns`), so frames have ``n_mfcc + 2`` numbers; for
-                gender, where the voice's pitch is the strongest cue.
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
             test_fraction: share of speakers in the test set for speaker-disjoint ``"official"``
                 splits (AudioMNIST, TTS); FSDD's official split is fixed by take number.
@@ -359,6 +356,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             time_crop: ``logmel`` training batches keep a random ``time_crop``-1.0 share of each
                 image's time axis, stretched back to ``frames`` (1.0 = off); drawn per sample, on
                 the device, before the masking. Invariance to how much silence a clip kept at its ends.
+            pitch_features: ``mfcc`` only: append each frame's log2(F0 / 100 Hz) and a voiced flag (YIN,
+                :func:`datamodules.audio.pitch_columns`), so frames have ``n_mfcc + 2`` numbers; for
+                gender, where the voice's pitch is the strongest cue.
         """
         super().__init__()
         save_settings(self)
@@ -389,9 +389,10 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             check_device_resident("SpokenDigits", num_workers)
         hp = self.hparams
         if pitch_features and feature != "mfcc":
-            raise ValueError(f"SpokenDigits: pitch_features=True appends pitch columns to MFCC frames; it needs feature='mfcc', "
-                             f"got feature={feature!r}")
-        self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db, pitch_features)
+            raise ValueError(f"SpokenDigits: pitch_features=True appends pitch columns to MFCC frames; it needs "
+                             f"feature='mfcc', got feature={feature!r}")
+        self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db,
+                                        pitch_features)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
