@@ -14,7 +14,8 @@ Features are computed once per (file list, feature settings), in batches, and ca
 written to. Splits (:mod:`datamodules.splits`, seeded by ``split_seed``) and train-set normalisation are
 cheap and recomputed at every set-up.
 
-Batches: ``feature="mfcc"`` -> ``(feats (B, T_max, n_mfcc) zero-padded, lengths (B,), y (B,))``;
+Batches: ``feature="mfcc"`` -> ``(feats (B, T_max, n_mfcc) zero-padded, lengths (B,), y (B,))``, with 2 more
+columns per frame under ``pitch_features``;
 ``feature="logmel"`` -> ``(x (B, 1, n_mels, frames), y (B,))``.
 """
 

@@ -92,6 +92,10 @@ def test_mixup_mixes_inputs_and_targets_per_sample_and_still_learns(tmp_path):
                 + (1 - lam) * nn.functional.cross_entropy(logits, y[other], reduction="none")).mean()
     torch.testing.assert_close(loss, expected)
     assert not torch.allclose(lam, lam[:1].expand(3))  # one lam per sample, not one per batch
+    model.validation_step((x, y), 0)
+    torch.testing.assert_close(model.net.seen[-1], x)  # validation inputs go in as they are
+    with pytest.raises(ValueError, match="mixup is Beta's alpha"):
+        Classifier(Recorder(), mixup=-0.1)
     # validation is never mixed, and the task still learns the block digits
     model = Classifier(LeNet5(num_classes=4), mixup=0.2, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
     trainer = _trainer(tmp_path, max_epochs=10, num_sanity_val_steps=0)

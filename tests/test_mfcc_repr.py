@@ -532,7 +532,7 @@ def test_mfcc_stats_pitch_summary_and_bad_widths():
 
 def test_pitch_svm_tells_low_from_high_voices_through_the_cli(tmp_path):
     """The shipped gender config (pitch statistics alone) on an AudioMNIST-layout fixture whose male voices
-    are at 100-130 Hz and female ones at 190-250 Hz, with the same spectral shape: pitch is the only cue."""
+    are at 105-158 Hz and female ones at 190-250 Hz, with the same spectral shape: pitch is the only cue."""
     from audio_fixtures import voiced_tone
 
     data = tmp_path / "data" / "AudioMNIST-AZ" / "data"

@@ -51,7 +51,7 @@ def trained(tmp_path_factory):
 
 
 def _recordings(folder: Path) -> dict[str, str | None]:
-    """Mixed-format recordings of digits 2 and 7 in class-named folders, with padding silence, and bad
+    """Mixed-format recordings of digits 2 and 7 in class-named folders, padded with room noise, and bad
     files; returns file name -> the error expected (None: must be predicted)."""
     def tone(digit, rate, channels=1):
         x = digit_tone(digit, 0, 3, sample_rate=rate, channels=channels)

@@ -585,6 +585,17 @@ def test_pitch_features_append_two_columns_to_mfcc_frames(tmp_path, audiomnist_r
     caches = sorted(p.name for p in (tmp_path / "cache" / "spoken_digits").glob("audiomnist-mfcc-*.pt"))
     assert len(caches) == 2  # the pitch setting is part of the cache key
     assert with_pitch.state_dict()["settings"]["pitch"] is True  # and of what a checkpoint carries
+    saved = with_pitch.state_dict()
+    with pytest.raises(ValueError, match="pitch"):  # a pitch checkpoint cannot predict without its columns
+        plain.load_state_dict(saved)
+    old = plain.state_dict()
+    del old["settings"]["pitch"]  # checkpoints from before pitch features
+    plain.load_state_dict(old)
+    with pytest.raises(ValueError, match="pitch"):
+        with_pitch.load_state_dict(old)
+    from zoo.nets.mfcc import MFCCStats
+    with pytest.raises(ValueError, match="the data has 2 pitch columns"):  # the net must be told, not guess
+        MFCCStats(a.shape[1])(b[None], torch.tensor([b.shape[0]]))
 
 
 def test_pitch_features_need_mfcc():

@@ -58,6 +58,10 @@ def check_batch(x: torch.Tensor, lengths: torch.Tensor, n_mfcc: int | None = Non
     if x.dim() != 3:
         raise ValueError(f"expected an MFCC batch of shape (B, T, n_mfcc) (use --data.feature mfcc), "
                          f"got shape {tuple(x.shape)}")
+    if n_mfcc is not None and x.shape[-1] == n_mfcc + 2:
+        raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}: "
+                         f"the data has 2 pitch columns (--data.pitch_features true); use a net that reads them "
+                         f"(pitch: true) or --data.pitch_features false")
     if n_mfcc is not None and x.shape[-1] != n_mfcc:
         raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}; "
                          f"make the net's n_mfcc match --data.n_mfcc")

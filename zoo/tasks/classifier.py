@@ -57,20 +57,20 @@ class Classifier(L.LightningModule):
         label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
         augment: a module applied to each training batch's input only (e.g.
             :class:`datamodules.augment.BatchAugment`); None: no augmentation.
+        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
+        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
         mixup: mixup's alpha (Zhang et al., 2018): each training input becomes ``lam * x + (1 - lam) * x'``
             with another input ``x'`` of the batch and ``lam ~ Beta(alpha, alpha)`` drawn per sample, and the
             loss mixes the two targets the same way; 0 disables it. For fixed-size inputs only (not
             variable-length sequences). Why: it keeps the net from memorising each training voice.
-        optimizer: optimizer factory applied to the model parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
-        scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
     """
 
     monitor = ("val/acc", "max")
 
     def __init__(self, net: nn.Module, num_classes: int | None = None, class_names: Sequence[str] | None = None,
                  label_smoothing: float = 0.0, augment: nn.Module | None = None,
-                 mixup: NonNegativeFloat = 0.0, optimizer: OptimizerCallable = default_optimizer,
-                 scheduler: LRSchedulerCallable | None = None) -> None:
+                 optimizer: OptimizerCallable = default_optimizer, scheduler: LRSchedulerCallable | None = None,
+                 mixup: NonNegativeFloat = 0.0) -> None:
         super().__init__()
         save_task_hyperparameters(self)
         net_classes = getattr(net, "num_classes", None)
@@ -91,6 +91,8 @@ class Classifier(L.LightningModule):
         if len(self.class_names) != num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} entries but num_classes={num_classes}")
         self.label_smoothing = label_smoothing
+        if mixup < 0:  # the CLI checks the type; a script may not
+            raise ValueError(f"Classifier: mixup is Beta's alpha and must be >= 0, got {mixup}")
         self.mixup = mixup
         self.optimizer = optimizer
         self.scheduler = scheduler

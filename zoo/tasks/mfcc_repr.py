@@ -56,7 +56,7 @@ class StagedClassifier(Classifier):
                  num_classes: int | None = None, class_names: Sequence[str] | None = None,
                  label_smoothing: float = 0.0, optimizer: OptimizerCallable = default_optimizer,
                  scheduler: LRSchedulerCallable | None = None) -> None:
-        super().__init__(net, num_classes, class_names, label_smoothing, None, optimizer, scheduler)
+        super().__init__(net, num_classes, class_names, label_smoothing, optimizer=optimizer, scheduler=scheduler)
         if ae_epochs < 0 or recon_weight < 0:
             raise ValueError(f"StagedClassifier: ae_epochs and recon_weight must be >= 0, got ae_epochs={ae_epochs}, "
                              f"recon_weight={recon_weight}")

@@ -152,7 +152,8 @@ class TransferClassifier(Classifier):
                               dropout=dropout, feature_batchnorm=feature_batchnorm,
                               freeze_encoder=mode != "finetune", **head)
         super().__init__(net, num_classes, class_names, label_smoothing,
-                         augment if isinstance(augment, nn.Module) else None, optimizer, scheduler)
+                         augment if isinstance(augment, nn.Module) else None,
+                         optimizer=optimizer, scheduler=scheduler)
         self.mode = mode
         self.encoder_lr_scale = encoder_lr_scale
         if augment is True:
