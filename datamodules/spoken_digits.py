@@ -340,7 +340,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  time_crop: UnitFraction = 1.0, trim_db: PositiveFloat | None = None, vtlp: WarpFraction = 0.0,
                  noise_snr: tuple[float, float] | None = None, add_tts: bool = False, folder: str | None = None,
                  train_per_class: PositiveInt | None = None, predict_path: str | None = None,
-                 device_resident: bool = False, pitch_features: bool = False) -> None:
+                 device_resident: bool = False, pitch_features: bool = False,
+                 add_corpus: str | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -360,6 +361,12 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             pitch_features: ``mfcc`` only: append each frame's log2(F0 / 100 Hz) and a voiced flag (YIN,
                 :func:`datamodules.audio.pitch_columns`), so frames have ``n_mfcc + 2`` numbers; for
                 gender, where the voice's pitch is the strongest cue.
+            add_corpus: an AudioMNIST-format folder under ``data_dir`` (e.g. ``AudioMNIST-AZ``: 59 speakers,
+                digits spoken in Azerbaijani) whose clips join the training split as classes of their own,
+                ``<folder>/0`` ... ``<folder>/9`` (labels 10-19, listed in ``extra_class_names``): its words are
+                not the source's digits, so their labels never mix, but the net hears many more voices.
+                The task needs as many extra outputs (``Classifier(extra_classes=10)``, net ``num_classes``
+                20); validation, test and predict stay on the source and its 10 classes.
         """
         super().__init__()
         save_settings(self)
@@ -386,6 +393,11 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             raise ValueError("SpokenDigits: add_tts=True only makes sense for target='digit' (pass --data.add_tts false)")
         if folder is not None and source == "tts":
             raise ValueError("SpokenDigits: folder names a dataset folder; source='tts' has none")
+        if add_corpus is not None and target != "digit":
+            raise ValueError(f"SpokenDigits: add_corpus={add_corpus!r} adds another corpus's words as extra digit "
+                             f"classes; it needs target='digit', got {target!r}")
+        if add_corpus is not None and source == "audiomnist" and add_corpus == (folder or "AudioMNIST"):
+            raise ValueError(f"SpokenDigits: add_corpus={add_corpus!r} is the source's own folder; name another corpus")
         if device_resident:
             check_device_resident("SpokenDigits", num_workers)
         hp = self.hparams
@@ -398,6 +410,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
         self.class_names = list(DIGIT_NAMES) if target == "digit" else list(GENDERS)
+        #: training-only classes of ``add_corpus`` (labels ``len(class_names)`` on); never validated or predicted
+        self.extra_class_names = [f"{add_corpus}/{d}" for d in DIGIT_NAMES] if add_corpus else []
         self.num_classes = len(self.class_names)
         self.dataset_dir: Path | None = None  # where the clips of ``source`` were read (or synthesised)
         self.clips: list[Clip] = []
@@ -419,28 +433,33 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         """add_tts on a real source (with source='tts' every clip already is espeak-ng speech)."""
         return self.hparams.add_tts and self.hparams.source != "tts"
 
-    def _sources(self) -> list[str]:
-        return [self.hparams.source] + (["tts"] if self._adds_tts else [])
+    def _sources(self) -> list[tuple[str, str | None]]:
+        """(source, folder) of every corpus a fit reads."""
+        return ([(self.hparams.source, self.hparams.folder)] + ([("tts", None)] if self._adds_tts else [])
+                + ([("audiomnist", self.hparams.add_corpus)] if self.hparams.add_corpus else []))
 
     def prepare_data(self) -> None:
         """Download / synthesise the clips and build the feature cache (rank 0 only under DDP).
         Predicting on files (``predict_path``) needs no dataset, so nothing is prepared for it."""
         if self._predicting_files():
             return
-        for source in self._sources():
-            root, clips = self._locate(source)
+        for source, folder in self._sources():
+            root, clips = self._locate(source, folder)
             if not self.cache_path(root, clips, source).is_file():
                 self._load_features(root, clips, source)
 
-    def _locate(self, source: str | None = None) -> tuple[Path, list[Clip]]:
+    def _locate(self, source: str | None = None, folder: str | None = None) -> tuple[Path, list[Clip]]:
         hp = self.hparams
-        source = source or hp.source
+        if source is None:
+            source, folder = hp.source, hp.folder
         if source == "tts":
             from datamodules.tts import synthesize_digits
 
             return synthesize_digits(cache_root(hp.cache_dir) / "spoken_digits" / "tts", self.voices, self.rates,
                                      self.pitches, progress=hp.progress)
-        root = ensure_dataset(source, data_root(hp.data_dir), hp.download, hp.folder)
+        # an added corpus has no upstream archive of its own (its folder is not the source's): never downloaded
+        download = hp.download and folder == hp.folder
+        root = ensure_dataset(source, data_root(hp.data_dir), download, folder)
         return root, fsdd_clips(root) if source == "fsdd" else audiomnist_clips(root)
 
     def cache_path(self, root: Path, clips: Sequence[Clip], source: str | None = None) -> Path:
@@ -524,9 +543,17 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             splits["train"] += range(len(clips), len(clips) + len(tts_clips))
             feats = feats + tts_feats if seq else torch.cat([feats, tts_feats])
             clips, roots = clips + tts_clips, roots + [tts_root] * len(tts_clips)
+        offsets = [0] * len(clips)
+        if hp.add_corpus:  # training only, as classes of their own (other words than the source's digits)
+            aux_root, aux_clips = self._locate("audiomnist", hp.add_corpus)
+            aux_feats = self._load_features(aux_root, aux_clips, "audiomnist")
+            splits["train"] += range(len(clips), len(clips) + len(aux_clips))
+            feats = feats + aux_feats if seq else torch.cat([feats, aux_feats])
+            clips, roots = clips + aux_clips, roots + [aux_root] * len(aux_clips)
+            offsets += [len(self.class_names)] * len(aux_clips)
         self.dataset_dir, self.clips, self._roots, self._splits = root, clips, roots, splits
-        labels = torch.tensor([c.digit if hp.target == "digit" else GENDERS.index(c.gender) if c.gender in GENDERS
-                               else -1 for c in clips], dtype=torch.int64)
+        labels = torch.tensor([c.digit + off if hp.target == "digit" else GENDERS.index(c.gender)
+                               if c.gender in GENDERS else -1 for c, off in zip(clips, offsets)], dtype=torch.int64)
         if hp.normalization == "dataset":
             self.feature_stats = self._fit_stats(feats, splits["train"])
             feats = self._apply_stats(feats)
@@ -534,7 +561,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             part = [feats[i] for i in idx] if seq else feats[idx].unsqueeze(1)
             self._datasets[stage_name] = SpokenDigitDataset(part, labels[idx], seq)
         rank_zero_info("SpokenDigits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-                       + f" clips ({hp.source}{' + tts in train' if self._adds_tts else ''}, split={hp.split}, "
+                       + f" clips ({hp.source}{' + tts in train' if self._adds_tts else ''}"
+                       + (f" + {hp.add_corpus} in train as classes of its own" if hp.add_corpus else "")
+                       + f", split={hp.split}, "
                        f"target={hp.target})")
 
     def _target(self, clip: Clip):

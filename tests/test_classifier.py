@@ -120,10 +120,46 @@ def test_number_of_classes_comes_from_the_net():
     with pytest.raises(ValueError, match="no integer num_classes attribute"):
         Classifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
     assert Classifier(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), num_classes=10).num_classes == 10
-    with pytest.raises(ValueError, match=r"num_classes=2 but the net ConvNet has num_classes=10 outputs"):
+    with pytest.raises(ValueError, match=r"num_classes=2 \+ extra_classes=0 but the net ConvNet has num_classes=10 outputs"):
         Classifier(ConvNet(num_classes=10), num_classes=2)
     with pytest.raises(ValueError, match="class_names has 2 entries but num_classes=10"):
         Classifier(LeNet5(), class_names=["a", "b"])
+
+
+def test_extra_classes_train_but_are_never_validated_or_predicted(tmp_path):
+    """Training-only classes (another corpus's words, SpokenDigits(add_corpus=...)): the net has more outputs,
+    the task's metrics and predictions see only its own classes."""
+    g = torch.Generator().manual_seed(2)
+    extra_x = 0.3 * torch.randn(20, 1, 28, 28, generator=g)
+    extra_y = 4 + torch.arange(20) % 2  # labels 4 and 5: blocks in the right half
+    for i, c in enumerate(extra_y.tolist()):
+        extra_x[i, 0, 4 + 5 * (c - 4):8 + 5 * (c - 4), 18:26] += 3.0
+    x, y = _digits().tensors
+    train = TensorDataset(torch.cat([x, extra_x]), torch.cat([y, extra_y]))
+    model = Classifier(LeNet5(num_classes=6), extra_classes=2, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    assert model.num_classes == 4 and model.class_names == ["0", "1", "2", "3"]
+
+    class WithExtra(L.LightningDataModule):
+        def __init__(self, extra: int) -> None:
+            super().__init__()
+            self.extra_class_names = [f"other/{i}" for i in range(extra)]
+
+        def train_dataloader(self):
+            return DataLoader(train, batch_size=8, shuffle=True)
+
+        def val_dataloader(self):
+            return DataLoader(_digits(seed=1), batch_size=20)
+
+    trainer = _trainer(tmp_path, max_epochs=10, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=WithExtra(2))
+    assert trainer.callback_metrics["val/acc"].item() >= 0.9
+    out = model.predict_step(next(iter(DataLoader(_digits(seed=1), batch_size=20))), 0)
+    assert out["probs"].shape == (20, 4) and torch.allclose(out["probs"].sum(1), torch.ones(20))
+    assert model(extra_x).argmax(1).ge(4).float().mean() >= 0.9  # the extra classes were learned too
+    with pytest.raises(ValueError, match="the data adds 3 training-only classes but extra_classes=2"):
+        _trainer(tmp_path, max_epochs=1).fit(model, datamodule=WithExtra(3))
+    with pytest.raises(ValueError, match="num_classes=4 \\+ extra_classes=1 but the net LeNet5 has num_classes=6"):
+        Classifier(LeNet5(num_classes=6), num_classes=4, extra_classes=1)
 
 
 def test_extra_batch_elements_reach_the_net():

@@ -601,3 +601,27 @@ def test_pitch_features_append_two_columns_to_mfcc_frames(tmp_path, audiomnist_r
 def test_pitch_features_need_mfcc():
     with pytest.raises(ValueError, match="pitch_features=True .* needs feature='mfcc'"):
         SpokenDigits(feature="logmel", pitch_features=True)
+
+
+def test_add_corpus_joins_training_only_as_classes_of_its_own(tmp_path):
+    """Another corpus's words widen the voices the net hears; their labels (10-19) never mix with the digits."""
+    root = write_fsdd(tmp_path / "data", SPEAKERS, takes=range(6))
+    write_audiomnist(root)
+    (root / "AudioMNIST").rename(root / "Other-Digits")
+    plain = make(tmp_path, root, split="speaker", test_speaker="bob")
+    dm = make(tmp_path, root, split="speaker", test_speaker="bob", add_corpus="Other-Digits")
+    plain.setup(), dm.setup()
+    assert dm.extra_class_names == [f"Other-Digits/{d}" for d in sd.DIGIT_NAMES] and plain.extra_class_names == []
+    assert dm.num_classes == 10 and dm.class_names == plain.class_names
+    train = [int(y) for _, y in dm.dataset("train")]
+    assert len(train) == len(plain.dataset("train")) + 120  # 6 speakers x 10 digits x 2 takes
+    assert Counter(train[len(plain.dataset("train")):]) == Counter({10 + d: 12 for d in range(10)})
+    for stage in ("val", "test"):  # validation and test stay the source's own clips and classes
+        assert dm.metadata(stage) == plain.metadata(stage)
+        assert max(int(y) for _, y in dm.dataset(stage)) <= 9
+    with pytest.raises(ValueError, match="add_corpus='Other-Digits' .* needs target='digit'"):
+        SpokenDigits(source="audiomnist", target="gender", add_corpus="Other-Digits")
+    with pytest.raises(ValueError, match="the source's own folder"):
+        SpokenDigits(source="audiomnist", folder="Other-Digits", add_corpus="Other-Digits")
+    with pytest.raises(DatasetNotFoundError):
+        make(tmp_path, root, add_corpus="Missing-Corpus").setup()

@@ -14,7 +14,7 @@ from typing import Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import NonNegativeFloat
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
@@ -63,6 +63,10 @@ class Classifier(L.LightningModule):
             with another input ``x'`` of the batch and ``lam ~ Beta(alpha, alpha)`` drawn per sample, and the
             loss mixes the two targets the same way; 0 disables it. For fixed-size inputs only (not
             variable-length sequences). Why: it keeps the net from memorising each training voice.
+        extra_classes: outputs of the net after the first ``num_classes`` that only training labels use: classes
+            another corpus adds to the training data to widen what the net hears (``SpokenDigits(add_corpus=...)``
+            puts its words at labels 10-19). Validation, test and predict read the first ``num_classes`` logits
+            only, so the extra classes are never predicted. 0: the net's outputs are the classes.
     """
 
     monitor = ("val/acc", "max")
@@ -70,18 +74,21 @@ class Classifier(L.LightningModule):
     def __init__(self, net: nn.Module, num_classes: int | None = None, class_names: Sequence[str] | None = None,
                  label_smoothing: float = 0.0, augment: nn.Module | None = None,
                  optimizer: OptimizerCallable = default_optimizer, scheduler: LRSchedulerCallable | None = None,
-                 mixup: NonNegativeFloat = 0.0) -> None:
+                 mixup: NonNegativeFloat = 0.0, extra_classes: NonNegativeInt = 0) -> None:
         super().__init__()
         save_task_hyperparameters(self)
+        if extra_classes < 0:
+            raise ValueError(f"Classifier: extra_classes must be >= 0, got {extra_classes}")
         net_classes = getattr(net, "num_classes", None)
         if num_classes is None:
-            num_classes = net_classes
-            if not isinstance(num_classes, int):
+            if not isinstance(net_classes, int):
                 raise ValueError(f"Classifier: set num_classes; the net {type(net).__name__} has no integer "
                                  "num_classes attribute to take it from")
-        elif isinstance(net_classes, int) and net_classes != num_classes:
-            raise ValueError(f"Classifier: num_classes={num_classes} but the net {type(net).__name__} has "
-                             f"num_classes={net_classes} outputs; set the net's (--model.net.num_classes)")
+            num_classes = net_classes - extra_classes
+        elif isinstance(net_classes, int) and net_classes != num_classes + extra_classes:
+            raise ValueError(f"Classifier: num_classes={num_classes} + extra_classes={extra_classes} but the net "
+                             f"{type(net).__name__} has num_classes={net_classes} outputs; set the net's "
+                             f"(--model.net.num_classes {num_classes + extra_classes})")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.net = net
@@ -94,11 +101,12 @@ class Classifier(L.LightningModule):
         if mixup < 0:  # the CLI checks the type; a script may not
             raise ValueError(f"Classifier: mixup is Beta's alpha and must be >= 0, got {mixup}")
         self.mixup = mixup
+        self.extra_classes = extra_classes
         self.optimizer = optimizer
         self.scheduler = scheduler
         # no per-step input checks on the train metric (they cost as much as a small model's step);
         # val/test keep them, and a bad target still fails in cross_entropy first
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.train_acc = MulticlassAccuracy(num_classes + extra_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_metrics = MetricCollection({
             "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -114,6 +122,20 @@ class Classifier(L.LightningModule):
     def _logits_and_target(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, *extra, y = batch
         return self(x, *extra), y
+
+    def _eval_logits_and_target(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation, test and predict: the task's own classes only (not the training-only extra ones)."""
+        logits, y = self._logits_and_target(batch)
+        return logits[:, :self.num_classes], y
+
+    def on_fit_start(self) -> None:
+        """Catch a datamodule that adds training-only classes the task was not told about (or the reverse)
+        before the first step fails on an out-of-range label."""
+        added = getattr(self.trainer.datamodule, "extra_class_names", None)
+        if added is not None and len(added) != self.extra_classes:
+            raise ValueError(f"Classifier: the data adds {len(added)} training-only classes but extra_classes="
+                             f"{self.extra_classes}; set --model.init_args.extra_classes {len(added)} and the net's "
+                             f"num_classes to {self.num_classes + len(added)}")
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
@@ -153,13 +175,13 @@ class Classifier(L.LightningModule):
             self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        logits, y = self._logits_and_target(batch)
+        logits, y = self._eval_logits_and_target(batch)
         self.val_acc(logits, y)
         self.log("val/loss", self._loss(logits, y), prog_bar=True, batch_size=y.shape[0], sync_dist=True)
         self.log("val/acc", self.val_acc, prog_bar=True, batch_size=y.shape[0])
 
     def test_step(self, batch, batch_idx: int) -> None:
-        logits, y = self._logits_and_target(batch)
+        logits, y = self._eval_logits_and_target(batch)
         self.test_metrics(logits, y)
         self.test_confusion(logits, y)
         self.log("test/loss", self._loss(logits, y), batch_size=y.shape[0], sync_dist=True)
@@ -177,7 +199,7 @@ class Classifier(L.LightningModule):
         self.test_confusion.reset()
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        logits, y = self._logits_and_target(batch)
+        logits, y = self._eval_logits_and_target(batch)
         return {"probs": logits.softmax(-1), "pred": logits.argmax(-1), "target": y}
 
     def configure_optimizers(self):
