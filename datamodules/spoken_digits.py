@@ -112,6 +112,15 @@ ARCHIVES = {
                           "https://github.com/soerenab/AudioMNIST/archive/refs/heads/master.zip",
                           "AudioMNIST-master"),
 }
+#: corpora in a source's format under another folder name (``folder=`` / ``add_corpus=``), by that name: a
+#: download must fetch the corpus the folder names, never the source's own. Pinned to a commit (upstream has
+#: no releases); it holds the clips at 16 kHz (the shared copy is resampled to 8 kHz; features resample anyway).
+FOLDER_ARCHIVES = {
+    "AudioMNIST-AZ": Archive(
+        "AudioMNIST-AZ (digits spoken in Azerbaijani)", "AudioMNIST-AZ", "data",
+        "https://github.com/Natavan-A/AudioMNIST_AZ/archive/11dbeadb674eea4bf834494dd8e19686d61efd44.zip",
+        "AudioMNIST_AZ-11dbeadb674eea4bf834494dd8e19686d61efd44"),
+}
 
 
 # --- locating / downloading the data ------------------------------------------------------------
@@ -124,11 +133,17 @@ def ensure_dataset(source: str, root: Path, download: bool, folder: str | None =
     interrupted download never looks like a dataset.
     """
     arc = ARCHIVES[source]
+    if folder is not None and folder != arc.folder:
+        arc = FOLDER_ARCHIVES.get(folder) or Archive(f"{arc.name}-format corpus {folder!r}", folder, arc.check, "", "")
     target = root / (folder or arc.folder)
     if (target / arc.check).is_dir():
         return target
     if not download:
         raise missing_dataset(arc.name, target / arc.check)
+    if not arc.url:
+        raise missing_dataset(arc.name, target / arc.check, setting=None,
+                              hint=f"No download is known for the folder {folder!r} (known: "
+                                   f"{sorted(FOLDER_ARCHIVES)}); put the corpus there yourself.")
     staging = root / f".{target.name}.download"
     if staging.exists():
         shutil.rmtree(staging)
@@ -148,6 +163,7 @@ def ensure_dataset(source: str, root: Path, download: bool, folder: str | None =
 
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
 _AUDIOMNIST_NAME = re.compile(r"^(\d)_(\d+)_(\d+)\.wav$")
+_NOT_AUDIO = {".yaml", ".yml", ".txt", ".md", ".json"}  # notes and configs beside the clips: not clips
 
 
 def _visible(folder: Path):
@@ -197,6 +213,8 @@ def audiomnist_clips(root: Path) -> list[Clip]:
             raise ValueError(f"{folder}: unexpected file in the AudioMNIST data folder; expected speaker "
                              "folders NN/ and audioMNIST_meta.txt")
         for p in _visible(folder):
+            if p.is_file() and p.suffix.lower() in _NOT_AUDIO:  # upstream AudioMNIST-AZ keeps a yaml in data/01
+                continue
             m = _AUDIOMNIST_NAME.match(p.name)
             if not m or not p.is_file() or m[2] != folder.name:
                 raise ValueError(f"{p}: unexpected entry; expected files named {{digit}}_{folder.name}_{{take}}.wav "
@@ -279,7 +297,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         target: label to predict: "digit" (10 classes) or "gender" (2 classes; not with fsdd).
         data_dir: data root folder with the dataset folders; None: $ZOO_DATA_DIR, else ./data.
         cache_dir: where features (and TTS clips) are cached; None: $ZOO_CACHE_DIR, else ~/.cache/zoo.
-        download: download the FSDD / AudioMNIST archive when the dataset folder is missing.
+        download: download the FSDD / AudioMNIST archive when the dataset folder is missing (for ``folder`` /
+            ``add_corpus``: the archive of the corpus that folder names, ``FOLDER_ARCHIVES``; others are refused).
         sample_rate: rate in Hz every clip is resampled to before feature extraction.
         n_mfcc: MFCC coefficients per frame (feature="mfcc").
         n_mels: mel bands of the log-mel image (feature="logmel").
@@ -457,9 +476,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
 
             return synthesize_digits(cache_root(hp.cache_dir) / "spoken_digits" / "tts", self.voices, self.rates,
                                      self.pitches, progress=hp.progress)
-        # an added corpus has no upstream archive of its own (its folder is not the source's): never downloaded
-        download = hp.download and folder == hp.folder
-        root = ensure_dataset(source, data_root(hp.data_dir), download, folder)
+        root = ensure_dataset(source, data_root(hp.data_dir), hp.download, folder)
         return root, fsdd_clips(root) if source == "fsdd" else audiomnist_clips(root)
 
     def cache_path(self, root: Path, clips: Sequence[Clip], source: str | None = None) -> Path:

@@ -319,6 +319,36 @@ def test_download_extracts_upstream_layout(tmp_path, monkeypatch, source):
     assert len(calls) == 1
 
 
+def test_download_of_another_folder_fetches_that_corpus_or_refuses(tmp_path, monkeypatch):
+    """``folder`` / ``add_corpus`` name another corpus: its own archive (AudioMNIST-AZ, with upstream's stray
+    yaml beside the clips), never the source's; a folder with no known archive is refused, not filled."""
+    arc = sd.FOLDER_ARCHIVES["AudioMNIST-AZ"]
+    upstream = tmp_path / "upstream"
+    write_audiomnist(tmp_path / "tree", {"01": "male", "02": "female", "03": "male"}, digits=range(2), takes=range(2))
+    (tmp_path / "tree" / "AudioMNIST" / "data" / "audioMNIST_meta.txt").unlink()  # upstream has none
+    shutil.copytree(tmp_path / "tree" / "AudioMNIST", upstream / arc.top)
+    (upstream / arc.top / "data" / "01" / "hparams_inference.yaml").write_text("sample_rate: 16000\n")
+    archive = Path(shutil.make_archive(str(tmp_path / "az"), "zip", upstream))
+    calls = []
+
+    def fake_download(url, download_root, extract_root=None, **kw):
+        from torchvision.datasets.utils import extract_archive
+
+        calls.append(url)
+        extract_archive(str(archive), extract_root)
+
+    monkeypatch.setattr(sd, "download_and_extract_archive", fake_download)
+    data = tmp_path / "data"
+    write_fsdd(data, SPEAKERS, digits=range(2), takes=range(6))
+    dm = make(tmp_path, data, split="speaker", test_speaker="bob", add_corpus="AudioMNIST-AZ", download=True)
+    dm.setup()
+    assert calls == [arc.url] and sorted(p.name for p in data.iterdir()) == ["AudioMNIST-AZ", "fsdd"]
+    assert sum(int(y) >= 10 for _, y in dm.dataset("train")) == 12  # the yaml is not a clip
+    with pytest.raises(DatasetNotFoundError, match="No download is known for the folder 'Mine'"):
+        make(tmp_path, data, source="audiomnist", folder="Mine", download=True).setup()
+    assert calls == [arc.url]
+
+
 # --- AudioMNIST -------------------------------------------------------------------------------------------
 
 def test_audiomnist_digit_target_is_speaker_disjoint(tmp_path, audiomnist_root, caplog):
