@@ -341,6 +341,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             seed and the epoch only, and each DDP process takes its own shard (that of Lightning's
             DistributedSampler). The training augmentation and per-utterance normalisation run batched on
             the device after transfer on both paths, so nothing changes there. Predict uses a DataLoader.
+        pitch_features: ``mfcc`` only: 2 pitch columns (log F0, voiced flag) per frame, for gender.
+        add_corpus: an AudioMNIST-format folder whose clips join training as 10 classes of their own
+            (labels 10-19; e.g. ``AudioMNIST-AZ``): more voices, never mixed with the digits' labels.
     """
 
     def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",
@@ -385,7 +388,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                 ``<folder>/0`` ... ``<folder>/9`` (labels 10-19, listed in ``extra_class_names``): its words are
                 not the source's digits, so their labels never mix, but the net hears many more voices.
                 The task needs as many extra outputs (``Classifier(extra_classes=10)``, net ``num_classes``
-                20); validation, test and predict stay on the source and its 10 classes.
+                20); validation, test and predict stay on the source and its 10 classes. No effect with
+                ``source="tts"`` (as ``add_tts``): the offline source reads no dataset folder, and the extra
+                outputs stay untrained (never validated or predicted either).
         """
         super().__init__()
         save_settings(self)
@@ -455,7 +460,12 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def _sources(self) -> list[tuple[str, str | None]]:
         """(source, folder) of every corpus a fit reads."""
         return ([(self.hparams.source, self.hparams.folder)] + ([("tts", None)] if self._adds_tts else [])
-                + ([("audiomnist", self.hparams.add_corpus)] if self.hparams.add_corpus else []))
+                + ([("audiomnist", self.hparams.add_corpus)] if self._adds_corpus else []))
+
+    @property
+    def _adds_corpus(self) -> bool:
+        """add_corpus on a real source; source='tts' is the offline demo and reads no dataset folder."""
+        return bool(self.hparams.add_corpus) and self.hparams.source != "tts"
 
     def prepare_data(self) -> None:
         """Download / synthesise the clips and build the feature cache (rank 0 only under DDP).
@@ -561,7 +571,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             feats = feats + tts_feats if seq else torch.cat([feats, tts_feats])
             clips, roots = clips + tts_clips, roots + [tts_root] * len(tts_clips)
         offsets = [0] * len(clips)
-        if hp.add_corpus:  # training only, as classes of their own (other words than the source's digits)
+        if self._adds_corpus:  # training only, as classes of their own (other words than the source's digits)
             aux_root, aux_clips = self._locate("audiomnist", hp.add_corpus)
             aux_feats = self._load_features(aux_root, aux_clips, "audiomnist")
             splits["train"] += range(len(clips), len(clips) + len(aux_clips))
@@ -579,7 +589,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             self._datasets[stage_name] = SpokenDigitDataset(part, labels[idx], seq)
         rank_zero_info("SpokenDigits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
                        + f" clips ({hp.source}{' + tts in train' if self._adds_tts else ''}"
-                       + (f" + {hp.add_corpus} in train as classes of its own" if hp.add_corpus else "")
+                       + (f" + {hp.add_corpus} in train as classes of its own" if self._adds_corpus else "")
                        + f", split={hp.split}, "
                        f"target={hp.target})")
 

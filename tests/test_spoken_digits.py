@@ -655,3 +655,5 @@ def test_add_corpus_joins_training_only_as_classes_of_its_own(tmp_path):
         SpokenDigits(source="audiomnist", folder="Other-Digits", add_corpus="Other-Digits")
     with pytest.raises(DatasetNotFoundError):
         make(tmp_path, root, add_corpus="Missing-Corpus").setup()
+    offline = SpokenDigits(source="tts", add_corpus="Missing-Corpus")  # the offline demo reads no folder
+    assert offline._sources() == [("tts", None)] and len(offline.extra_class_names) == 10
