@@ -290,8 +290,8 @@ def yin_pitch(x: torch.Tensor, sample_rate: int, hop: int, fmin: float = 60.0, f
     YIN (de Cheveigné & Kawahara, 2002), 25 ms analysis windows: the first lag whose cumulative-mean-
     normalised difference falls below ``threshold``, walked down to its local minimum (else the global
     minimum), without YIN's parabolic interpolation: F0 is the rate over a whole lag (about 2 % coarse
-    at 300 Hz and 8 kHz, far finer than the 1.5-2x between male and female voices). A frame is voiced when that minimum is below ``max_aperiodicity`` and the frame is within
-    ``top_db`` of the clip's loudest. Why not ``torchaudio.functional.detect_pitch_frequency``: it has no
+    at 300 Hz and 8 kHz, far finer than the 1.5-2x between male and female voices). A frame is voiced
+    when that minimum is below ``max_aperiodicity`` and the frame is within ``top_db`` of the clip's loudest. Why not ``torchaudio.functional.detect_pitch_frequency``: it has no
     voicing decision and on the AudioMNIST-AZ voices its per-clip median separated women from men in
     71 % of clips against 94 % for this (docs/spoken_digits.md#gender-from-real-voices).
     """
@@ -325,8 +325,8 @@ def pitch_columns(x: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
     """``(1 + len // hop, 2)``: log2(F0 / 100 Hz) and a voiced flag (1/0) per frame (:func:`yin_pitch`).
 
     Unvoiced frames take the clip's median voiced pitch, so that the mean describes the voice rather than
-    how much of the clip was voiced (the std still shrinks with the unvoiced share); a clip with no voiced frame gets 0 (100 Hz) and a
-    voiced share of 0, which tells a model that its pitch is unknown."""
+    how much of the clip was voiced (the std still shrinks with the unvoiced share); a clip with no voiced
+    frame gets 0 (100 Hz) and a voiced share of 0, which tells a model that its pitch is unknown."""
     f0 = yin_pitch(x, sample_rate, hop)
     voiced = ~f0.isnan()
     log_f0 = torch.log2(f0 / 100.0)

@@ -145,15 +145,17 @@ class Classifier(L.LightningModule):
             x, *rest = batch
             batch = (self.augment(x), *rest)
         if self.mixup > 0:
-            return self._mixup_step(batch)
-        logits, y = self._logits_and_target(batch)
-        loss = self._loss(logits, y)
+            loss, logits, y = self._mixup_loss(batch)
+        else:
+            logits, y = self._logits_and_target(batch)
+            loss = self._loss(logits, y)
         self.train_acc.update(logits.detach(), y)  # epoch-level metric: computed once in on_train_epoch_end
         if step_is_shown(self):
             self.log("train/loss", loss.detach(), prog_bar=True, batch_size=y.shape[0])
         return loss
 
-    def _mixup_step(self, batch) -> torch.Tensor:
+    def _mixup_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, logits and, per sample, the class of the larger share (for the train accuracy)."""
         x, *extra, y = batch
         if extra:
             raise ValueError(f"Classifier: mixup={self.mixup} mixes whole inputs; batches with extra inputs (e.g. "
@@ -164,10 +166,7 @@ class Classifier(L.LightningModule):
         logits = self(share * x + (1 - share) * x[other])
         ce = lambda target: F.cross_entropy(logits, target, label_smoothing=self.label_smoothing, reduction="none")  # noqa: E731
         loss = (lam * ce(y) + (1 - lam) * ce(y[other])).mean()
-        self.train_acc.update(logits.detach(), torch.where(lam >= 0.5, y, y[other]))  # the larger share's class
-        if step_is_shown(self):
-            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=y.shape[0])
-        return loss
+        return loss, logits, torch.where(lam >= 0.5, y, y[other])
 
     def on_train_epoch_end(self) -> None:
         if self.train_acc.update_count:  # none in epochs that train no classifier (AE pretraining)
