@@ -344,6 +344,10 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         pitch_features: ``mfcc`` only: 2 pitch columns (log F0, voiced flag) per frame, for gender.
         add_corpus: an AudioMNIST-format folder whose clips join training as 10 classes of their own
             (labels 10-19; e.g. ``AudioMNIST-AZ``): more voices, never mixed with the digits' labels.
+        train_gender: train and validate on speakers of this gender only (every training source); None: all.
+            FSDD's six speakers are all male: this asks what a one-sex training set does to the other sex.
+        test_gender: test on speakers of this gender only; None: all. With one checkpoint, ``test`` once per
+            gender gives each sex's accuracy.
     """
 
     def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",
@@ -363,7 +367,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  noise_snr: tuple[float, float] | None = None, add_tts: bool = False, folder: str | None = None,
                  train_per_class: PositiveInt | None = None, predict_path: str | None = None,
                  device_resident: bool = False, pitch_features: bool = False,
-                 add_corpus: str | None = None) -> None:
+                 add_corpus: str | None = None, train_gender: Literal["female", "male"] | None = None,
+                 test_gender: Literal["female", "male"] | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -422,6 +427,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                              f"classes; it needs target='digit', got {target!r}")
         if add_corpus is not None and source == "audiomnist" and add_corpus == (folder or "AudioMNIST"):
             raise ValueError(f"SpokenDigits: add_corpus={add_corpus!r} is the source's own folder; name another corpus")
+        if target == "gender" and (train_gender or test_gender):
+            raise ValueError("SpokenDigits: train_gender / test_gender keep one gender's speakers; with "
+                             "target='gender' that leaves one class (pass --data.train_gender null --data.test_gender null)")
         if device_resident:
             check_device_resident("SpokenDigits", num_workers)
         hp = self.hparams
@@ -561,20 +569,21 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             keep = self._with_gender(clips)
         splits = self._split([clips[i] for i in keep])
         splits = {k: [keep[i] for i in v] for k, v in splits.items()}
+        splits = self._by_gender(clips, splits)
         if hp.train_per_class is not None:
             splits["train"] = self._per_class(clips, splits["train"], int(hp.train_per_class))
         roots = [root] * len(clips)
         if self._adds_tts:  # extra training speakers only: validation and test stay real recordings
             tts_root, tts_clips = self._locate("tts")
             tts_feats = self._load_features(tts_root, tts_clips, "tts")
-            splits["train"] += range(len(clips), len(clips) + len(tts_clips))
+            splits["train"] += [len(clips) + i for i, c in enumerate(tts_clips) if self._trains_on(c)]
             feats = feats + tts_feats if seq else torch.cat([feats, tts_feats])
             clips, roots = clips + tts_clips, roots + [tts_root] * len(tts_clips)
         offsets = [0] * len(clips)
         if self._adds_corpus:  # training only, as classes of their own (other words than the source's digits)
             aux_root, aux_clips = self._locate("audiomnist", hp.add_corpus)
             aux_feats = self._load_features(aux_root, aux_clips, "audiomnist")
-            splits["train"] += range(len(clips), len(clips) + len(aux_clips))
+            splits["train"] += [len(clips) + i for i, c in enumerate(aux_clips) if self._trains_on(c)]
             feats = feats + aux_feats if seq else torch.cat([feats, aux_feats])
             clips, roots = clips + aux_clips, roots + [aux_root] * len(aux_clips)
             offsets += [len(self.class_names)] * len(aux_clips)
@@ -590,8 +599,27 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         rank_zero_info("SpokenDigits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
                        + f" clips ({hp.source}{' + tts in train' if self._adds_tts else ''}"
                        + (f" + {hp.add_corpus} in train as classes of its own" if self._adds_corpus else "")
-                       + f", split={hp.split}, "
-                       f"target={hp.target})")
+                       + f", split={hp.split}, target={hp.target}"
+                       + "".join(f", {k}={v}" for k, v in (("train_gender", hp.train_gender),
+                                                           ("test_gender", hp.test_gender)) if v)
+                       + ")")
+
+    def _trains_on(self, clip: Clip) -> bool:
+        return self.hparams.train_gender is None or clip.gender == self.hparams.train_gender
+
+    def _by_gender(self, clips: list[Clip], splits: dict[str, list[int]]) -> dict[str, list[int]]:
+        """``train_gender`` keeps that gender's speakers in train and validation, ``test_gender`` in test."""
+        hp = self.hparams
+        for stages, gender, name in ((("train", "val"), hp.train_gender, "train_gender"),
+                                     (("test",), hp.test_gender, "test_gender")):
+            for stage in stages if gender else ():
+                kept = [i for i in splits[stage] if clips[i].gender == gender]
+                if not kept and splits[stage]:
+                    found = sorted({clips[i].gender or "unknown" for i in splits[stage]})
+                    raise ValueError(f"SpokenDigits: {name}={gender!r} leaves no {stage} clip: the {stage} "
+                                     f"speakers of source {hp.source!r} are {', '.join(found)}")
+                splits[stage] = kept
+        return splits
 
     def _target(self, clip: Clip):
         return clip.digit if self.hparams.target == "digit" else clip.gender

@@ -657,3 +657,35 @@ def test_add_corpus_joins_training_only_as_classes_of_its_own(tmp_path):
         make(tmp_path, root, add_corpus="Missing-Corpus").setup()
     offline = SpokenDigits(source="tts", add_corpus="Missing-Corpus")  # the offline demo reads no folder
     assert offline._sources() == [("tts", None)] and len(offline.extra_class_names) == 10
+
+
+def test_train_and_test_gender_keep_one_sex_in_their_splits(tmp_path):
+    """train_gender asks what a one-sex training set (FSDD's: six men) does to the other sex; test_gender
+    tests each sex on its own; the other splits stay as they were."""
+    genders = {f"0{i}": ("male" if i <= 4 else "female") for i in range(1, 9)}
+    root = write_audiomnist(tmp_path / "data", genders, digits=range(2), takes=range(1), sample_rate=8000)
+    shutil.copytree(root / "AudioMNIST", root / "Other-Digits")
+    kw = dict(source="audiomnist", val_fraction=0.25, test_fraction=0.25)
+    plain, men, women_test = (make(tmp_path, root, **kw, **extra) for extra in
+                              ({}, {"train_gender": "male", "add_corpus": "Other-Digits"}, {"test_gender": "female"}))
+    for dm in (plain, men, women_test):
+        dm.setup()
+    sex = {k: [m["gender"] for m in plain.metadata(k)] for k in ("train", "val", "test")}
+    assert all(set(v) == {"female", "male"} for v in sex.values())  # stratified: both in every split
+    assert {m["gender"] for k in ("train", "val") for m in men.metadata(k)} == {"male"}
+    assert men.metadata("val") == [m for m in plain.metadata("val") if m["gender"] == "male"]
+    assert men.metadata("test") == plain.metadata("test")
+    own = [m for m in plain.metadata("train") if m["gender"] == "male"]
+    assert men.metadata("train")[:len(own)] == own
+    added = men.metadata("train")[len(own):]  # the corpus's 4 men x 2 clips; its 4 women left out
+    assert len(added) == 8 == len(men.dataset("train")) - len(own) and {m["gender"] for m in added} == {"male"}
+    assert [m["gender"] for m in women_test.metadata("test")] == ["female"] * sex["test"].count("female")
+    assert women_test.metadata("train") == plain.metadata("train")
+    with pytest.raises(ValueError, match="train_gender='female' leaves no train clip.*are male"):
+        genders_m = {f"0{i}": "male" for i in range(1, 5)}
+        make(tmp_path, write_audiomnist(tmp_path / "men", genders_m, digits=range(1), takes=range(1)),
+             source="audiomnist", train_gender="female").setup()
+    with pytest.raises(ValueError, match="with target='gender' that leaves one class"):
+        SpokenDigits(source="audiomnist", target="gender", test_gender="male")
+    with pytest.raises(ValueError, match="train_gender"):
+        SpokenDigits(train_gender="women")
