@@ -401,20 +401,27 @@ def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
 def vtlp(x: torch.Tensor, max_warp: float, sample_rate: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Vocal-tract-length perturbation of ``(N, C, n_mels, T)`` log-mel images (Jaitly & Hinton, 2013).
 
-    Per sample a factor ``a`` in ``[1 - max_warp, 1 + max_warp]`` scales every frequency (output band
-    at ``f`` Hz reads the input at ``f / a``): a shorter or longer vocal tract, the main difference
-    between voices (children, women and men) besides pitch. Done on the mel axis exactly, through the
-    mel-scale formula, in one ``grid_sample``.
+    Per sample a factor ``a`` in ``[1 - max_warp, 1 + max_warp]`` scales every frequency
+    (:func:`warp_frequency`): a shorter or longer vocal tract, the main difference between voices
+    (children, women and men) besides pitch.
     """
     if max_warp == 0:
         return x
+    warp = 1.0 + max_warp * (2.0 * torch.rand(x.shape[0], generator=generator,
+                                              device=generator.device if generator else None) - 1.0)
+    return warp_frequency(x, warp, sample_rate)
+
+
+def warp_frequency(x: torch.Tensor, factors: torch.Tensor | float, sample_rate: int) -> torch.Tensor:
+    """Scale every frequency of ``(N, C, n_mels, T)`` log-mel images by ``factors`` (one per sample, or one
+    for all): the output band at ``f`` Hz reads the input at ``f / a``. Exact on the mel axis, through the
+    mel-scale formula, in one ``grid_sample``; the top band repeats where ``f / a`` passes Nyquist."""
     n, _, bands, t = x.shape
     dev, dt = x.device, x.dtype
     top = _hz_to_mel(torch.tensor(sample_rate / 2.0, device=dev))
     step = top / (bands + 1)
     centres = step * torch.arange(1, bands + 1, device=dev)  # mel-band centres (torchaudio's filter peaks)
-    warp = 1.0 + max_warp * (2.0 * torch.rand(n, 1, generator=generator, device=generator.device if generator else None)
-                             - 1.0).to(dev)
+    warp = torch.as_tensor(factors, dtype=torch.float32).to(dev).reshape(-1, 1).expand(n, 1)
     source_hz = (_mel_to_hz(centres)[None, :] / warp).clamp(0, sample_rate / 2)
     pos = _hz_to_mel(source_hz) / step - 1.0  # fractional input band of each output band
     y = (2.0 * pos / max(bands - 1, 1) - 1.0).to(dt)  # grid_sample coordinates, align_corners=True

@@ -91,8 +91,8 @@ def _plain(value):
 
 
 def _violation(hint, value) -> str | None:
-    """Why ``value`` breaks ``hint`` (a Literal, a jsonargparse range type, or a union of them and others);
-    None when it fits or when the hint is one this check does not cover."""
+    """Why ``value`` breaks ``hint`` (a Literal, a jsonargparse range type, a list of one of them, or a union
+    of them and others); None when it fits or when the hint is one this check does not cover."""
     origin = typing.get_origin(hint)
     if origin is typing.Literal:
         allowed = typing.get_args(hint)
@@ -103,6 +103,10 @@ def _violation(hint, value) -> str | None:
             return None if NoneType in args else "expected a value, got None"
         reasons = [_violation(a, value) for a in args if a is not NoneType]
         return None if any(r is None for r in reasons) else "; or ".join(r for r in reasons if r)
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        items = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        whys = [_violation(items[0], v) for v in value] if len(items) == 1 else []  # list[X], tuple[X, ...]
+        return next((f"each item {why}" for why in whys if why), None)
     if isinstance(hint, type) and hasattr(hint, "_expression") and value is not None:
         try:
             hint(value)

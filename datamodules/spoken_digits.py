@@ -54,6 +54,7 @@ from datamodules.audio import (
     spec_augment,
     utterance_normalize,
     vtlp,
+    warp_frequency,
 )
 from datamodules.batches import DeviceBatches, check_device_resident, device_batches, resident
 from datamodules.paths import cache_root, data_root, missing_dataset
@@ -91,6 +92,8 @@ DEFAULT_PITCHES = [35, 50, 65]
 Normalization = Literal["dataset", "utterance", "none"]
 #: the largest vocal-tract-length warp: [0, 0.5)
 WarpFraction = restricted_number_type("WarpFraction", float, [(">=", 0), ("<", 0.5)])
+#: a test-time frequency warp factor: (0.5, 2)
+WarpFactor = restricted_number_type("WarpFactor", float, [(">", 0.5), ("<", 2.0)])
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,10 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             FSDD's six speakers are all male: this asks what a one-sex training set does to the other sex.
         test_gender: test on speakers of this gender only; None: all. With one checkpoint, ``test`` once per
             gender gives each sex's accuracy.
+        test_warps: ``logmel`` only: test and predict batches come as one view per frequency warp factor (1.0:
+            as recorded; 0.9: every frequency scaled by 0.9, a longer vocal tract), and the classifier takes
+            the mean of its probabilities over the views (test-time VTLP, as Jaitly & Hinton averaged). None:
+            one view, as recorded. Validation (checkpoint choice) stays one view.
     """
 
     def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",
@@ -368,7 +375,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  train_per_class: PositiveInt | None = None, predict_path: str | None = None,
                  device_resident: bool = False, pitch_features: bool = False,
                  add_corpus: str | None = None, train_gender: Literal["female", "male"] | None = None,
-                 test_gender: Literal["female", "male"] | None = None) -> None:
+                 test_gender: Literal["female", "male"] | None = None,
+                 test_warps: list[WarpFactor] | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -408,6 +416,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if source == "fsdd" and target == "gender":
             raise ValueError("SpokenDigits: target='gender' is impossible with source='fsdd': all six FSDD "
                              "speakers are male; use source='audiomnist' or 'tts'")
+        if test_warps is not None and (feature != "logmel" or not test_warps):
+            raise ValueError(f"SpokenDigits: test_warps={test_warps} needs feature='logmel' and at least one factor "
+                             f"(1.0: as recorded), got feature={feature!r}")
         if spec_augment and feature != "logmel":
             raise ValueError(f"SpokenDigits: spec_augment=True needs feature='logmel', got feature={feature!r}")
         if time_crop != 1.0 and feature != "logmel":
@@ -796,29 +807,38 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         return SpokenDigitDataset(feats if seq else feats.unsqueeze(1), labels, seq)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Training-only augmentation, then per-utterance normalisation (every stage), on the device.
-
-        Warp and noise act on log-mel levels in dB, so with ``normalization="dataset"`` the batch is taken
-        back to dB with the training statistics first."""
+        """Training-only augmentation, then per-utterance normalisation (every stage), on the device; with
+        ``test_warps``, test and predict batches become a list of warped views of the same clips."""
         hp = self.hparams
         if self.settings.feature != "logmel":
             return batch
         trainer = self.trainer
         training = trainer is not None and trainer.training
         x, *rest = batch
+        if hp.test_warps and trainer is not None and (trainer.testing or trainer.predicting):
+            rate = self.settings.sample_rate
+            return ([self._normalized(x if a == 1.0 else self._in_db(x, lambda v, a=a: warp_frequency(v, a, rate)))
+                     for a in hp.test_warps], *rest)
         if training and (hp.vtlp > 0 or hp.noise_snr is not None):
-            if hp.normalization == "dataset":
-                mean, std = (t.to(x.device)[:, None] for t in self.feature_stats)
-                x = x * std + mean
-            x = vtlp(x, hp.vtlp, self.settings.sample_rate)
-            if hp.noise_snr is not None:
-                x = add_noise(x, tuple(hp.noise_snr))
-            if hp.normalization == "dataset":
-                x = (x - mean) / std
-        if hp.normalization == "utterance":
-            x = utterance_normalize(x)
+            x = self._in_db(x, self._augment_db)
+        x = self._normalized(x)
         if training and hp.time_crop < 1.0:
             x = random_time_crop(x, hp.time_crop)
         if training and hp.spec_augment:
             x = spec_augment(x, hp.num_masks, hp.mask_width)
         return (x, *rest)
+
+    def _augment_db(self, x: torch.Tensor) -> torch.Tensor:
+        x = vtlp(x, self.hparams.vtlp, self.settings.sample_rate)
+        return add_noise(x, tuple(self.hparams.noise_snr)) if self.hparams.noise_snr is not None else x
+
+    def _in_db(self, x: torch.Tensor, fn) -> torch.Tensor:
+        """``fn`` applied to the log-mel levels in dB: warps and noise act on those, so with
+        ``normalization="dataset"`` the batch is taken back to dB with the training statistics first."""
+        if self.hparams.normalization != "dataset":
+            return fn(x)
+        mean, std = (t.to(x.device)[:, None] for t in self.feature_stats)
+        return (fn(x * std + mean) - mean) / std
+
+    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
+        return utterance_normalize(x) if self.hparams.normalization == "utterance" else x

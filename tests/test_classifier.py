@@ -175,6 +175,38 @@ def test_extra_batch_elements_reach_the_net():
     assert torch.equal(logits, x[:, :3] * lengths[:, None]) and torch.equal(target, y)
 
 
+def test_views_of_a_test_batch_average_their_probabilities(tmp_path):
+    """Test-time augmentation by the data (SpokenDigits(test_warps=...)): a list of inputs is views of the same
+    samples; test metrics and predictions read the mean of their probabilities, over the task's classes only."""
+    model = Classifier(LeNet5(num_classes=6), extra_classes=2).eval()
+    x, y = _digits(n=8).tensors
+    x2 = torch.flip(x, dims=[-1])
+    with torch.no_grad():
+        p1, p2 = (model(v)[:, :4].softmax(-1) for v in (x, x2))
+        one, _ = model._eval_logits_and_target((x, y))
+        same, _ = model._eval_logits_and_target(([x, x], y))
+        both, target = model._eval_logits_and_target(([x, x2], y))
+        out = model.predict_step(([x, x2], y), 0)
+    torch.testing.assert_close(same.softmax(-1), one.softmax(-1))
+    torch.testing.assert_close(both.softmax(-1), (p1 + p2) / 2)
+    assert torch.equal(target, y)
+    torch.testing.assert_close(out["probs"], (p1 + p2) / 2)
+    assert torch.equal(out["pred"], ((p1 + p2) / 2).argmax(-1))
+    trainer = _trainer(tmp_path)
+    trainer.test(model, DataLoader(TensorDataset(x, y), batch_size=8), verbose=False)
+    plain = trainer.callback_metrics["test/loss"].item()
+
+    class TwoViews(L.LightningDataModule):
+        def test_dataloader(self):
+            return DataLoader(TensorDataset(x, y), batch_size=8)
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            return [batch[0], batch[0]], batch[1]
+
+    trainer.test(model, datamodule=TwoViews(), verbose=False)
+    assert trainer.callback_metrics["test/loss"].item() == pytest.approx(plain, rel=1e-5)
+
+
 def test_load_from_checkpoint_of_a_python_run_takes_the_net_again(tmp_path):
     """From plain Python the live net is not pickled into the hyperparameters (the checkpoint stays
     weights-only loadable): the weights come back into the net passed to load_from_checkpoint."""

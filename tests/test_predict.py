@@ -93,13 +93,14 @@ def _recordings(folder: Path) -> dict[str, str | None]:
     return expected
 
 
-def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, capsys):
+@pytest.mark.parametrize("views", [[], ["--data.test_warps", "[0.98, 1.0, 1.02]"]], ids=["as-recorded", "test-warps"])
+def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, capsys, views):
     run_dir, ckpt = trained
     expected = _recordings(tmp_path / "recs")
     out = tmp_path / "out" / "predictions.csv"
     run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path),
              *DATA, "--data.data_dir", tmp_path / "no-such-dataset", "--data.cache_dir", tmp_path / "empty-cache",
-             "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out])
+             "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out, *views])
     with out.open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["path", "prediction", "probability", "label", "error"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audio_fixtures import write_fsdd
-from datamodules.audio import add_noise, utterance_normalize, vtlp
+from datamodules.audio import add_noise, utterance_normalize, vtlp, warp_frequency
 from datamodules.spoken_digits import SpokenDigits
 
 
@@ -26,6 +26,17 @@ def test_vtlp_identity_at_zero_and_per_sample_warps():
     peaks = out[:, 0, :, 0].argmax(dim=1)
     assert peaks.min() < 30 < peaks.max() and len(set(peaks.tolist())) > 5
     assert (peaks - 30).abs().max() <= 12  # 20 % of a mel-band centre of ~1.5 kHz moves it a few bands, not far
+
+
+def test_warp_frequency_is_vtlp_with_chosen_factors():
+    x = torch.full((3, 1, 64, 8), -60.0)
+    x[:, :, 30, :] = 0.0
+    torch.testing.assert_close(warp_frequency(x, 1.0, 8000), x)
+    peaks = warp_frequency(x, torch.tensor([0.9, 1.0, 1.1]), 8000)[:, 0, :, 0].argmax(dim=1).tolist()
+    assert peaks[0] < 30 == peaks[1] < peaks[2]  # a shorter vocal tract (1.1) moves a formant up
+    g = torch.Generator().manual_seed(3)
+    factors = 1.0 + 0.2 * (2 * torch.rand(3, generator=torch.Generator().manual_seed(3)) - 1)
+    torch.testing.assert_close(vtlp(x, 0.2, 8000, generator=g), warp_frequency(x, factors, 8000))
 
 
 def test_noise_only_adds_energy_and_follows_the_snr():
@@ -66,10 +77,43 @@ def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_pat
     assert train.mean(dim=(1, 2, 3)).abs().max() < 1e-4  # augmented, then normalised
 
 
+@pytest.mark.parametrize("normalization", ["utterance", "dataset"])
+def test_test_warps_make_views_of_test_and_predict_batches_only(tmp_path, normalization):
+    data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
+    dm = SpokenDigits(data_dir=str(data), cache_dir=str(tmp_path / "cache"), progress=False, batch_size=8,
+                      normalization=normalization, trim_db=40, test_warps=[0.9, 1.0, 1.15])
+    dm.setup()
+    x, y = next(iter(dm.test_dataloader()))
+
+    class Trainer:
+        training = testing = predicting = False
+
+    dm.trainer = Trainer()
+    plain = dm.on_after_batch_transfer((x, y), 0)[0]  # validation: one view
+    assert isinstance(plain, torch.Tensor)
+    for stage in ("testing", "predicting"):
+        setattr(Trainer, stage, True)
+        views, y2 = dm.on_after_batch_transfer((x, y), 0)
+        setattr(Trainer, stage, False)
+        assert torch.equal(y2, y) and len(views) == 3 and all(v.shape == x.shape for v in views)
+        assert torch.equal(views[1], plain)  # 1.0: as recorded
+        db = x if normalization == "utterance" else x * dm.feature_stats[1][:, None] + dm.feature_stats[0][:, None]
+        expect = warp_frequency(db, 0.9, 8000)
+        if normalization == "utterance":
+            expect = utterance_normalize(expect)
+        else:
+            expect = (expect - dm.feature_stats[0][:, None]) / dm.feature_stats[1][:, None]
+        torch.testing.assert_close(views[0], expect)
+        assert not torch.allclose(views[0], views[2])
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"feature": "mfcc", "normalization": "utterance"}, "need feature='logmel'"),
     ({"feature": "mfcc", "vtlp": 0.1}, "need feature='logmel'"),
     ({"vtlp": 0.7}, r"vtlp=0.7 is not allowed: expected a number >= 0 and < 0.5"),
+    ({"test_warps": [1.0, 2.5]}, r"test_warps=\[1.0, 2.5\] is not allowed"),
+    ({"test_warps": []}, r"at least one factor"),
+    ({"feature": "mfcc", "test_warps": [1.0]}, r"test_warps=\[1.0\] needs feature='logmel'"),
     ({"noise_snr": (30.0, 5.0)}, r"lo <= hi"),
     ({"trim_db": -3.0}, r"trim_db=-3.0 is not allowed: expected a number > 0"),
     ({"normalization": "sometimes"}, r"normalization='sometimes' is not allowed: expected one of \['dataset'"),

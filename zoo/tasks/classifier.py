@@ -124,9 +124,16 @@ class Classifier(L.LightningModule):
         return self(x, *extra), y
 
     def _eval_logits_and_target(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation, test and predict: the task's own classes only (not the training-only extra ones)."""
-        logits, y = self._logits_and_target(batch)
-        return logits[:, :self.num_classes], y
+        """Validation, test and predict: the task's own classes only (not the training-only extra ones).
+
+        An input that comes as a list holds views of the same samples (test-time augmentation by the data,
+        e.g. ``SpokenDigits(test_warps=...)``): the result is the log of the mean of their class
+        probabilities, so softmax, argmax and the loss read the averaged prediction."""
+        x, *extra, y = batch
+        if not isinstance(x, (list, tuple)):
+            return self(x, *extra)[:, :self.num_classes], y
+        probs = torch.stack([self(view, *extra)[:, :self.num_classes].float().softmax(-1) for view in x]).mean(0)
+        return probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), y
 
     def on_fit_start(self) -> None:
         """Catch a datamodule that adds training-only classes the task was not told about (or the reverse)
