@@ -291,9 +291,9 @@ def yin_pitch(x: torch.Tensor, sample_rate: int, hop: int, fmin: float = 60.0, f
     normalised difference falls below ``threshold``, walked down to its local minimum (else the global
     minimum), without YIN's parabolic interpolation: F0 is the rate over a whole lag (about 2 % coarse
     at 300 Hz and 8 kHz, far finer than the 1.5-2x between male and female voices). A frame is voiced
-    when that minimum is below ``max_aperiodicity`` and the frame is within ``top_db`` of the clip's loudest. Why not ``torchaudio.functional.detect_pitch_frequency``: it has no
-    voicing decision and on the AudioMNIST-AZ voices its per-clip median separated women from men in
-    71 % of clips against 94 % for this (docs/spoken_digits.md#gender-from-real-voices).
+    when that minimum is below ``max_aperiodicity`` and the frame is within ``top_db`` of the clip's
+    loudest. Why not ``torchaudio.functional.detect_pitch_frequency``: it has no voicing decision and on
+    the AudioMNIST-AZ voices its per-clip median separated women from men in 71 % of clips against 94 % for this (docs/spoken_digits.md#gender-from-real-voices).
     """
     win, tmin, tmax = round(0.025 * sample_rate), int(sample_rate / fmax), int(math.ceil(sample_rate / fmin))
     span = win + tmax

@@ -587,17 +587,19 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if self._adds_tts:  # extra training speakers only: validation and test stay real recordings
             tts_root, tts_clips = self._locate("tts")
             tts_feats = self._load_features(tts_root, tts_clips, "tts")
-            splits["train"] += [len(clips) + i for i, c in enumerate(tts_clips) if self._trains_on(c)]
+            splits["train"] += range(len(clips), len(clips) + len(tts_clips))
             feats = feats + tts_feats if seq else torch.cat([feats, tts_feats])
             clips, roots = clips + tts_clips, roots + [tts_root] * len(tts_clips)
         offsets = [0] * len(clips)
         if self._adds_corpus:  # training only, as classes of their own (other words than the source's digits)
             aux_root, aux_clips = self._locate("audiomnist", hp.add_corpus)
             aux_feats = self._load_features(aux_root, aux_clips, "audiomnist")
-            splits["train"] += [len(clips) + i for i, c in enumerate(aux_clips) if self._trains_on(c)]
+            splits["train"] += range(len(clips), len(clips) + len(aux_clips))
             feats = feats + aux_feats if seq else torch.cat([feats, aux_feats])
             clips, roots = clips + aux_clips, roots + [aux_root] * len(aux_clips)
             offsets += [len(self.class_names)] * len(aux_clips)
+        if hp.train_gender:  # the added speakers too: training hears one sex only
+            splits["train"] = [i for i in splits["train"] if clips[i].gender == hp.train_gender]
         self.dataset_dir, self.clips, self._roots, self._splits = root, clips, roots, splits
         labels = torch.tensor([c.digit + off if hp.target == "digit" else GENDERS.index(c.gender)
                                if c.gender in GENDERS else -1 for c, off in zip(clips, offsets)], dtype=torch.int64)
@@ -614,9 +616,6 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                        + "".join(f", {k}={v}" for k, v in (("train_gender", hp.train_gender),
                                                            ("test_gender", hp.test_gender)) if v)
                        + ")")
-
-    def _trains_on(self, clip: Clip) -> bool:
-        return self.hparams.train_gender is None or clip.gender == self.hparams.train_gender
 
     def _by_gender(self, clips: list[Clip], splits: dict[str, list[int]]) -> dict[str, list[int]]:
         """``train_gender`` keeps that gender's speakers in train and validation, ``test_gender`` in test."""

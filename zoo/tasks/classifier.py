@@ -132,7 +132,9 @@ class Classifier(L.LightningModule):
         x, *extra, y = batch
         if not isinstance(x, (list, tuple)):
             return self(x, *extra)[:, :self.num_classes], y
-        probs = torch.stack([self(view, *extra)[:, :self.num_classes].float().softmax(-1) for view in x]).mean(0)
+        views = len(x)  # one forward pass over all views: a batch V times as large, not V small ones
+        logits = self(torch.cat(list(x)), *(torch.cat([e] * views) for e in extra))[:, :self.num_classes]
+        probs = logits.float().softmax(-1).unflatten(0, (views, -1)).mean(0)
         return probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), y
 
     def on_fit_start(self) -> None:
