@@ -146,7 +146,8 @@ def load_recording(path: str | Path, sample_rate: int) -> torch.Tensor:
     return x
 
 
-def trim_silence(x: torch.Tensor, sample_rate: int, top_db: float = 40.0, margin: float = 0.02) -> torch.Tensor:
+def trim_silence(x: torch.Tensor, sample_rate: int, top_db: float = 40.0, margin: float = 0.02,
+                 max_gap: float | None = None) -> torch.Tensor:
     """Cut leading and trailing silence (as ``librosa.effects.trim`` does, with an adaptive floor).
 
     A frame (25 ms, 10 ms hop) is sound when its RMS level is within ``top_db`` of the loudest frame
@@ -154,6 +155,12 @@ def trim_silence(x: torch.Tensor, sample_rate: int, top_db: float = 40.0, margin
     noisy room does not count as sound); ``margin`` seconds are kept on either side. Why: log-mel
     images are resized to a fixed number of frames, so the silence a recorder kept would shrink and
     shift the word; FSDD's clips are already trimmed, a user's recordings are not.
+
+    ``max_gap`` (seconds): sound frames separated by less quiet than this form one stretch, and only the
+    stretch with the most energy is kept (the word), not everything from the first sound to the last. Why:
+    the click of a record button, a cough or a door before or after the word would otherwise be kept with
+    the silence between them and squeeze the word into a corner of the image. The level threshold is then
+    taken from the word's own loudest frame, so a click louder than the word does not cut the word's edges.
     """
     win, hop = max(1, round(0.025 * sample_rate)), max(1, round(0.010 * sample_rate))
     if x.numel() <= win:
@@ -165,9 +172,26 @@ def trim_silence(x: torch.Tensor, sample_rate: int, top_db: float = 40.0, margin
     loud = torch.nonzero(level >= threshold).flatten()
     if loud.numel() == 0:
         return x
+    first, last = int(loud[0]), int(loud[-1])
+    if max_gap is not None:
+        breaks = torch.nonzero(loud.diff() * hop > max_gap * sample_rate).flatten()  # a gap follows loud[b]
+        if breaks.numel():
+            starts = torch.cat([loud[:1], loud[breaks + 1]])
+            ends = torch.cat([loud[breaks], loud[-1:]])
+            power = torch.zeros_like(level).index_put_((loud,), 10.0 ** (level[loud] / 10.0))
+            energy = torch.stack([power[a:b + 1].sum() for a, b in zip(starts.tolist(), ends.tolist())])
+            best = int(energy.argmax())
+            first, last = int(starts[best]), int(ends[best])
+            # the threshold again, from the word's own loudest frame (a click may have been louder), within
+            # the quiet on either side of it: the word's soft edges come back, the other stretches do not
+            lo = int(ends[best - 1]) + 1 if best > 0 else 0
+            hi = int(starts[best + 1]) if best + 1 < starts.numel() else level.numel()
+            floor = max(float(level[first:last + 1].max()) - top_db, float(smooth.min()) + 6.0)
+            inside = torch.nonzero(level[lo:hi] >= floor).flatten() + lo
+            first, last = int(inside[0]), int(inside[-1])
     pad = round(margin * sample_rate)
-    start = max(0, int(loud[0]) * hop - pad)
-    end = min(x.numel(), int(loud[-1]) * hop + win + pad)
+    start = max(0, first * hop - pad)
+    end = min(x.numel(), last * hop + win + pad)
     return x[start:end]
 
 
@@ -183,6 +207,8 @@ class FeatureSettings:
       which a digit label does not depend on; pitch and timbre, which live on the mel axis, are
       untouched.
     * ``trim_db``: leading and trailing silence is cut first (:func:`trim_silence`); None keeps it.
+      ``trim_gap`` (seconds, with ``trim_db``): keep only the loudest stretch of sound whose pauses are shorter
+      (``trim_silence``'s ``max_gap``); None keeps everything from the first sound to the last.
     * ``pitch`` (``mfcc`` only): two columns appended to every frame, :func:`pitch_columns`: log2 of the
       fundamental frequency over 100 Hz and a voicing flag. Why: the voice's pitch is what separates most
       women's from most men's voices, and 13-40 MFCCs of 15 ms windows barely see it.
@@ -195,6 +221,7 @@ class FeatureSettings:
     frames: int = 64
     trim_db: float | None = None
     pitch: bool = False
+    trim_gap: float | None = None
     version: int = 1  # bump when the computation changes so old caches are not reused
 
     def __post_init__(self):
@@ -206,11 +233,16 @@ class FeatureSettings:
         if self.pitch and self.feature != "mfcc":
             raise ValueError(f"pitch=True appends columns to MFCC frames; it needs feature='mfcc', "
                              f"got {self.feature!r}")
+        if self.trim_gap is not None and self.trim_db is None:
+            raise ValueError(f"trim_gap={self.trim_gap} picks the word among the sounds trimming finds; it needs "
+                             f"trim_db (got None)")
 
     def key_fields(self) -> dict:
         """Settings that affect this feature kind (changing ``frames`` must not invalidate MFCCs)."""
         keep = {"mfcc": ("n_mfcc",), "logmel": ("n_mels", "frames")}[self.feature]
         trim = {} if self.trim_db is None else {"trim_db": float(self.trim_db)}  # untrimmed caches keep their keys
+        if self.trim_db is not None and self.trim_gap is not None:
+            trim["trim_gap"] = float(self.trim_gap)
         pitch = {"pitch": 1} if self.pitch else {}  # the pitch tracker's own version: bump when YIN changes
         return {"feature": self.feature, "sample_rate": self.sample_rate, "version": self.version,
                 **{k: getattr(self, k) for k in keep}, **trim, **pitch}
@@ -257,7 +289,7 @@ class FeatureExtractor:
                  progress: bool = True) -> list[torch.Tensor]:
         """``mfcc``: list of ``(T_i, n_mfcc)``; ``logmel``: list of ``(n_mels, frames)`` tensors."""
         if self.s.trim_db is not None:
-            clips = [trim_silence(c, self.s.sample_rate, self.s.trim_db) for c in clips]
+            clips = [trim_silence(c, self.s.sample_rate, self.s.trim_db, max_gap=self.s.trim_gap) for c in clips]
         order = sorted(range(len(clips)), key=lambda i: clips[i].numel())
         out: list[torch.Tensor | None] = [None] * len(clips)
         for start in tqdm(range(0, len(order), batch_size), desc=f"{self.s.feature} features", unit="batch",
@@ -418,16 +450,46 @@ def warp_frequency(x: torch.Tensor, factors: torch.Tensor | float, sample_rate: 
     mel-scale formula, in one ``grid_sample``; the top band repeats where ``f / a`` passes Nyquist."""
     n, _, bands, t = x.shape
     dev, dt = x.device, x.dtype
-    top = _hz_to_mel(torch.tensor(sample_rate / 2.0, device=dev))
-    step = top / (bands + 1)
-    centres = step * torch.arange(1, bands + 1, device=dev)  # mel-band centres (torchaudio's filter peaks)
+    step = _hz_to_mel(torch.tensor(sample_rate / 2.0, device=dev)) / (bands + 1)
     warp = torch.as_tensor(factors, dtype=torch.float32).to(dev).reshape(-1, 1).expand(n, 1)
-    source_hz = (_mel_to_hz(centres)[None, :] / warp).clamp(0, sample_rate / 2)
+    source_hz = (_band_centres_hz(bands, sample_rate, dev)[None, :] / warp).clamp(0, sample_rate / 2)
     pos = _hz_to_mel(source_hz) / step - 1.0  # fractional input band of each output band
     y = (2.0 * pos / max(bands - 1, 1) - 1.0).to(dt)  # grid_sample coordinates, align_corners=True
     grid = torch.stack(torch.broadcast_tensors(torch.linspace(-1, 1, t, device=dev, dtype=dt)[None, None, :],
                                                y[:, :, None]), dim=-1)  # (N, bands, T, 2): (x=time, y=band)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _band_centres_hz(bands: int, sample_rate: int, device) -> torch.Tensor:
+    """Centre frequencies (Hz) of ``bands`` mel bands from 0 Hz to Nyquist (torchaudio's filter peaks)."""
+    top = _hz_to_mel(torch.tensor(sample_rate / 2.0, device=device))
+    return _mel_to_hz(top / (bands + 1) * torch.arange(1, bands + 1, device=device))
+
+
+def random_channel(x: torch.Tensor, sample_rate: int, p: float = 1.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random microphone / telephone response added to ``(N, C, n_mels, T)`` log-mel (dB) images, per sample
+    with probability ``p``: a high-pass at 50-600 Hz and a low-pass at 1.5-4 kHz, each 6-24 dB per octave
+    (first to fourth order), and a tilt of +-6 dB across the band. Why: a laptop or phone microphone cuts
+    the bass a studio one keeps, a phone line the treble, and FSDD's six recordings show few such responses.
+    A filter is a fixed gain per band, so in dB it is added, exactly; attenuation stops at 60 dB (a real
+    recording's noise floor hides the rest, which :func:`add_noise` after it supplies)."""
+    if p == 0:
+        return x
+    n, _, bands, _ = x.shape
+    dev = x.device
+    gen_dev = generator.device if generator is not None else None
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
+
+    f = _band_centres_hz(bands, sample_rate, dev)[None, :]
+    low, high = 50.0 + 550.0 * rand(n, 1), 1500.0 + 2500.0 * rand(n, 1)
+    slope_low, slope_high = 6.0 + 18.0 * rand(n, 1), 6.0 + 18.0 * rand(n, 1)
+    tilt = (2.0 * rand(n, 1) - 1.0) * 6.0 * torch.linspace(-0.5, 0.5, bands, device=dev)[None, :]
+    gain = (-slope_low * torch.log2(low / f).clamp_min(0) - slope_high * torch.log2(f / high).clamp_min(0)
+            + tilt).clamp_min(-60.0) * (rand(n, 1) < p)
+    return x + gain[:, None, :, None].to(x.dtype)
 
 
 def add_noise(x: torch.Tensor, snr_db: tuple[float, float], generator: torch.Generator | None = None) -> torch.Tensor:

@@ -53,6 +53,7 @@ from datamodules.audio import (
     random_time_crop,
     spec_augment,
     utterance_normalize,
+    random_channel,
     vtlp,
     warp_frequency,
 )
@@ -66,6 +67,7 @@ from datamodules.predict import (
     load_items,
 )
 from datamodules.settings import (
+    ClosedUnitInterval,
     LegacySettingsMixin,
     NonNegativeInt,
     OpenUnitInterval,
@@ -325,8 +327,14 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         time_crop: logmel training batches keep a random share in [time_crop, 1] of the time axis; 1.0: off.
         trim_db: cut leading/trailing silence quieter than this many dB below the loudest frame before
             features (train, test and predict alike); None: keep clips whole.
+        trim_gap: with trim_db, sounds separated by a pause longer than this many seconds are separate, and
+            only the one with the most energy (the word) is kept: a click, cough or door before or after the
+            word is dropped with the silence around it. None: keep from the first sound to the last.
         vtlp: logmel training batches get vocal-tract-length perturbation, a random frequency warp in
             [1 - vtlp, 1 + vtlp] per sample; 0: off.
+        channel_eq: the share of logmel training samples given a random microphone / telephone response (a
+            high-pass at 50-600 Hz, a low-pass at 1.5-4 kHz, a tilt; ``datamodules.audio.random_channel``),
+            before the noise; 0: off.
         noise_snr: logmel training batches get background noise at a random SNR in [lo, hi] dB; None: off.
         add_tts: add the espeak-ng speakers (voices x rates x pitches) to the training split of a real source;
             validation and test stay real recordings (no effect with source="tts", which is all espeak-ng).
@@ -370,7 +378,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  voices: list[str] | None = None, rates: list[int] | None = None,
                  pitches: list[int] | None = None, progress: bool = True,
                  spec_augment: bool = False, num_masks: NonNegativeInt = 2, mask_width: NonNegativeInt = 8,
-                 time_crop: UnitFraction = 1.0, trim_db: PositiveFloat | None = None, vtlp: WarpFraction = 0.0,
+                 time_crop: UnitFraction = 1.0, trim_db: PositiveFloat | None = None,
+                 trim_gap: PositiveFloat | None = None, vtlp: WarpFraction = 0.0, channel_eq: ClosedUnitInterval = 0.0,
                  noise_snr: tuple[float, float] | None = None, add_tts: bool = False, folder: str | None = None,
                  train_per_class: PositiveInt | None = None, predict_path: str | None = None,
                  device_resident: bool = False, pitch_features: bool = False,
@@ -424,7 +433,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if time_crop != 1.0 and feature != "logmel":
             raise ValueError(f"SpokenDigits: time_crop < 1 needs feature='logmel', got feature={feature!r}")
         spectral = [name for name, on in (("normalization='utterance'", normalization == "utterance"), ("vtlp", vtlp > 0),
-                                          ("noise_snr", noise_snr is not None)) if on]
+                                          ("channel_eq", channel_eq > 0), ("noise_snr", noise_snr is not None)) if on]
         if spectral and feature != "logmel":
             raise ValueError(f"SpokenDigits: {', '.join(spectral)} need feature='logmel', got feature={feature!r}")
         if noise_snr is not None and not noise_snr[0] <= noise_snr[1]:
@@ -448,7 +457,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             raise ValueError(f"SpokenDigits: pitch_features=True appends pitch columns to MFCC frames; it needs "
                              f"feature='mfcc', got feature={feature!r}")
         self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db,
-                                        pitch_features)
+                                        pitch_features, trim_gap)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
@@ -738,7 +747,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def load_state_dict(self, state: dict) -> None:
         mine = {**asdict(self.settings), "normalization": self.hparams.normalization}
         state = upgrade_settings("SpokenDigits", state)  # checkpoints before issue 15 say "normalize"
-        saved = {"pitch": False, **state.get("settings", {}),  # checkpoints from before pitch had none
+        saved = {"pitch": False, "trim_gap": None, **state.get("settings", {}),  # older checkpoints lack these
                  "normalization": state.get("normalization", mine["normalization"])}
         check_saved_settings("SpokenDigits", saved, mine)
         if "feature_mean" in state:
@@ -818,7 +827,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             rate = self.settings.sample_rate
             return ([self._normalized(x if a == 1.0 else self._in_db(x, lambda v, a=a: warp_frequency(v, a, rate)))
                      for a in hp.test_warps], *rest)
-        if training and (hp.vtlp > 0 or hp.noise_snr is not None):
+        if training and (hp.vtlp > 0 or hp.channel_eq > 0 or hp.noise_snr is not None):
             x = self._in_db(x, self._augment_db)
         x = self._normalized(x)
         if training and hp.time_crop < 1.0:
@@ -829,6 +838,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
 
     def _augment_db(self, x: torch.Tensor) -> torch.Tensor:
         x = vtlp(x, self.hparams.vtlp, self.settings.sample_rate)
+        x = random_channel(x, self.settings.sample_rate, self.hparams.channel_eq)
         return add_noise(x, tuple(self.hparams.noise_snr)) if self.hparams.noise_snr is not None else x
 
     def _in_db(self, x: torch.Tensor, fn) -> torch.Tensor:

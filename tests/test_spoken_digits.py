@@ -209,6 +209,9 @@ def test_cache_key_follows_the_files(tmp_path):
     os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))
     assert dm.cache_path(src, clips) != key
     assert make(tmp_path, root, frames=32).cache_path(src, clips) != dm.cache_path(src, clips)
+    trimmed = make(tmp_path, root, trim_db=15.0).cache_path(src, clips)
+    assert trimmed != dm.cache_path(src, clips) != make(tmp_path, root, trim_db=15.0, trim_gap=0.3).cache_path(src, clips)
+    assert make(tmp_path, root, trim_db=15.0, trim_gap=0.3).cache_path(src, clips) != trimmed
 
 
 # --- bad input ----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audio_fixtures import write_fsdd
-from datamodules.audio import add_noise, utterance_normalize, vtlp, warp_frequency
+from datamodules.audio import add_noise, random_channel, trim_silence, utterance_normalize, vtlp, warp_frequency
 from datamodules.spoken_digits import SpokenDigits
 
 
@@ -47,6 +47,40 @@ def test_noise_only_adds_energy_and_follows_the_snr():
     assert (loud - x).mean() > 1.0 > (quiet - x).mean() > 0.0
 
 
+def test_random_channel_cuts_lows_and_highs_per_sample_and_only_when_drawn():
+    x = _images(n=256)
+    assert random_channel(x, 8000, p=0.0) is x
+    out = random_channel(x, 8000, p=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, random_channel(x, 8000, p=1.0, generator=torch.Generator().manual_seed(0)))  # seeded
+    gain = (out - x)[:, 0, :, 0]
+    assert torch.allclose(out - x, gain[:, None, :, None].expand_as(x), atol=1e-4)  # a fixed gain per band
+    assert (gain[:, 0] < -6.0).all()  # every high-pass (>= 50 Hz) cuts the lowest band (~20 Hz)
+    assert (gain >= -60.0 - 3.0).all() and (gain <= 3.0 + 1e-4).all()  # cut at most 60 dB; the tilt is +-3 dB
+    assert gain[:, 20:40].abs().max() < 10.0  # 0.5-1.5 kHz, the formants' heart, passes (up to the tilt)
+    assert len(set(gain[:, 12].mul(10).round().tolist())) > 100  # a response per sample
+    some = random_channel(x, 8000, p=0.5, generator=torch.Generator().manual_seed(1)) - x
+    untouched = (some.abs().amax(dim=(1, 2, 3)) == 0).float().mean()
+    assert 0.35 < untouched < 0.65
+
+
+def test_trim_gap_keeps_the_word_not_a_click_before_it():
+    g = torch.Generator().manual_seed(0)
+    rate = 8000
+    t = torch.arange(int(0.4 * rate)) / rate
+    word = 0.3 * torch.sin(2 * torch.pi * 300 * t) * torch.hann_window(t.numel())
+    click = torch.zeros(int(0.6 * rate))
+    click[800:840] = 0.9 * torch.randn(40, generator=g)  # 5 ms, louder than the word, 0.5 s before it
+    x = torch.cat([click, word, torch.zeros(int(0.2 * rate))]) + 1e-4 * torch.randn(int(1.2 * rate), generator=g)
+    plain = trim_silence(x, rate, top_db=15)
+    assert plain.numel() > 0.8 * rate  # from the click to the word's end: mostly silence
+    out = trim_silence(x, rate, top_db=15, max_gap=0.3)
+    assert 0.25 * rate < out.numel() < 0.45 * rate  # the word, its soft edges back (15 dB under the word's peak)
+    # a word with a short inner pause stays whole, and without pauses nothing changes
+    split = torch.cat([word, torch.zeros(int(0.1 * rate)), word])
+    assert trim_silence(split, rate, 15, max_gap=0.3).numel() == trim_silence(split, rate, 15).numel()
+    assert torch.equal(trim_silence(word, rate, 15, max_gap=0.3), trim_silence(word, rate, 15))
+
+
 def test_utterance_normalisation_removes_level_and_keeps_spectral_shape():
     x = _images()
     x[:, :, :8] += 20.0  # a loud low band: the shape a digit's spectrum has
@@ -60,7 +94,7 @@ def test_utterance_normalisation_removes_level_and_keeps_spectral_shape():
 def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_path):
     data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
     dm = SpokenDigits(data_dir=str(data), cache_dir=str(tmp_path / "cache"), progress=False, batch_size=8,
-                      normalization="utterance", vtlp=0.2, noise_snr=(5.0, 20.0), trim_db=40)
+                      normalization="utterance", vtlp=0.2, noise_snr=(5.0, 20.0), trim_db=40, channel_eq=1.0)
     dm.setup()
     x, y = next(iter(dm.val_dataloader()))
 
@@ -75,6 +109,11 @@ def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_pat
     train = dm.on_after_batch_transfer((x, y), 0)[0]
     assert not torch.allclose(train, val, atol=1e-3)
     assert train.mean(dim=(1, 2, 3)).abs().max() < 1e-4  # augmented, then normalised
+    dm.hparams.vtlp, dm.hparams.noise_snr = 0.0, None  # the channel alone: bass cut, before normalisation
+    torch.manual_seed(0)
+    gains = random_channel(x, 8000, 1.0)
+    torch.manual_seed(0)
+    torch.testing.assert_close(dm.on_after_batch_transfer((x, y), 0)[0], utterance_normalize(gains))
 
 
 @pytest.mark.parametrize("normalization", ["utterance", "dataset"])
@@ -116,6 +155,10 @@ def test_test_warps_make_views_of_test_and_predict_batches_only(tmp_path, normal
     ({"feature": "mfcc", "test_warps": [1.0]}, r"test_warps=\[1.0\] needs feature='logmel'"),
     ({"noise_snr": (30.0, 5.0)}, r"lo <= hi"),
     ({"trim_db": -3.0}, r"trim_db=-3.0 is not allowed: expected a number > 0"),
+    ({"trim_gap": 0.3}, r"trim_gap=0.3 .* needs trim_db"),
+    ({"trim_db": 15.0, "trim_gap": 0.0}, r"trim_gap=0.0 is not allowed: expected a number > 0"),
+    ({"channel_eq": 1.5}, r"channel_eq=1.5 is not allowed"),
+    ({"feature": "mfcc", "channel_eq": 0.5}, "need feature='logmel'"),
     ({"normalization": "sometimes"}, r"normalization='sometimes' is not allowed: expected one of \['dataset'"),
     ({"normalization": True}, r"normalization=True is not allowed"),  # the old bool spelling is gone
     ({"source": "audiomnist", "target": "gender", "add_tts": True}, r"add_tts=True only makes sense"),
