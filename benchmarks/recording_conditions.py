@@ -134,7 +134,7 @@ def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int) -> Path:
 
 
 def main(out: str, ckpts: str, config: str = "configs/cbam_audio.yaml", takes: int = 10, seed: int = 0,
-         fsdd: str | None = None) -> None:
+         fsdd: str | None = None, args: list[str] | None = None) -> None:
     """Args:
         out: folder for the recordings, predict CSVs and table.
         ckpts: glob of leave-one-speaker-out checkpoints (folder names carry ``test_speaker=<name>``).
@@ -142,6 +142,8 @@ def main(out: str, ckpts: str, config: str = "configs/cbam_audio.yaml", takes: i
         takes: takes per digit and speaker (10: 100 clips per speaker and condition).
         seed: seed of the simulated conditions.
         fsdd: FSDD's recordings folder (default ``$ZOO_DATA_DIR/fsdd/recordings``).
+        args: more ``zoo predict`` arguments, e.g. ``["--data.trim_gap", "null"]`` for a checkpoint trained
+            with other feature settings than ``config``'s.
     """
     fsdd_dir = Path(fsdd or Path(os.environ.get("ZOO_DATA_DIR", "data")) / "fsdd" / "recordings")
     if not fsdd_dir.is_dir():
@@ -161,7 +163,7 @@ def main(out: str, ckpts: str, config: str = "configs/cbam_audio.yaml", takes: i
         subprocess.run([sys.executable, "-m", "zoo", "predict", "--config", config, "--ckpt_path", ck,
                         "--data.predict_path", str(root), "--run.predictions_file", str(csv_path),
                         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-                        "--data.progress", "false"], check=True, stdout=subprocess.DEVNULL)
+                        "--data.progress", "false", *(args or [])], check=True, stdout=subprocess.DEVNULL)
         hits: dict[str, list[bool]] = {}
         with open(csv_path) as f:
             for row in csv.DictReader(f):

@@ -47,6 +47,7 @@ from datamodules.audio import (
     FeatureExtractor,
     FeatureSettings,
     add_noise,
+    add_reverb,
     load_clips,
     load_recording,
     pad_sequences,
@@ -94,6 +95,8 @@ DEFAULT_PITCHES = [35, 50, 65]
 Normalization = Literal["dataset", "utterance", "none"]
 #: the largest vocal-tract-length warp: [0, 0.5)
 WarpFraction = restricted_number_type("WarpFraction", float, [(">=", 0), ("<", 0.5)])
+#: the longest reverberation time (s) of a simulated room: [0, 2]
+ReverbTime = restricted_number_type("ReverbTime", float, [(">=", 0), ("<=", 2)])
 #: a test-time frequency warp factor: (0.5, 2)
 WarpFactor = restricted_number_type("WarpFactor", float, [(">", 0.5), ("<", 2.0)])
 
@@ -335,6 +338,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         channel_eq: the share of logmel training samples given a random microphone / telephone response (a
             high-pass at 50-600 Hz, a low-pass at 1.5-4 kHz, a tilt; ``datamodules.audio.random_channel``),
             before the noise; 0: off.
+        reverb: logmel training batches get a room's reverberation, a reverberation time drawn per sample in
+            [0, reverb] s (``datamodules.audio.add_reverb``), before the channel and the noise; 0: off.
         noise_snr: logmel training batches get background noise at a random SNR in [lo, hi] dB; None: off.
         add_tts: add the espeak-ng speakers (voices x rates x pitches) to the training split of a real source;
             validation and test stay real recordings (no effect with source="tts", which is all espeak-ng).
@@ -380,6 +385,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  spec_augment: bool = False, num_masks: NonNegativeInt = 2, mask_width: NonNegativeInt = 8,
                  time_crop: UnitFraction = 1.0, trim_db: PositiveFloat | None = None,
                  trim_gap: PositiveFloat | None = None, vtlp: WarpFraction = 0.0, channel_eq: ClosedUnitInterval = 0.0,
+                 reverb: ReverbTime = 0.0,
                  noise_snr: tuple[float, float] | None = None, add_tts: bool = False, folder: str | None = None,
                  train_per_class: PositiveInt | None = None, predict_path: str | None = None,
                  device_resident: bool = False, pitch_features: bool = False,
@@ -433,7 +439,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if time_crop != 1.0 and feature != "logmel":
             raise ValueError(f"SpokenDigits: time_crop < 1 needs feature='logmel', got feature={feature!r}")
         spectral = [name for name, on in (("normalization='utterance'", normalization == "utterance"), ("vtlp", vtlp > 0),
-                                          ("channel_eq", channel_eq > 0), ("noise_snr", noise_snr is not None)) if on]
+                                          ("channel_eq", channel_eq > 0), ("reverb", reverb > 0), ("noise_snr", noise_snr is not None)) if on]
         if spectral and feature != "logmel":
             raise ValueError(f"SpokenDigits: {', '.join(spectral)} need feature='logmel', got feature={feature!r}")
         if noise_snr is not None and not noise_snr[0] <= noise_snr[1]:
@@ -457,7 +463,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             raise ValueError(f"SpokenDigits: pitch_features=True appends pitch columns to MFCC frames; it needs "
                              f"feature='mfcc', got feature={feature!r}")
         self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db,
-                                        pitch_features, trim_gap)
+                                        pitch_features, hp.trim_gap)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
@@ -827,7 +833,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             rate = self.settings.sample_rate
             return ([self._normalized(x if a == 1.0 else self._in_db(x, lambda v, a=a: warp_frequency(v, a, rate)))
                      for a in hp.test_warps], *rest)
-        if training and (hp.vtlp > 0 or hp.channel_eq > 0 or hp.noise_snr is not None):
+        if training and (hp.vtlp > 0 or hp.channel_eq > 0 or hp.reverb > 0 or hp.noise_snr is not None):
             x = self._in_db(x, self._augment_db)
         x = self._normalized(x)
         if training and hp.time_crop < 1.0:
@@ -838,6 +844,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
 
     def _augment_db(self, x: torch.Tensor) -> torch.Tensor:
         x = vtlp(x, self.hparams.vtlp, self.settings.sample_rate)
+        x = add_reverb(x, self.hparams.reverb)  # the room, then the microphone, then the room's noise
         x = random_channel(x, self.settings.sample_rate, self.hparams.channel_eq)
         return add_noise(x, tuple(self.hparams.noise_snr)) if self.hparams.noise_snr is not None else x
 

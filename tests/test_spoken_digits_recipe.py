@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audio_fixtures import write_fsdd
-from datamodules.audio import add_noise, random_channel, trim_silence, utterance_normalize, vtlp, warp_frequency
+from datamodules.audio import add_noise, add_reverb, random_channel, trim_silence, utterance_normalize, vtlp, warp_frequency
 from datamodules.spoken_digits import SpokenDigits
 
 
@@ -63,6 +63,21 @@ def test_random_channel_cuts_lows_and_highs_per_sample_and_only_when_drawn():
     assert 0.35 < untouched < 0.65
 
 
+def test_reverb_smears_energy_forward_in_time_only():
+    x = _images(n=64)
+    assert add_reverb(x, 0.0) is x
+    click = torch.full((64, 1, 8, 64), -80.0)
+    click[..., 20] = 0.0
+    out = add_reverb(click, 0.8, generator=torch.Generator().manual_seed(0))
+    assert (out >= click - 1e-4).all()  # only adds power
+    torch.testing.assert_close(out[..., 20], click[..., 20], atol=0.5, rtol=0)  # the direct sound dominates
+    assert (out[..., :20] < -70.0).all()  # nothing before the sound
+    tail = out[..., 21:40].mean(dim=(1, 2))  # (64, 19): the tail decays, more slowly in a longer room
+    assert (tail[:, 1:] <= tail[:, :-1] + 1e-3).all() and (tail[:, 0] > -40.0).all()
+    long_room = tail[:, -1].argmax()
+    assert tail[long_room, -1] > tail[tail[:, -1].argmin(), -1] + 10.0
+
+
 def test_trim_gap_keeps_the_word_not_a_click_before_it():
     g = torch.Generator().manual_seed(0)
     rate = 8000
@@ -94,7 +109,8 @@ def test_utterance_normalisation_removes_level_and_keeps_spectral_shape():
 def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_path):
     data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
     dm = SpokenDigits(data_dir=str(data), cache_dir=str(tmp_path / "cache"), progress=False, batch_size=8,
-                      normalization="utterance", vtlp=0.2, noise_snr=(5.0, 20.0), trim_db=40, channel_eq=1.0)
+                      normalization="utterance", vtlp=0.2, noise_snr=(5.0, 20.0), trim_db=40, channel_eq=1.0,
+                      reverb=0.5)
     dm.setup()
     x, y = next(iter(dm.val_dataloader()))
 
@@ -109,7 +125,7 @@ def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_pat
     train = dm.on_after_batch_transfer((x, y), 0)[0]
     assert not torch.allclose(train, val, atol=1e-3)
     assert train.mean(dim=(1, 2, 3)).abs().max() < 1e-4  # augmented, then normalised
-    dm.hparams.vtlp, dm.hparams.noise_snr = 0.0, None  # the channel alone: bass cut, before normalisation
+    dm.hparams.vtlp, dm.hparams.noise_snr, dm.hparams.reverb = 0.0, None, 0.0  # the channel alone: bass cut, before normalisation
     torch.manual_seed(0)
     gains = random_channel(x, 8000, 1.0)
     torch.manual_seed(0)
@@ -158,6 +174,8 @@ def test_test_warps_make_views_of_test_and_predict_batches_only(tmp_path, normal
     ({"trim_gap": 0.3}, r"trim_gap=0.3 .* needs trim_db"),
     ({"trim_db": 15.0, "trim_gap": 0.0}, r"trim_gap=0.0 is not allowed: expected a number > 0"),
     ({"channel_eq": 1.5}, r"channel_eq=1.5 is not allowed"),
+    ({"reverb": 3.0}, r"reverb=3.0 is not allowed: expected a number >= 0 and <= 2"),
+    ({"feature": "mfcc", "reverb": 0.5}, "need feature='logmel'"),
     ({"feature": "mfcc", "channel_eq": 0.5}, "need feature='logmel'"),
     ({"normalization": "sometimes"}, r"normalization='sometimes' is not allowed: expected one of \['dataset'"),
     ({"normalization": True}, r"normalization=True is not allowed"),  # the old bool spelling is gone
@@ -180,3 +198,19 @@ def test_add_tts_extends_training_only(tmp_path, monkeypatch):
     assert len(mixed.dataset("val")) == len(plain.dataset("val")) and len(mixed.dataset("test")) == len(plain.dataset("test"))
     speakers = {m["speaker"] for m in mixed.metadata("train")}
     assert "en-us+f2-r175-p50" in speakers and {m["speaker"] for m in mixed.metadata("test")} <= {"alice", "bob"}
+
+
+def test_state_with_cli_typed_settings_loads_weights_only(tmp_path):
+    """The CLI hands restricted-type values (jsonargparse's PositiveFloat); a checkpoint must hold plain numbers,
+    or the weights-only load of every test and predict refuses it."""
+    import io
+
+    from jsonargparse.typing import PositiveFloat
+
+    dm = SpokenDigits(source="tts", trim_db=PositiveFloat(15.0), trim_gap=PositiveFloat(0.3), progress=False)
+    buffer = io.BytesIO()
+    torch.save({"state": dm.state_dict(), "hparams": dict(dm.hparams)}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    assert loaded["state"]["settings"]["trim_gap"] == 0.3 and type(loaded["state"]["settings"]["trim_gap"]) is float
+    assert type(loaded["hparams"]["trim_gap"]) is float

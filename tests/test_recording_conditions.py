@@ -1,0 +1,64 @@
+"""``benchmarks/recording_conditions.py``: the simulated recording conditions are what they say, and the
+loading path (``load_recording`` + trimming) copes with the ones trimming is meant for."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from audio_fixtures import write_fsdd
+from conftest import REPO
+from datamodules.audio import load_recording, trim_silence
+
+spec = importlib.util.spec_from_file_location("recording_conditions", REPO / "benchmarks" / "recording_conditions.py")
+rc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rc)
+
+
+def test_every_condition_is_written_in_class_folders_and_is_reproducible(tmp_path):
+    fsdd = write_fsdd(tmp_path / "data", speakers=("alice",), takes=range(1)) / "fsdd" / "recordings"
+    root = rc.make(tmp_path / "out", "alice", fsdd, takes=1, seed=0)
+    conditions = sorted(p.name for p in root.iterdir())
+    assert conditions == sorted(["as_recorded", "44k_padded", *rc.CONDITIONS])
+    for cond in conditions:
+        assert sorted(p.relative_to(root / cond).as_posix() for p in (root / cond).rglob("*.wav")) == \
+            [f"{d}/{d}_alice_0.wav" for d in range(10)]
+    assert sf.info(root / "44k_padded" / "1" / "1_alice_0.wav").samplerate == 44100
+    assert sf.info(root / "reverb_0.7s" / "1" / "1_alice_0.wav").samplerate == rc.RATE
+    first = sf.read(root / "noise_10dB" / "7" / "7_alice_0.wav")[0]
+    again = rc.make(tmp_path / "again", "alice", fsdd, takes=1, seed=0)
+    assert np.array_equal(first, sf.read(again / "noise_10dB" / "7" / "7_alice_0.wav")[0])
+
+
+def test_conditions_change_the_recording_as_named():
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.4 * rc.RATE)) / rc.RATE
+    word = 0.5 * np.sin(2 * np.pi * 440 * t) * np.hanning(t.size)
+    padded = rc.CONDITIONS["padded"](word, np.random.default_rng(1))
+    assert padded.size > word.size + 0.6 * rc.RATE  # 0.3-0.9 s either side
+    spectrum = lambda y: np.abs(np.fft.rfft(y, 2 * rc.RATE))  # noqa: E731 (0.5 Hz bins)
+    hum = spectrum(rc._hum(word, np.random.default_rng(1)))
+    assert hum[100] > 100 * np.median(hum)  # 50 Hz
+    tinny = spectrum(rc.CONDITIONS["tinny_mic"](word + 0.5 * np.sin(2 * np.pi * 150 * t), rng))
+    assert tinny[300] < 0.05 * tinny[880]  # 150 Hz cut, 440 Hz kept
+    clipped = rc._clipped(word, rng)
+    assert np.isclose(np.abs(clipped).max(), 0.99)
+    noisy = rc.CONDITIONS["noise_5dB"](word, np.random.default_rng(2))
+    quiet = rc.CONDITIONS["noise_20dB"](word, np.random.default_rng(2))
+    assert noisy[:1000].std() > 3 * quiet[:1000].std()  # the lead-in is noise only: 15 dB apart
+
+
+def test_trimming_with_a_gap_finds_the_word_after_the_benchmarks_click(tmp_path):
+    t = np.arange(int(0.5 * rc.RATE)) / rc.RATE
+    word = 0.5 * np.sin(2 * np.pi * 300 * t) * np.hanning(t.size)
+    path = tmp_path / "click.wav"
+    sf.write(path, rc._click(word, np.random.default_rng(3)).astype(np.float32), rc.RATE)
+    x = load_recording(path, 8000)
+    whole = trim_silence(x, 8000, top_db=15)
+    word_only = trim_silence(x, 8000, top_db=15, max_gap=0.3)
+    assert whole.numel() > 0.8 * 8000  # click, silence and word
+    assert 0.3 * 8000 < word_only.numel() < 0.55 * 8000
+    assert torch.isfinite(word_only).all()
