@@ -65,16 +65,17 @@ def make(out: Path, seed: int = 0) -> Path:
     return root
 
 
-def main(out: str, ckpt: str | None = None, config: str = "configs/cnn_audio.yaml") -> None:
+def main(out: str, ckpt: str | None = None, recipe: str = "configs/cnn_audio.yaml") -> None:
     """Args:
         out: folder for the recordings (``out/recordings``) and the predictions CSV.
-        ckpt: a trained checkpoint of ``config``; when given, predict on the recordings and time it.
-        config: the config the checkpoint was trained with.
+        ckpt: a trained checkpoint of ``recipe``; when given, predict on the recordings and time it.
+        recipe: the config the checkpoint was trained with (``zoo predict --config``; ``--config`` is this
+            script's own option for a file of its arguments).
     """
     root = make(Path(out))
     print(f"wrote {sum(1 for p in root.rglob('*') if p.is_file())} files under {root}")
     if ckpt:
-        cmd = [sys.executable, "-m", "zoo", "predict", "--config", config, "--ckpt_path", ckpt,
+        cmd = [sys.executable, "-m", "zoo", "predict", "--config", recipe, "--ckpt_path", ckpt,
                "--data.predict_path", str(root), "--run.predictions_file", str(Path(out) / "predictions.csv"),
                "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--data.progress", "false"]
         start = time.perf_counter()

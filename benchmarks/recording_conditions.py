@@ -7,17 +7,18 @@ This takes each FSDD speaker's clips, re-records them under each such condition 
 the accuracy per condition is measured on real voices the model does not know (docs/spoken_digits.md#recording-conditions).
 
     python benchmarks/recording_conditions.py OUT 'runs/grid_logs/spoken_digits_loso_cbam_corpus/checkpoints/*/best-*.ckpt' \\
-        --config configs/cbam_audio.yaml
+        --recipe configs/cbam_audio.yaml
 
 Each checkpoint's held-out speaker is read from its folder name (``test_speaker=<name>``). Writes
 ``OUT/<speaker>/<condition>/<digit>/<file>.wav``, ``OUT/<speaker>.csv`` (the predict CSVs) and prints a markdown
-table of accuracy per condition and speaker (also ``OUT/table.md``).
+table of accuracy per condition and speaker (also ``OUT/table.md``, and ``OUT/accuracy.json``).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import json
 import os
 import re
 import subprocess
@@ -133,17 +134,17 @@ def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int) -> Path:
     return root
 
 
-def main(out: str, ckpts: str, config: str = "configs/cbam_audio.yaml", takes: int = 10, seed: int = 0,
+def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: int = 10, seed: int = 0,
          fsdd: str | None = None, args: list[str] | None = None) -> None:
     """Args:
         out: folder for the recordings, predict CSVs and table.
         ckpts: glob of leave-one-speaker-out checkpoints (folder names carry ``test_speaker=<name>``).
-        config: the config the checkpoints were trained with.
+        recipe: the config the checkpoints were trained with (``zoo predict --config``).
         takes: takes per digit and speaker (10: 100 clips per speaker and condition).
         seed: seed of the simulated conditions.
         fsdd: FSDD's recordings folder (default ``$ZOO_DATA_DIR/fsdd/recordings``).
         args: more ``zoo predict`` arguments, e.g. ``["--data.trim_gap", "null"]`` for a checkpoint trained
-            with other feature settings than ``config``'s.
+            with other feature settings than ``recipe``'s.
     """
     fsdd_dir = Path(fsdd or Path(os.environ.get("ZOO_DATA_DIR", "data")) / "fsdd" / "recordings")
     if not fsdd_dir.is_dir():
@@ -160,7 +161,7 @@ def main(out: str, ckpts: str, config: str = "configs/cbam_audio.yaml", takes: i
         speaker = m.group(1)
         root = make(Path(out), speaker, fsdd_dir, takes, seed)
         csv_path = Path(out) / f"{speaker}.csv"
-        subprocess.run([sys.executable, "-m", "zoo", "predict", "--config", config, "--ckpt_path", ck,
+        subprocess.run([sys.executable, "-m", "zoo", "predict", "--config", recipe, "--ckpt_path", ck,
                         "--data.predict_path", str(root), "--run.predictions_file", str(csv_path),
                         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                         "--data.progress", "false", *(args or [])], check=True, stdout=subprocess.DEVNULL)
@@ -178,6 +179,7 @@ def main(out: str, ckpts: str, config: str = "configs/cbam_audio.yaml", takes: i
         lines.append(f"| {c} | {' | '.join(f'{v:.0f}' for v in vals)} | **{np.mean(vals):.1f}** |")
     table = "\n".join(lines)
     (Path(out) / "table.md").write_text(table + "\n")
+    (Path(out) / "accuracy.json").write_text(json.dumps(acc, indent=1) + "\n")
     print(table)
 
 
