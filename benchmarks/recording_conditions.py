@@ -4,10 +4,11 @@ A user's recording differs from FSDD's in more than the voice: silence and room 
 gain and sample rate, a room's reverberation, a phone's band, mains hum, a click of the record button, clipping.
 This takes each FSDD speaker's clips, re-records them under each such condition (simulated, seeded), and runs
 ``python -m zoo predict`` with the checkpoint that never heard that speaker (a leave-one-speaker-out fold), so
-the accuracy per condition is measured on real voices the model does not know (docs/spoken_digits.md#recording-conditions).
+the accuracy per condition is measured on real voices the model does not know
+(docs/spoken_digits.md#recording-conditions-what-a-users-recording-costs-zoo-03).
 
-    python benchmarks/recording_conditions.py OUT 'runs/grid_logs/spoken_digits_loso_cbam_corpus/checkpoints/*/best-*.ckpt' \\
-        --recipe configs/cbam_audio.yaml
+    python benchmarks/recording_conditions.py OUT \
+        'runs/grid_logs/spoken_digits_loso_cbam_recording/checkpoints/*/best-*.ckpt' --recipe configs/cbam_audio.yaml
 
 Each checkpoint's held-out speaker is read from its folder name (``test_speaker=<name>``). Writes
 ``OUT/<speaker>/<condition>/<digit>/<file>.wav``, ``OUT/<speaker>.csv`` (the predict CSVs) and prints a markdown

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -460,6 +461,13 @@ def warp_frequency(x: torch.Tensor, factors: torch.Tensor | float, sample_rate: 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def _uniform(generator: torch.Generator | None, device, *shape: int) -> torch.Tensor:
+    """``torch.rand(*shape)`` drawn from ``generator`` (on its own device, so a CPU generator seeds GPU batches
+    too), then moved to ``device``."""
+    source = generator.device if generator is not None else None
+    return torch.rand(*shape, generator=generator, device=source).to(device)
+
+
 def _band_centres_hz(bands: int, sample_rate: int, device) -> torch.Tensor:
     """Centre frequencies (Hz) of ``bands`` mel bands from 0 Hz to Nyquist (torchaudio's filter peaks)."""
     top = _hz_to_mel(torch.tensor(sample_rate / 2.0, device=device))
@@ -478,10 +486,7 @@ def random_channel(x: torch.Tensor, sample_rate: int, p: float = 1.0,
         return x
     n, _, bands, _ = x.shape
     dev = x.device
-    gen_dev = generator.device if generator is not None else None
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
+    rand = partial(_uniform, generator, dev)
 
     f = _band_centres_hz(bands, sample_rate, dev)[None, :]
     low, high = 50.0 + 550.0 * rand(n, 1), 1500.0 + 2500.0 * rand(n, 1)
@@ -504,10 +509,7 @@ def add_reverb(x: torch.Tensor, max_rt60: float, seconds: float = 0.5,
         return x
     n, c, f, t = x.shape
     dev = x.device
-    gen_dev = generator.device if generator is not None else None
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
+    rand = partial(_uniform, generator, dev)
 
     rt60 = (max_rt60 * rand(n, 1)).clamp_min(1e-3)
     drr_db = 10.0 * rand(n, 1)
@@ -527,10 +529,7 @@ def add_noise(x: torch.Tensor, snr_db: tuple[float, float], generator: torch.Gen
     and gamma-distributed fluctuation, as a mel band of real noise has. A user's room is never silent."""
     n, c, f, t = x.shape
     dev = x.device
-    gen_dev = generator.device if generator is not None else None
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
+    rand = partial(_uniform, generator, dev)
 
     power = 10.0 ** (x / 10.0)
     lo, hi = snr_db

@@ -439,7 +439,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if time_crop != 1.0 and feature != "logmel":
             raise ValueError(f"SpokenDigits: time_crop < 1 needs feature='logmel', got feature={feature!r}")
         spectral = [name for name, on in (("normalization='utterance'", normalization == "utterance"), ("vtlp", vtlp > 0),
-                                          ("channel_eq", channel_eq > 0), ("reverb", reverb > 0), ("noise_snr", noise_snr is not None)) if on]
+                                          ("channel_eq", channel_eq > 0), ("reverb", reverb > 0),
+                                          ("noise_snr", noise_snr is not None)) if on]
         if spectral and feature != "logmel":
             raise ValueError(f"SpokenDigits: {', '.join(spectral)} need feature='logmel', got feature={feature!r}")
         if noise_snr is not None and not noise_snr[0] <= noise_snr[1]:

@@ -210,8 +210,8 @@ def test_cache_key_follows_the_files(tmp_path):
     assert dm.cache_path(src, clips) != key
     assert make(tmp_path, root, frames=32).cache_path(src, clips) != dm.cache_path(src, clips)
     trimmed = make(tmp_path, root, trim_db=15.0).cache_path(src, clips)
-    assert trimmed != dm.cache_path(src, clips) != make(tmp_path, root, trim_db=15.0, trim_gap=0.3).cache_path(src, clips)
-    assert make(tmp_path, root, trim_db=15.0, trim_gap=0.3).cache_path(src, clips) != trimmed
+    gap = make(tmp_path, root, trim_db=15.0, trim_gap=0.3).cache_path(src, clips)
+    assert len({dm.cache_path(src, clips), trimmed, gap}) == 3  # trimming, and picking the word, are in the key
 
 
 # --- bad input ----------------------------------------------------------------------------------------

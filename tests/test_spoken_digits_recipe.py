@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from audio_fixtures import write_fsdd
-from datamodules.audio import add_noise, add_reverb, random_channel, trim_silence, utterance_normalize, vtlp, warp_frequency
+from datamodules.audio import (add_noise, add_reverb, random_channel, trim_silence, utterance_normalize, vtlp,
+                               warp_frequency)
 from datamodules.spoken_digits import SpokenDigits
 
 
@@ -125,7 +126,7 @@ def test_augmentation_on_train_batches_only_and_normalisation_everywhere(tmp_pat
     train = dm.on_after_batch_transfer((x, y), 0)[0]
     assert not torch.allclose(train, val, atol=1e-3)
     assert train.mean(dim=(1, 2, 3)).abs().max() < 1e-4  # augmented, then normalised
-    dm.hparams.vtlp, dm.hparams.noise_snr, dm.hparams.reverb = 0.0, None, 0.0  # the channel alone: bass cut, before normalisation
+    dm.hparams.vtlp, dm.hparams.noise_snr, dm.hparams.reverb = 0.0, None, 0.0  # the channel alone, then normalised
     torch.manual_seed(0)
     gains = random_channel(x, 8000, 1.0)
     torch.manual_seed(0)
