@@ -51,10 +51,10 @@ from datamodules.audio import (
     load_clips,
     load_recording,
     pad_sequences,
+    random_channel,
     random_time_crop,
     spec_augment,
     utterance_normalize,
-    random_channel,
     vtlp,
     warp_frequency,
 )
