@@ -119,13 +119,13 @@ def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int) -> Path:
         for take in range(takes):
             src = fsdd / f"{digit}_{speaker}_{take}.wav"
             x, rate = sf.read(src, dtype="float64")
+            up = AF.resample(torch.from_numpy(x).float(), rate, RATE).numpy().astype(np.float64)
             for name in ["as_recorded", "44k_padded", *CONDITIONS]:
                 path = root / name / str(digit) / src.name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if name == "as_recorded":
                     sf.write(path, x, rate, subtype="PCM_16")
                     continue
-                up = AF.resample(torch.from_numpy(x).float(), rate, RATE).numpy().astype(np.float64)
                 if name == "44k_padded":
                     y, r = AF.resample(torch.from_numpy(_padded(up, rng)).float(), RATE, 44100).numpy(), 44100
                 else:

@@ -169,8 +169,8 @@ def trim_silence(x: torch.Tensor, sample_rate: int, top_db: float = 40.0, margin
     frames = x.unfold(0, win, hop)
     level = 10.0 * torch.log10(frames.pow(2).mean(dim=1).clamp_min(1e-12))
     smooth = F.avg_pool1d(level[None, None], 5, 1, 2, count_include_pad=False)[0, 0] if level.numel() >= 5 else level
-    threshold = max(float(level.max()) - top_db, float(smooth.min()) + 6.0)
-    loud = torch.nonzero(level >= threshold).flatten()
+    noise_floor = float(smooth.min()) + 6.0
+    loud = torch.nonzero(level >= max(float(level.max()) - top_db, noise_floor)).flatten()
     if loud.numel() == 0:
         return x
     first, last = int(loud[0]), int(loud[-1])
@@ -187,8 +187,8 @@ def trim_silence(x: torch.Tensor, sample_rate: int, top_db: float = 40.0, margin
             # the quiet on either side of it: the word's soft edges come back, the other stretches do not
             lo = int(ends[best - 1]) + 1 if best > 0 else 0
             hi = int(starts[best + 1]) if best + 1 < starts.numel() else level.numel()
-            floor = max(float(level[first:last + 1].max()) - top_db, float(smooth.min()) + 6.0)
-            inside = torch.nonzero(level[lo:hi] >= floor).flatten() + lo
+            threshold = max(float(level[first:last + 1].max()) - top_db, noise_floor)
+            inside = torch.nonzero(level[lo:hi] >= threshold).flatten() + lo
             first, last = int(inside[0]), int(inside[-1])
     pad = round(margin * sample_rate)
     start = max(0, first * hop - pad)

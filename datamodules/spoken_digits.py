@@ -834,7 +834,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             rate = self.settings.sample_rate
             return ([self._normalized(x if a == 1.0 else self._in_db(x, lambda v, a=a: warp_frequency(v, a, rate)))
                      for a in hp.test_warps], *rest)
-        if training and (hp.vtlp > 0 or hp.channel_eq > 0 or hp.reverb > 0 or hp.noise_snr is not None):
+        if training and self._augments_db:
             x = self._in_db(x, self._augment_db)
         x = self._normalized(x)
         if training and hp.time_crop < 1.0:
@@ -842,6 +842,12 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if training and hp.spec_augment:
             x = spec_augment(x, hp.num_masks, hp.mask_width)
         return (x, *rest)
+
+    @property
+    def _augments_db(self) -> bool:
+        """Whether :meth:`_augment_db` changes anything (else the trip through dB is skipped)."""
+        hp = self.hparams
+        return hp.vtlp > 0 or hp.reverb > 0 or hp.channel_eq > 0 or hp.noise_snr is not None
 
     def _augment_db(self, x: torch.Tensor) -> torch.Tensor:
         x = vtlp(x, self.hparams.vtlp, self.settings.sample_rate)
