@@ -1,7 +1,8 @@
 """How much do recording conditions cost a spoken-digit model on a voice it never heard?
 
 A user's recording differs from FSDD's in more than the voice: silence and room noise around the word, another
-gain and sample rate, a room's reverberation, a phone's band, mains hum, a click of the record button, clipping.
+gain and sample rate, a room's reverberation, a phone's band, mains hum, a click of the record button, clipping,
+a recorder's DC offset.
 This takes each FSDD speaker's clips, re-records them under each such condition (simulated, seeded), and runs
 ``python -m zoo predict`` with the checkpoint that never heard that speaker (a leave-one-speaker-out fold), so
 the accuracy per condition is measured on real voices the model does not know
@@ -98,6 +99,11 @@ def _clipped(x, rng):
     return np.clip(y / np.abs(y).max() * 3.0, -0.99, 0.99)  # 10 dB into the rails
 
 
+def _dc_offset(x, rng):
+    """A recorder's constant offset of 0.03 full scale (-30 dBFS) under the word and its padding."""
+    return _padded(x, rng) + 0.03
+
+
 def _long_silence(x, rng):
     return _padded(x, rng, seconds=(1.5, 2.5), floor_db=-50.0)
 
@@ -107,7 +113,7 @@ CONDITIONS: dict[str, Callable] = {
     "noise_20dB": _noise(20), "noise_10dB": _noise(10), "noise_5dB": _noise(5),
     "reverb_0.3s": _reverb(0.3, 3.0), "reverb_0.7s": _reverb(0.7, 0.0),
     "telephone": _band(300, 3400), "tinny_mic": _band(600, None), "muffled": _band(None, 1500),
-    "hum_50Hz": _hum, "click": _click, "clipped": _clipped, "long_silence": _long_silence,
+    "hum_50Hz": _hum, "click": _click, "clipped": _clipped, "long_silence": _long_silence, "dc_offset": _dc_offset,
 }
 
 

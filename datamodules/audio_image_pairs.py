@@ -119,7 +119,7 @@ class SpokenDigitImagePairs(LegacySettingsMixin, SplitLoadersMixin, L.LightningD
         split_seed: seed of the clip split and of the MNIST split.
         data_seed: seed of the clip-image pairing; None: split_seed.
         progress: show progress bars while reading audio and computing features.
-        predict_path: recordings to generate images for: a WAV/FLAC file, a folder (searched recursively) or a
+        predict_path: recordings to generate images for: an audio file (WAV, FLAC, Ogg, MP3, AIFF), a folder (searched recursively) or a
             glob; None: predict on the test split. Needs no dataset: the MFCC normalisation comes from the checkpoint.
     """
 

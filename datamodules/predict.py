@@ -11,11 +11,13 @@ writer can score the run.
 from __future__ import annotations
 
 import glob
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,13 +32,20 @@ class PredictItem:
 
 def find_files(pattern: str, suffixes: Sequence[str]) -> list[Path]:
     """The files ``pattern`` names, sorted: the file itself, every file with one of ``suffixes`` under a
-    folder (recursively, hidden files skipped), or the matches of a glob (``**`` recurses)."""
+    folder (recursively, hidden files skipped; the others are named in a warning), or the matches of a glob
+    (``**`` recurses)."""
     path = Path(pattern).expanduser()
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+        files = [p for p in path.rglob("*") if p.is_file()
                  and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        found = [p for p in files if p.suffix.lower() in suffixes]
+        other = sorted(p for p in files if p.suffix.lower() not in suffixes)
+        if other:  # a phone's .m4a among the recordings must not vanish without a word
+            shown = ", ".join(str(p) for p in other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+            log.warning("predict_path=%r: skipped %d file(s) that are not %s: %s (convert them first, e.g. "
+                        "ffmpeg -i rec.m4a rec.wav)", pattern, len(other), "/".join(suffixes), shown)
     else:
         found = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
     if not found:

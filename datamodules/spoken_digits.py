@@ -348,7 +348,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         train_per_class: keep this many real training clips of each class (digit, or gender), chosen seeded
             (``split_seed``) and spread over the speakers; validation, test and added espeak-ng clips are
             unchanged. The original CBAM study trained on 50 clips per digit. None: every training clip.
-        predict_path: files to predict on: a WAV/FLAC file, a folder (searched recursively) or a glob;
+        predict_path: files to predict on: an audio file (WAV, FLAC, Ogg, MP3, AIFF), a folder (searched
+            recursively) or a glob;
             None: predict on the test split. Needs no dataset: features and normalisation come from
             the checkpoint.
         device_resident: keep the cached features of every split on the trainer's device (MFCC: zero-padded

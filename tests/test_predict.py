@@ -79,6 +79,9 @@ def _recordings(folder: Path) -> dict[str, str | None]:
         "2/c_16k_float.wav": (tone(2, 16000), 16000, "WAV", "FLOAT"),
         "two/d_44k_32bit.wav": (tone(2, 44100), 44100, "WAV", "PCM_32"),
         "unsorted/e_22k.wav": (tone(2, 22050), 22050, "WAV", "PCM_16"),
+        "7/f_16k.mp3": (tone(7, 16000), 16000, "MP3", "MPEG_LAYER_III"),  # lossy: what phones and apps send
+        "two/g_48k_stereo.ogg": (tone(2, 48000, 2), 48000, "OGG", "VORBIS"),
+        "seven/h_44k.aiff": (tone(7, 44100), 44100, "AIFF", "PCM_16"),
     }
     for name, (x, rate, fmt, subtype) in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +126,7 @@ def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, caps
         if not row["error"]:
             assert row["prediction"] == ("seven" if name.startswith(("7/", "seven/")) else "two"), (name, row)
     printed = capsys.readouterr().out
-    assert "5 file(s) predicted, 4 failed" in printed and "accuracy on 4 labelled file(s): 100.00 %" in printed
+    assert "8 file(s) predicted, 4 failed" in printed and "accuracy on 7 labelled file(s): 100.00 %" in printed
 
 
 def test_predict_refuses_other_feature_settings_than_the_checkpoint(trained, tmp_path):
@@ -137,20 +140,24 @@ def test_predict_refuses_other_feature_settings_than_the_checkpoint(trained, tmp
 
 def test_predict_path_that_matches_nothing_is_an_error(trained, tmp_path):
     _, ckpt = trained
-    with pytest.raises(FileNotFoundError, match=r"no \.wav/\.flac files found"):
+    with pytest.raises(FileNotFoundError, match=r"no \.wav/.*/\.aiff files found"):
         run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path),
                  *DATA, "--ckpt_path", ckpt,
                  "--data.predict_path", str(tmp_path / "nothing" / "*.wav")])
 
 
-def test_glob_and_single_file(tmp_path):
+def test_glob_and_single_file(tmp_path, caplog):
     from datamodules.predict import find_files, label_from_folder
 
-    for name in ("a/1.wav", "a/b/2.WAV", "a/c/3.flac", "a/.hidden/4.wav", "a/notes.txt"):
+    for name in ("a/1.wav", "a/b/2.WAV", "a/c/3.flac", "a/.hidden/4.wav", "a/notes.txt", "a/b/phone.m4a"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     suffixes = (".wav", ".flac")
-    assert [p.name for p in find_files(str(tmp_path / "a"), suffixes)] == ["1.wav", "2.WAV", "3.flac"]
+    with caplog.at_level("WARNING", logger="datamodules.predict"):
+        assert [p.name for p in find_files(str(tmp_path / "a"), suffixes)] == ["1.wav", "2.WAV", "3.flac"]
+    assert "skipped 2 file(s) that are not .wav/.flac" in caplog.text
+    assert str(tmp_path / "a" / "b" / "phone.m4a") in caplog.text and "notes.txt" in caplog.text
+    assert ".hidden" not in caplog.text
     assert [p.name for p in find_files(str(tmp_path / "a" / "**" / "*.wav"), suffixes)] == ["1.wav"]
     assert find_files(str(tmp_path / "a" / "1.wav"), suffixes) == [tmp_path / "a" / "1.wav"]
     names = ["zero", "one", "two"]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
 from audio_fixtures import write_fsdd
 from conftest import REPO
-from datamodules.audio import load_recording, trim_silence
+from datamodules.audio import AudioFileError, load_recording, trim_silence
 
 spec = importlib.util.spec_from_file_location("recording_conditions", REPO / "benchmarks" / "recording_conditions.py")
 rc = importlib.util.module_from_spec(spec)
@@ -49,6 +50,20 @@ def test_conditions_change_the_recording_as_named():
     noisy = rc.CONDITIONS["noise_5dB"](word, np.random.default_rng(2))
     quiet = rc.CONDITIONS["noise_20dB"](word, np.random.default_rng(2))
     assert noisy[:1000].std() > 3 * quiet[:1000].std()  # the lead-in is noise only: 15 dB apart
+    assert np.isclose(rc._dc_offset(word, np.random.default_rng(4))[:1000].mean(), 0.03, atol=1e-3)
+
+
+def test_a_recorders_dc_offset_is_removed_and_a_pure_offset_is_silent(tmp_path):
+    t = np.arange(int(0.5 * rc.RATE)) / rc.RATE
+    word = 0.1 * np.sin(2 * np.pi * 300 * t) * np.hanning(t.size)
+    sf.write(tmp_path / "clean.wav", word.astype(np.float32), rc.RATE, subtype="PCM_16")
+    sf.write(tmp_path / "offset.wav", (word + 0.2).astype(np.float32), rc.RATE, subtype="PCM_16")
+    clean, offset = load_recording(tmp_path / "clean.wav", 8000), load_recording(tmp_path / "offset.wav", 8000)
+    assert abs(float(offset.mean())) < 1e-4
+    assert torch.allclose(offset, clean, atol=1e-3)  # the same recording, without the offset
+    sf.write(tmp_path / "dc.wav", np.full(8000, 0.3, np.float32), 8000, subtype="PCM_16")
+    with pytest.raises(AudioFileError, match=r"dc\.wav: silent"):
+        load_recording(tmp_path / "dc.wav", 8000)
 
 
 def test_trimming_with_a_gap_finds_the_word_after_the_benchmarks_click(tmp_path):
