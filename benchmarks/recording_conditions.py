@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +105,27 @@ def _dc_offset(x, rng):
     return _padded(x, rng) + 0.03
 
 
+def _voice(pitch_hz: float, formant_ratio: float = 1.0) -> Callable:
+    """The speaker's voice moved to a median pitch of ``pitch_hz`` (and formants scaled by ``formant_ratio``) with
+    Praat's "Change gender" (PSOLA; praat-parselmouth, GPL-3, the ``bench`` extra): a woman's pitch from a man's
+    recording. An implementation independent of the recipe's own ``shift_pitch``. Praat leaves energy below the
+    new pitch that a voice does not have; a 70 Hz high-pass takes it out."""
+    def f(x, rng):
+        try:
+            import parselmouth
+            from parselmouth.praat import call
+        except ImportError as e:
+            raise SystemExit("recording_conditions: the voice conditions need praat-parselmouth "
+                             "(pip install -e '.[bench]'); or pass --voices false") from e
+        y = call(parselmouth.Sound(x, sampling_frequency=RATE), "Change gender", 75, 600, formant_ratio, pitch_hz,
+                 1.0, 1.0).values[0]
+        t = torch.from_numpy(y).float()
+        for _ in range(2):
+            t = AF.highpass_biquad(t, RATE, 70.0)
+        return _padded(t.numpy().astype(np.float64), rng)
+    return f
+
+
 def _long_silence(x, rng):
     return _padded(x, rng, seconds=(1.5, 2.5), floor_db=-50.0)
 
@@ -114,19 +136,28 @@ CONDITIONS: dict[str, Callable] = {
     "reverb_0.3s": _reverb(0.3, 3.0), "reverb_0.7s": _reverb(0.7, 0.0),
     "telephone": _band(300, 3400), "tinny_mic": _band(600, None), "muffled": _band(None, 1500),
     "hum_50Hz": _hum, "click": _click, "clipped": _clipped, "long_silence": _long_silence, "dc_offset": _dc_offset,
+    "voice_170Hz": _voice(170.0), "voice_220Hz": _voice(220.0), "voice_female": _voice(220.0, 1.15),
 }
+VOICES = ("voice_170Hz", "voice_220Hz", "voice_female")
+#: the conditions of the first published table (zoo 0.3), which draw from one generator in this order
+FIRST = ("padded", "noise_20dB", "noise_10dB", "noise_5dB", "reverb_0.3s", "reverb_0.7s", "telephone", "tinny_mic",
+         "muffled", "hum_50Hz", "click", "clipped", "long_silence")
 
 
-def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int) -> Path:
-    """Write ``out/<speaker>/<condition>/<digit>/`` for takes ``0..takes-1`` of every digit; returns the folder."""
+def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int, voices: bool = True) -> Path:
+    """Write ``out/<speaker>/<condition>/<digit>/`` for takes ``0..takes-1`` of every digit; returns the folder.
+    ``voices=False`` leaves out the voice conditions (:data:`VOICES`)."""
     rng = np.random.default_rng(seed)
+    # conditions added after the first table draw from generators of their own, so that adding one leaves the
+    # published conditions' files (which share ``rng``, in this order) unchanged
+    own = {name: np.random.default_rng([seed, zlib.crc32(name.encode())]) for name in CONDITIONS if name not in FIRST}
     root = out / speaker
     for digit in range(10):
         for take in range(takes):
             src = fsdd / f"{digit}_{speaker}_{take}.wav"
             x, rate = sf.read(src, dtype="float64")
             up = AF.resample(torch.from_numpy(x).float(), rate, RATE).numpy().astype(np.float64)
-            for name in ["as_recorded", "44k_padded", *CONDITIONS]:
+            for name in _names(voices):
                 path = root / name / str(digit) / src.name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if name == "as_recorded":
@@ -135,14 +166,18 @@ def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int) -> Path:
                 if name == "44k_padded":
                     y, r = AF.resample(torch.from_numpy(_padded(up, rng)).float(), RATE, 44100).numpy(), 44100
                 else:
-                    y, r = CONDITIONS[name](up, rng), RATE
+                    y, r = CONDITIONS[name](up, own.get(name, rng)), RATE
                 peak = np.abs(y).max()
                 sf.write(path, (y / peak * min(peak, 0.99)).astype(np.float32), r, subtype="PCM_16")
     return root
 
 
+def _names(voices: bool) -> list[str]:
+    return ["as_recorded", "44k_padded", *(c for c in CONDITIONS if voices or c not in VOICES)]
+
+
 def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: int = 10, seed: int = 0,
-         fsdd: str | None = None, args: list[str] | None = None) -> None:
+         fsdd: str | None = None, args: list[str] | None = None, voices: bool = True) -> None:
     """Args:
         out: folder for the recordings, predict CSVs and table.
         ckpts: glob of leave-one-speaker-out checkpoints (folder names carry ``test_speaker=<name>``).
@@ -150,6 +185,7 @@ def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: i
         takes: takes per digit and speaker (10: 100 clips per speaker and condition).
         seed: seed of the simulated conditions.
         fsdd: FSDD's recordings folder (default ``$ZOO_DATA_DIR/fsdd/recordings``).
+        voices: also the voice conditions (another pitch and vocal tract; needs praat-parselmouth).
         args: more ``zoo predict`` arguments, e.g. ``["--data.trim_gap", "null"]`` for a checkpoint trained
             with other feature settings than ``recipe``'s.
     """
@@ -166,7 +202,7 @@ def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: i
         if not m:
             raise SystemExit(f"recording_conditions: {ck}: no 'test_speaker=<name>' in its path")
         speaker = m.group(1)
-        root = make(Path(out), speaker, fsdd_dir, takes, seed)
+        root = make(Path(out), speaker, fsdd_dir, takes, seed, voices)
         csv_path = Path(out) / f"{speaker}.csv"
         subprocess.run([sys.executable, "-m", "zoo", "predict", "--config", recipe, "--ckpt_path", ck,
                         "--data.predict_path", str(root), "--run.predictions_file", str(csv_path),
@@ -179,7 +215,7 @@ def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: i
                 hits.setdefault(cond, []).append(row["prediction"] == row["label"] and not row.get("error"))
         acc[speaker] = {c: 100.0 * sum(h) / len(h) for c, h in hits.items()}
     speakers = sorted(acc)
-    conds = ["as_recorded", "44k_padded", *CONDITIONS]
+    conds = _names(voices)
     lines = [f"| condition | {' | '.join(speakers)} | mean |", "|---" * (len(speakers) + 2) + "|"]
     for c in conds:
         vals = [acc[s][c] for s in speakers]

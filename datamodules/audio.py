@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
@@ -371,6 +372,61 @@ def pitch_columns(x: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
     log_f0 = torch.log2(f0 / 100.0)
     fill = log_f0[voiced].median() if voiced.any() else log_f0.new_zeros(())
     return torch.stack([torch.where(voiced, log_f0, fill), voiced.float()], 1)
+
+
+def shift_pitch(x: torch.Tensor, sample_rate: int, factor: float) -> torch.Tensor:
+    """The clip with its voice's pitch scaled by ``factor`` and its formants (the vocal tract) kept: TD-PSOLA
+    (Moulines & Charpentier, 1990) on :func:`yin_pitch`'s track, the same length and RMS level.
+
+    Voiced stretches are cut into two-period Hann grains centred one period apart (on the waveform's peaks)
+    and laid down ``factor`` times closer; unvoiced sound (consonants, silence) is copied through in 10 ms
+    grains. Why: a man's voice raised towards a woman's pitch, which the log-mel image shows as wider-spaced
+    harmonics below 2 kHz: no warp of the image can make that without also moving the formants (:func:`vtlp`).
+    """
+    if factor <= 0:
+        raise ValueError(f"shift_pitch: factor must be positive, got {factor}")
+    hop = max(1, round(0.005 * sample_rate))
+    f0 = yin_pitch(x, sample_rate, hop).numpy()
+    sig = x.double().numpy()
+    n = sig.size
+    unvoiced = max(1, round(0.010 * sample_rate))
+
+    def period(t: int) -> int | None:
+        f = f0[min(t // hop, f0.size - 1)]
+        return None if math.isnan(f) else max(2, round(sample_rate / f))
+
+    marks: list[tuple[int, int, bool]] = []  # analysis (centre, half width, voiced)
+    t = 0
+    while t < n:
+        p = period(t)
+        if p is None:
+            marks.append((t, unvoiced, False))
+            t += unvoiced
+            continue
+        lo, hi = t, min(n, t + p)  # a voiced mark sits on the largest peak of its period
+        t = lo + int(np.argmax(np.abs(sig[lo:hi]))) if not marks or not marks[-1][2] else t
+        marks.append((t, p, True))
+        t += p
+    centres = np.array([m[0] for m in marks])
+    out = np.zeros(n)
+    s = 0.0
+    while s < n:
+        j = int(np.argmin(np.abs(centres - s)))
+        c, half, voiced = marks[j]
+        window = np.hanning(2 * half + 1)
+        a, b = max(0, c - half), min(n, c + half + 1)
+        at = int(round(s))
+        lo, hi = at - (c - a), at + (b - c)
+        if lo < 0 or hi > n:
+            a, b = a + max(0, -lo), b - max(0, hi - n)
+            lo, hi = max(lo, 0), min(hi, n)
+        if b > a:
+            out[lo:hi] += sig[a:b] * window[a - c + half:b - c + half]
+        s += half / factor if voiced else half
+    rms_in, rms_out = np.sqrt(np.mean(sig ** 2)), np.sqrt(np.mean(out ** 2))
+    if rms_out > 0:
+        out *= rms_in / rms_out
+    return torch.from_numpy(out).to(x.dtype)
 
 
 def pad_sequences(seqs: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ import ast
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import download_and_extract_archive
+from tqdm.auto import tqdm
 
 from datamodules.audio import (
     AUDIO_SUFFIXES,
@@ -53,6 +55,7 @@ from datamodules.audio import (
     pad_sequences,
     random_channel,
     random_time_crop,
+    shift_pitch,
     spec_augment,
     utterance_normalize,
     vtlp,
@@ -99,6 +102,8 @@ WarpFraction = restricted_number_type("WarpFraction", float, [(">=", 0), ("<", 0
 ReverbTime = restricted_number_type("ReverbTime", float, [(">=", 0), ("<=", 2)])
 #: a test-time frequency warp factor: (0.5, 2)
 WarpFactor = restricted_number_type("WarpFactor", float, [(">", 0.5), ("<", 2.0)])
+#: a factor on a voice's pitch: (0.25, 4), two octaves either way
+PitchFactor = restricted_number_type("PitchFactor", float, [(">", 0.25), ("<", 4.0)])
 
 
 @dataclass(frozen=True)
@@ -341,6 +346,11 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         reverb: logmel training batches get a room's reverberation, a reverberation time drawn per sample in
             [0, reverb] s (``datamodules.audio.add_reverb``), before the channel and the noise; 0: off.
         noise_snr: logmel training batches get background noise at a random SNR in [lo, hi] dB; None: off.
+        pitch_shift: [lo, hi]: every training clip of the source (not the added espeak-ng or add_corpus clips) is
+            heard twice, as recorded and with its voice's pitch scaled by a factor drawn log-uniformly from
+            [lo, hi] (one per clip, fixed: seed 0), its formants kept (``datamodules.audio.shift_pitch``,
+            TD-PSOLA, on the waveform before features; cached). For FSDD's six men: women's and children's
+            pitch, which no image warp can make. Validation and test are untouched. None: off.
         add_tts: add the espeak-ng speakers (voices x rates x pitches) to the training split of a real source;
             validation and test stay real recordings (no effect with source="tts", which is all espeak-ng).
         folder: the dataset's folder under data_dir when it is not the source's usual name (e.g.
@@ -392,7 +402,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  device_resident: bool = False, pitch_features: bool = False,
                  add_corpus: str | None = None, train_gender: Literal["female", "male"] | None = None,
                  test_gender: Literal["female", "male"] | None = None,
-                 test_warps: list[WarpFactor] | None = None) -> None:
+                 test_warps: list[WarpFactor] | None = None,
+                 pitch_shift: tuple[PitchFactor, PitchFactor] | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -444,6 +455,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                                           ("noise_snr", noise_snr is not None)) if on]
         if spectral and feature != "logmel":
             raise ValueError(f"SpokenDigits: {', '.join(spectral)} need feature='logmel', got feature={feature!r}")
+        if pitch_shift is not None and not pitch_shift[0] <= pitch_shift[1]:
+            raise ValueError(f"SpokenDigits: pitch_shift=[lo, hi] needs lo <= hi, got {list(pitch_shift)}")
         if noise_snr is not None and not noise_snr[0] <= noise_snr[1]:
             raise ValueError(f"SpokenDigits: noise_snr=[lo, hi] needs lo <= hi, got {list(noise_snr)}")
         if add_tts and target != "digit" and source != "tts":
@@ -512,6 +525,10 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             root, clips = self._locate(source, folder)
             if not self.cache_path(root, clips, source).is_file():
                 self._load_features(root, clips, source)
+        if self.hparams.pitch_shift is not None:
+            root, clips = self._locate()
+            if not self.cache_path(root, clips, self._shifted_source).is_file():
+                self._load_features(root, clips, self._shifted_source)
 
     def _locate(self, source: str | None = None, folder: str | None = None) -> tuple[Path, list[Clip]]:
         hp = self.hparams
@@ -554,6 +571,18 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             log.warning("SpokenDigits: feature cache %s is unusable (%s: %s); rebuilding it", path, type(e).__name__, e)
             return None
 
+    @property
+    def _shifted_source(self) -> str:
+        """The cache name of the source's pitch-shifted copies (``pitch_shift``)."""
+        lo, hi = (float(f) for f in self.hparams.pitch_shift)
+        return f"{self.hparams.source}+pitch{lo:g}-{hi:g}"
+
+    def _pitch_factors(self, n: int) -> torch.Tensor:
+        """One pitch factor per clip of the source, log-uniform in ``pitch_shift``, fixed (seed 0): the copies
+        are data, cached once for every run, not a draw of each run's seed."""
+        lo, hi = (math.log(float(f)) for f in self.hparams.pitch_shift)
+        return torch.exp(lo + (hi - lo) * torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+
     def _load_features(self, root: Path, clips: list[Clip], source: str | None = None) -> list[torch.Tensor] | torch.Tensor:
         source = source or self.hparams.source
         path = self.cache_path(root, clips, source)
@@ -567,6 +596,11 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         quiet = source == "tts"  # espeak's native rate differs by design: no warning
         waves = load_clips([root / c.path for c in clips], self.settings.sample_rate,
                            progress=self.hparams.progress, warn_resample=not quiet)
+        if "+pitch" in source:  # the pitch-shifted copies of the source's clips
+            factors = self._pitch_factors(len(waves)).tolist()
+            waves = [shift_pitch(w, self.settings.sample_rate, f)
+                     for w, f in tqdm(zip(waves, factors), total=len(waves), desc="shifting pitch", unit="clip",
+                                      disable=not self.hparams.progress, leave=False)]
         out = FeatureExtractor(self.settings)(waves, progress=self.hparams.progress)
         if self.settings.feature == "mfcc":
             lengths = torch.tensor([f.shape[0] for f in out], dtype=torch.int64)
@@ -601,6 +635,11 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if hp.train_per_class is not None:
             splits["train"] = self._per_class(clips, splits["train"], int(hp.train_per_class))
         roots = [root] * len(clips)
+        if hp.pitch_shift is not None:  # the training clips again, each at another pitch (same speaker, same label)
+            shifted = self._load_features(root, clips, self._shifted_source)
+            splits["train"] += [len(clips) + i for i in splits["train"]]
+            feats = feats + shifted if seq else torch.cat([feats, shifted])
+            clips, roots = clips + clips, roots + roots
         if self._adds_tts:  # extra training speakers only: validation and test stay real recordings
             tts_root, tts_clips = self._locate("tts")
             tts_feats = self._load_features(tts_root, tts_clips, "tts")

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio.functional as AF
 
 from audio_fixtures import write_fsdd
 from conftest import REPO
-from datamodules.audio import AudioFileError, load_recording, trim_silence
+from datamodules.audio import AudioFileError, load_recording, trim_silence, yin_pitch
 
 spec = importlib.util.spec_from_file_location("recording_conditions", REPO / "benchmarks" / "recording_conditions.py")
 rc = importlib.util.module_from_spec(spec)
@@ -51,6 +52,31 @@ def test_conditions_change_the_recording_as_named():
     quiet = rc.CONDITIONS["noise_20dB"](word, np.random.default_rng(2))
     assert noisy[:1000].std() > 3 * quiet[:1000].std()  # the lead-in is noise only: 15 dB apart
     assert np.isclose(rc._dc_offset(word, np.random.default_rng(4))[:1000].mean(), 0.03, atol=1e-3)
+    voice = _vowel(120.0)
+    f0 = lambda y: float(np.nanmedian(yin_pitch(torch.from_numpy(y).float(), rc.RATE, 160).numpy()))  # noqa: E731
+    assert f0(rc.CONDITIONS["voice_220Hz"](voice, np.random.default_rng(5))) == pytest.approx(220, rel=0.06)
+    assert f0(rc.CONDITIONS["voice_170Hz"](voice, np.random.default_rng(5))) == pytest.approx(170, rel=0.06)
+
+
+def _vowel(f0: float, seconds: float = 0.5) -> np.ndarray:
+    """A pulse train at ``f0`` through a resonance at 700 Hz: something with a pitch to change."""
+    n = int(seconds * rc.RATE)
+    pulses = np.zeros(n)
+    pulses[(np.arange(0, seconds, 1 / f0) * rc.RATE).astype(int)] = 1.0
+    y = torch.from_numpy(pulses).float()
+    y = AF.bandpass_biquad(AF.bandpass_biquad(y, rc.RATE, 700.0, Q=3.0), rc.RATE, 700.0, Q=3.0)
+    return (0.5 * y / y.abs().max()).numpy().astype(np.float64)
+
+
+def test_adding_a_condition_leaves_the_published_conditions_files_unchanged(tmp_path, monkeypatch):
+    fsdd = write_fsdd(tmp_path / "data", speakers=("alice",), takes=range(2)) / "fsdd" / "recordings"
+    full = rc.make(tmp_path / "full", "alice", fsdd, takes=2, seed=0, voices=False)
+    monkeypatch.setattr(rc, "CONDITIONS", {k: v for k, v in rc.CONDITIONS.items() if k in rc.FIRST})
+    first = rc.make(tmp_path / "first", "alice", fsdd, takes=2, seed=0)
+    assert not (first / "dc_offset").exists() and not (full / "voice_220Hz").exists()
+    for name in rc.FIRST:
+        for wav in (first / name).rglob("*.wav"):
+            assert np.array_equal(sf.read(wav)[0], sf.read(full / wav.relative_to(first))[0]), wav
 
 
 def test_a_recorders_dc_offset_is_removed_and_a_pure_offset_is_silent(tmp_path):

@@ -3,12 +3,14 @@ normalisation (datamodules/audio.py), and how SpokenDigits applies them (train o
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torchaudio
 
 from audio_fixtures import write_fsdd
-from datamodules.audio import (add_noise, add_reverb, random_channel, trim_silence, utterance_normalize, vtlp,
-                               warp_frequency)
+from datamodules.audio import (add_noise, add_reverb, random_channel, shift_pitch, trim_silence, utterance_normalize,
+                               vtlp, warp_frequency, yin_pitch)
 from datamodules.spoken_digits import SpokenDigits
 
 
@@ -171,6 +173,7 @@ def test_test_warps_make_views_of_test_and_predict_batches_only(tmp_path, normal
     ({"test_warps": []}, r"at least one factor"),
     ({"feature": "mfcc", "test_warps": [1.0]}, r"test_warps=\[1.0\] needs feature='logmel'"),
     ({"noise_snr": (30.0, 5.0)}, r"lo <= hi"),
+    ({"pitch_shift": (2.0, 1.0)}, r"pitch_shift=\[lo, hi\] needs lo <= hi"),
     ({"trim_db": -3.0}, r"trim_db=-3.0 is not allowed: expected a number > 0"),
     ({"trim_gap": 0.3}, r"trim_gap=0.3 .* needs trim_db"),
     ({"trim_db": 15.0, "trim_gap": 0.0}, r"trim_gap=0.0 is not allowed: expected a number > 0"),
@@ -208,10 +211,75 @@ def test_state_with_cli_typed_settings_loads_weights_only(tmp_path):
 
     from jsonargparse.typing import PositiveFloat
 
-    dm = SpokenDigits(source="tts", trim_db=PositiveFloat(15.0), trim_gap=PositiveFloat(0.3), progress=False)
+    dm = SpokenDigits(source="tts", trim_db=PositiveFloat(15.0), trim_gap=PositiveFloat(0.3), progress=False,
+                      pitch_shift=(PositiveFloat(0.8), PositiveFloat(2.0)))
     buffer = io.BytesIO()
     torch.save({"state": dm.state_dict(), "hparams": dict(dm.hparams)}, buffer)
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)
     assert loaded["state"]["settings"]["trim_gap"] == 0.3 and type(loaded["state"]["settings"]["trim_gap"]) is float
-    assert type(loaded["hparams"]["trim_gap"]) is float
+    assert type(loaded["hparams"]["trim_gap"]) is float and tuple(loaded["hparams"]["pitch_shift"]) == (0.8, 2.0)
+
+
+def _voice(f0: float, seconds: float = 0.5, rate: int = 8000, formant: float = 700.0) -> torch.Tensor:
+    """A vowel: a glottal pulse train at ``f0`` through one resonance at ``formant`` Hz."""
+    n = int(seconds * rate)
+    pulses = np.zeros(n)
+    pulses[(np.arange(0, seconds, 1 / f0) * rate).astype(int)] = 1.0
+    r, theta = 0.97, 2 * np.pi * formant / rate  # a two-pole resonator
+    y = np.zeros(n)
+    for i in range(n):
+        y[i] = pulses[i] + 2 * r * np.cos(theta) * (y[i - 1] if i else 0) - r * r * (y[i - 2] if i > 1 else 0)
+    return torch.tensor(y / np.abs(y).max() * 0.5, dtype=torch.float32)
+
+
+def _peak_hz(x: torch.Tensor, rate: int = 8000) -> float:
+    """Frequency of the strongest peak of the smoothed spectrum (the formant, not a harmonic)."""
+    spectrum = torch.fft.rfft(x * torch.hann_window(x.numel())).abs()
+    smooth = torch.nn.functional.avg_pool1d(spectrum[None, None], 41, 1, 20)[0, 0]
+    return float(smooth.argmax()) * rate / x.numel()
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.75])
+def test_shift_pitch_moves_the_pitch_and_keeps_the_formant_length_and_level(factor):
+    x = _voice(120.0)
+    y = shift_pitch(x, 8000, factor)
+    assert y.shape == x.shape and torch.isclose(y.pow(2).mean(), x.pow(2).mean(), rtol=1e-4)
+    f0 = lambda v: float(np.nanmedian(yin_pitch(v, 8000, 80).numpy()))  # noqa: E731
+    assert f0(y) == pytest.approx(120.0 * factor, rel=0.05)
+    assert _peak_hz(y) == pytest.approx(_peak_hz(x), abs=80)  # the vocal tract stays where it was
+    if factor > 1:  # the measure sees a formant move: played faster, pitch and formant move together
+        faster = torchaudio.functional.resample(x, round(8000 * factor), 8000)
+        assert _peak_hz(faster) == pytest.approx(factor * _peak_hz(x), rel=0.1)
+
+
+def test_shift_pitch_copies_unvoiced_sound_through():
+    noise = 0.1 * torch.randn(4000, generator=torch.Generator().manual_seed(0))
+    y = shift_pitch(noise, 8000, 1.75)
+    assert torch.corrcoef(torch.stack([noise[200:-200], y[200:-200]]))[0, 1] > 0.95
+    with pytest.raises(ValueError, match="factor must be positive"):
+        shift_pitch(noise, 8000, 0.0)
+
+
+def test_pitch_shift_adds_shifted_copies_of_the_training_clips_only(tmp_path):
+    data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
+    kw = dict(data_dir=str(data), cache_dir=str(tmp_path / "cache"), progress=False, trim_db=40,
+              normalization="none")
+    plain = SpokenDigits(**kw)
+    plain.setup()
+    shifted = SpokenDigits(**kw, pitch_shift=(1.5, 2.0))
+    shifted.prepare_data()
+    shifted.setup()
+    n = len(plain.dataset("train"))
+    assert len(shifted.dataset("train")) == 2 * n
+    for stage in ("val", "test"):
+        torch.testing.assert_close(shifted.dataset(stage).feats, plain.dataset(stage).feats)
+    originals, copies = shifted.dataset("train").feats[:n], shifted.dataset("train").feats[n:]
+    torch.testing.assert_close(originals, plain.dataset("train").feats)
+    assert torch.equal(shifted.dataset("train").labels[n:], shifted.dataset("train").labels[:n])
+    assert (copies - originals).abs().mean() > 1.0  # dB: the copies are other sounds
+    factors = shifted._pitch_factors(100)
+    assert factors.min() >= 1.5 and factors.max() <= 2.0 and torch.equal(factors, shifted._pitch_factors(100))
+    again = SpokenDigits(**kw, pitch_shift=(1.5, 2.0))
+    again.setup()  # from the cache: the same copies
+    torch.testing.assert_close(again.dataset("train").feats, shifted.dataset("train").feats)
