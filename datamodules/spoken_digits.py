@@ -575,7 +575,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def _shifted_source(self) -> str:
         """The cache name of the source's pitch-shifted copies (``pitch_shift``)."""
         lo, hi = (float(f) for f in self.hparams.pitch_shift)
-        return f"{self.hparams.source}+pitch{lo:g}-{hi:g}"
+        return f"{self.hparams.source}+pitch{lo:g}-{hi:g}-v1"  # v1: shift_pitch's version; bump when it changes
 
     def _pitch_factors(self, n: int) -> torch.Tensor:
         """One pitch factor per clip of the source, log-uniform in ``pitch_shift``, fixed (seed 0): the copies
@@ -593,7 +593,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                 rank_zero_info(f"SpokenDigits: loaded {len(clips)} cached {self.settings.feature} features from "
                                f"{path} in {time.perf_counter() - start:.2f} s (warm)")
                 return feats
-        quiet = source == "tts"  # espeak's native rate differs by design: no warning
+        quiet = source.startswith("tts")  # espeak's native rate differs by design: no warning
         waves = load_clips([root / c.path for c in clips], self.settings.sample_rate,
                            progress=self.hparams.progress, warn_resample=not quiet)
         if "+pitch" in source:  # the pitch-shifted copies of the source's clips
@@ -813,7 +813,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         return self._datasets[self._check_stage(stage)]
 
     def metadata(self, stage: str) -> list[dict]:
-        """Per item of :meth:`dataset`, same order: path, speaker, digit, take, gender (``None`` if unknown)."""
+        """Per item of :meth:`dataset`, same order: path, speaker, digit, take, gender (``None`` if unknown).
+        With ``pitch_shift`` each training clip is listed twice: its pitch-shifted copy comes from the same file."""
         self._check_stage(stage)
         return [{"path": str(self._roots[i] / self.clips[i].path), "speaker": self.clips[i].speaker,
                  "digit": self.clips[i].digit, "take": self.clips[i].take, "gender": self.clips[i].gender}
