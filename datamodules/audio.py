@@ -408,12 +408,16 @@ def shift_pitch(x: torch.Tensor, sample_rate: int, factor: float) -> torch.Tenso
         marks.append((t, p, True))
         t += p
     centres = np.array([m[0] for m in marks])
+    windows: dict[int, np.ndarray] = {}
     out = np.zeros(n)
     s = 0.0
     while s < n:
-        j = int(np.argmin(np.abs(centres - s)))
+        j = int(np.searchsorted(centres, s))  # the analysis mark nearest to s (centres are sorted)
+        j = j - 1 if j == len(centres) or (j > 0 and s - centres[j - 1] <= centres[j] - s) else j
         c, half, voiced = marks[j]
-        window = np.hanning(2 * half + 1)
+        window = windows.get(half)
+        if window is None:
+            window = windows[half] = np.hanning(2 * half + 1)
         a, b = max(0, c - half), min(n, c + half + 1)
         at = int(round(s))
         lo, hi = at - (c - a), at + (b - c)

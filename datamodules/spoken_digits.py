@@ -528,7 +528,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if self.hparams.pitch_shift is not None:
             root, clips = self._locate()
             if not self.cache_path(root, clips, self._shifted_source).is_file():
-                self._load_features(root, clips, self._shifted_source)
+                self._load_features(root, clips, self._shifted_source, pitch_copies=True)
 
     def _locate(self, source: str | None = None, folder: str | None = None) -> tuple[Path, list[Clip]]:
         hp = self.hparams
@@ -583,7 +583,10 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         lo, hi = (math.log(float(f)) for f in self.hparams.pitch_shift)
         return torch.exp(lo + (hi - lo) * torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
 
-    def _load_features(self, root: Path, clips: list[Clip], source: str | None = None) -> list[torch.Tensor] | torch.Tensor:
+    def _load_features(self, root: Path, clips: list[Clip], source: str | None = None,
+                       pitch_copies: bool = False) -> list[torch.Tensor] | torch.Tensor:
+        """Features of ``clips`` from the cache named by ``source``, else computed and cached; with
+        ``pitch_copies``, of the clips' pitch-shifted copies (``pitch_shift``; ``source`` names their cache)."""
         source = source or self.hparams.source
         path = self.cache_path(root, clips, source)
         start = time.perf_counter()
@@ -596,7 +599,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         quiet = source.startswith("tts")  # espeak's native rate differs by design: no warning
         waves = load_clips([root / c.path for c in clips], self.settings.sample_rate,
                            progress=self.hparams.progress, warn_resample=not quiet)
-        if "+pitch" in source:  # the pitch-shifted copies of the source's clips
+        if pitch_copies:
             factors = self._pitch_factors(len(waves)).tolist()
             waves = [shift_pitch(w, self.settings.sample_rate, f)
                      for w, f in tqdm(zip(waves, factors), total=len(waves), desc="shifting pitch", unit="clip",
@@ -636,7 +639,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             splits["train"] = self._per_class(clips, splits["train"], int(hp.train_per_class))
         roots = [root] * len(clips)
         if hp.pitch_shift is not None:  # the training clips again, each at another pitch (same speaker, same label)
-            shifted = self._load_features(root, clips, self._shifted_source)
+            shifted = self._load_features(root, clips, self._shifted_source, pitch_copies=True)
             splits["train"] += [len(clips) + i for i in splits["train"]]
             feats = feats + shifted if seq else torch.cat([feats, shifted])
             clips, roots = clips + clips, roots + roots
