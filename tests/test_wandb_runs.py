@@ -140,6 +140,9 @@ def test_a_preempted_sweep_run_started_again_under_its_id_resumes_and_another_ex
         (piece,) = offline_runs(out / "wb", "abc123")
         assert [r for r in wandb_records(piece) if r.WhichOneof("record_type") == "preempting"]
         assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+        # W&B names an offline run's folder by the second it started; a requeued run starts seconds later, and on a
+        # fast machine this test would otherwise restart within the same second and write into the first folder
+        time.sleep(1.1)
         resumed = run_cli(line)  # the same command, as the agent would start it again
         run = resumed.trainer.logger.experiment
         assert resumed.config.fit.ckpt_path == str(run_dir / "checkpoints" / "last.ckpt")
