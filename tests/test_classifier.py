@@ -330,22 +330,3 @@ def test_convert_refuses_a_checkpoint_that_is_not_old(tmp_path):
     with pytest.raises(ValueError, match=r"new\.ckpt is not a checkpoint of an old zoo class.*zoo\.audio_cnn\.CNN"):
         convert_checkpoint(src=str(tmp_path / "new.ckpt"), dst=str(tmp_path / "out.ckpt"))
     assert not (tmp_path / "out.ckpt").exists()
-
-
-# --- the study grids over classifier configs ----------------------------------------------------------------
-CLASSIFIER_GRIDS = ["reduced_mnist_aug_x_synth", "reduced_mnist_batch128", "reduced_mnist_cnn_vs_sa",
-                    "reduced_mnist_lenet_search", "reduced_mnist_real_x_aug", "reduced_mnist_real_x_synth",
-                    "spoken_digits_ablation", "spoken_digits_cnn_vs_cbam", "spoken_digits_loso",
-                    "image_classifier_label_fraction", "scaling_lenet_12cells", "audiomnist_az_gender_cnn"]
-
-
-@pytest.mark.parametrize("name", CLASSIFIER_GRIDS)
-def test_every_run_of_a_classifier_grid_would_start(name, monkeypatch):
-    """Grid axes and args that set a net's settings address them inside the task
-    (``model.init_args.net.init_args.<arg>``); each distinct command is parsed by the CLI, nothing runs."""
-    from conftest import REPO
-    from zoo.tools.grid import load_grid, validate_commands
-
-    monkeypatch.chdir(REPO)
-    spec = load_grid(REPO / "configs" / "grids" / f"{name}.yaml")
-    assert validate_commands(spec) >= 1

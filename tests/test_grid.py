@@ -437,3 +437,22 @@ def test_variants_alone_are_the_grid_axis(tmp_path):
     assert [c.name for c in spec.cells] == ["variant=augment", "variant=no-augment"] and spec.keys == ["variant"]
     assert "--model.augment null" in " ".join(build_command(spec, spec.cells[1], 0))
     assert "--model.augment" not in build_command(spec, spec.cells[0], 0)
+
+
+# --- every study grid of configs/grids ------------------------------------------------------------------------
+GRIDS = sorted((CONFIGS / "grids").glob("*.yaml"))
+
+
+def test_there_are_study_grids():
+    assert len(GRIDS) >= 10, GRIDS
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=[g.stem for g in GRIDS])
+def test_every_run_of_every_study_grid_would_start(grid, monkeypatch):
+    """Each distinct command of a shipped grid (every config and variant, with the keys its axes set) is parsed by
+    the CLI, nothing runs: a misspelt key in a variant added for one study (e.g. a net's setting that must be
+    addressed inside the task, ``model.init_args.net.init_args.<arg>``) fails here, not hours into the grid."""
+    from zoo.tools.grid import validate_commands
+
+    monkeypatch.chdir(REPO)
+    assert validate_commands(load_grid(grid)) >= 1
