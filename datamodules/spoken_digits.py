@@ -59,6 +59,7 @@ from datamodules.audio import (
     spec_augment,
     utterance_normalize,
     vtlp,
+    warn_clipped,
     warp_frequency,
 )
 from datamodules.batches import DeviceBatches, check_device_resident, device_batches, resident
@@ -852,8 +853,10 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         hp = self.hparams
         paths = find_files(hp.predict_path, AUDIO_SUFFIXES)
         rate = self.settings.sample_rate
+        clipped: list[Path] = []
         self.predict_items, waves = load_items(hp.predict_path, paths, self.class_names,
-                                               lambda p: load_recording(p, rate), (AudioFileError,))
+                                               lambda p: load_recording(p, rate, clipped), (AudioFileError,))
+        warn_clipped(clipped)
         feats = FeatureExtractor(self.settings)(waves, progress=hp.progress)
         seq = self.settings.feature == "mfcc"
         feats = feats if seq else torch.stack(feats)

@@ -82,6 +82,9 @@ def _recordings(folder: Path) -> dict[str, str | None]:
         "7/f_16k.mp3": (tone(7, 16000), 16000, "MP3", "MPEG_LAYER_III"),  # lossy: what phones and apps send
         "two/g_48k_stereo.ogg": (tone(2, 48000, 2), 48000, "OGG", "VORBIS"),
         "seven/h_44k.aiff": (tone(7, 44100), 44100, "AIFF", "PCM_16"),
+        # driven 10 dB into the rails: still predicted, and named in a warning
+        "unsorted/i_clipped.wav": (np.clip(tone(2, 16000) / np.abs(tone(2, 16000)).max() * 3, -0.99, 0.99),
+                                   16000, "WAV", "PCM_16"),
     }
     for name, (x, rate, fmt, subtype) in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -98,13 +101,16 @@ def _recordings(folder: Path) -> dict[str, str | None]:
 
 
 @pytest.mark.parametrize("views", [[], ["--data.test_warps", "[0.98, 1.0, 1.02]"]], ids=["as-recorded", "test-warps"])
-def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, capsys, views):
+def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, capsys, caplog, views):
     run_dir, ckpt = trained
     expected = _recordings(tmp_path / "recs")
     out = tmp_path / "out" / "predictions.csv"
-    run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path),
-             *DATA, "--data.data_dir", tmp_path / "no-such-dataset", "--data.cache_dir", tmp_path / "empty-cache",
-             "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out, *views])
+    with caplog.at_level("WARNING", logger="datamodules.audio"):
+        run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path),
+                 *DATA, "--data.data_dir", tmp_path / "no-such-dataset", "--data.cache_dir", tmp_path / "empty-cache",
+                 "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out, *views])
+    # the clipped file is named, and no clean file in any format (the lossy MP3 and Ogg included)
+    assert "1 file(s) look clipped" in caplog.text and str(tmp_path / "recs" / "unsorted" / "i_clipped.wav") in caplog.text
     with out.open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["path", "prediction", "probability", "label", "error"]
@@ -123,10 +129,10 @@ def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, caps
     assert by_name["unsorted/e_22k.wav"]["label"] == ""
     # the fixture's digits are tones: the model, trained on them, must get these right in every format
     for name, row in by_name.items():
-        if not row["error"]:
+        if not row["error"] and "clipped" not in name:
             assert row["prediction"] == ("seven" if name.startswith(("7/", "seven/")) else "two"), (name, row)
     printed = capsys.readouterr().out
-    assert "8 file(s) predicted, 4 failed" in printed and "accuracy on 7 labelled file(s): 100.00 %" in printed
+    assert "9 file(s) predicted, 4 failed" in printed and "accuracy on 7 labelled file(s): 100.00 %" in printed
 
 
 def test_predict_refuses_other_feature_settings_than_the_checkpoint(trained, tmp_path):

@@ -13,7 +13,8 @@ import torchaudio.functional as AF
 
 from audio_fixtures import write_fsdd
 from conftest import REPO
-from datamodules.audio import AudioFileError, load_recording, trim_silence, yin_pitch
+from datamodules.audio import (CLIPPED_SHARE, AudioFileError, clipped_share, load_recording, trim_silence,
+                              warn_clipped, yin_pitch)
 
 spec = importlib.util.spec_from_file_location("recording_conditions", REPO / "benchmarks" / "recording_conditions.py")
 rc = importlib.util.module_from_spec(spec)
@@ -90,6 +91,32 @@ def test_a_recorders_dc_offset_is_removed_and_a_pure_offset_is_silent(tmp_path):
     sf.write(tmp_path / "dc.wav", np.full(8000, 0.3, np.float32), 8000, subtype="PCM_16")
     with pytest.raises(AudioFileError, match=r"dc\.wav: silent"):
         load_recording(tmp_path / "dc.wav", 8000)
+
+
+def test_a_clipped_recording_is_still_read_and_is_reported(tmp_path, caplog):
+    t = np.arange(int(0.5 * rc.RATE)) / rc.RATE
+    word = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 8)) * np.hanning(t.size)  # a vowel-like buzz
+    word = 0.5 * word / np.abs(word).max()
+    clip = rc._clipped(word, np.random.default_rng(0))  # the benchmark's condition: 10 dB into the rails
+    assert clipped_share(torch.from_numpy(word[:, None])) == 0.0  # speech peaks in single samples
+    # a peak held for one more sample is no clipping; a recording driven into the rails is, in any depth and layout
+    held = word.copy()
+    held[np.argmax(np.abs(held)) + 1] = held[np.argmax(np.abs(held))]
+    assert 0.0 < clipped_share(torch.from_numpy(held[:, None])) < CLIPPED_SHARE
+    sf.write(tmp_path / "clean.wav", word.astype(np.float32), rc.RATE, subtype="PCM_16")
+    sf.write(tmp_path / "held.wav", held.astype(np.float32), rc.RATE, subtype="FLOAT")
+    sf.write(tmp_path / "clipped.wav", clip.astype(np.float32), rc.RATE, subtype="PCM_16")
+    sf.write(tmp_path / "clipped_stereo.flac", np.stack([clip, 0.8 * clip], 1), rc.RATE, subtype="PCM_24")
+    clipped = []
+    read = {name: load_recording(tmp_path / name, 8000, clipped)
+            for name in ("clean.wav", "held.wav", "clipped.wav", "clipped_stereo.flac")}
+    assert clipped == [tmp_path / "clipped.wav", tmp_path / "clipped_stereo.flac"]
+    assert abs(read["clipped.wav"].numel() - clip.size / 2) <= 1  # read as any other file (16 -> 8 kHz)
+    with caplog.at_level("WARNING", logger="datamodules.audio"):
+        warn_clipped(clipped)
+        warn_clipped([])  # nothing to say: no warning
+    assert caplog.text.count("look clipped") == 1 and "2 file(s) look clipped" in caplog.text
+    assert str(tmp_path / "clipped_stereo.flac") in caplog.text and "clean.wav" not in caplog.text
 
 
 def test_trimming_with_a_gap_finds_the_word_after_the_benchmarks_click(tmp_path):
