@@ -107,9 +107,11 @@ def test_a_clipped_recording_is_still_read_and_is_reported(tmp_path, caplog):
     sf.write(tmp_path / "held.wav", held.astype(np.float32), rc.RATE, subtype="FLOAT")
     sf.write(tmp_path / "clipped.wav", clip.astype(np.float32), rc.RATE, subtype="PCM_16")
     sf.write(tmp_path / "clipped_stereo.flac", np.stack([clip, 0.8 * clip], 1), rc.RATE, subtype="PCM_24")
+    # a microphone on the left input only: the silent right channel's zeros are no flat top
+    sf.write(tmp_path / "left_only.wav", np.stack([word, np.zeros_like(word)], 1), rc.RATE, subtype="PCM_16")
     clipped = []
     read = {name: load_recording(tmp_path / name, 8000, clipped)
-            for name in ("clean.wav", "held.wav", "clipped.wav", "clipped_stereo.flac")}
+            for name in ("clean.wav", "held.wav", "left_only.wav", "clipped.wav", "clipped_stereo.flac")}
     assert clipped == [tmp_path / "clipped.wav", tmp_path / "clipped_stereo.flac"]
     assert abs(read["clipped.wav"].numel() - clip.size / 2) <= 1  # read as any other file (16 -> 8 kHz)
     with caplog.at_level("WARNING", logger="datamodules.audio"):
