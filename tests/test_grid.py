@@ -247,6 +247,43 @@ Path(opt("--run.results_file")).write_text(json.dumps({"metrics": {"test/acc": a
 '''
 
 
+def test_only_runs_the_matching_runs_and_summarises_the_rest(tmp_path, capsys):
+    """``only``: a few folds of a long study, without a copy of its grid file."""
+    path = _grid(tmp_path)
+    out = tmp_path / "out"
+    result = run_grid(str(path), only=["data.real_per_class=30", "seed=0", "seed=2"])
+    journal = (out / "journal.txt").read_text().splitlines()
+    assert len(journal) == 4 and all("--data.real_per_class 30" in line for line in journal)
+    assert sorted(line.split("--seed_everything ")[1].split()[0] for line in journal) == ["0", "0", "2", "2"]
+    assert sorted(r["status"] for r in result.records) == ["missing"] * 8 + ["ok"] * 4
+    assert "[4/4]" in capsys.readouterr().out
+    # then another seed: the finished runs are summarised, not redone
+    again = run_grid(str(path), only=["data.real_per_class=30", "data.augmented_per_class=5", "seed=1"])
+    assert len((out / "journal.txt").read_text().splitlines()) == 5
+    assert again.summary["real_per_class=30_augmented_per_class=5"][2] == 3
+    assert sorted(r["status"] for r in again.records) == ["missing"] * 7 + ["ok"] + ["skipped"] * 4
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 12 and sum(r["status"] == "missing" for r in rows) == 7
+    # a dry run prints only the chosen runs' commands
+    run_grid(str(path), only=["data.augmented_per_class=0"], dry_run=True)
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if "--seed_everything" in ln]
+    assert len(printed) == 6 and all("--data.augmented_per_class 0" in ln for ln in printed)
+
+
+@pytest.mark.parametrize("only, match", [
+    (["data.nope=3"], r"--only 'data.nope=3': expected key=value with a key of this grid, one of "
+                      r"\['data.real_per_class', 'data.augmented_per_class', 'seed'\]"),
+    (["real_per_class"], r"expected key=value"),
+    (["data.real_per_class=31"], r"data.real_per_class=31: no run has it; data.real_per_class is one of \['13', '30'\]"),
+    (["seed=7"], r"seed=7: no run has it"),
+])
+def test_only_names_a_key_or_value_the_grid_does_not_have(tmp_path, only, match):
+    path = _grid(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        run_grid(str(path), only=only)
+    assert not (tmp_path / "out" / "journal.txt").exists()
+
+
 def test_variants_config_axis_and_folds_summary(tmp_path):
     """Variants (named override sets), several base configs and a folds axis: the commands carry the
     right overrides, and folds.md gives mean +- std and the worst fold for every other-axes column."""

@@ -71,7 +71,8 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
              args: list[str | int | float | bool | None] | None = None,
              launcher: Literal["local", "slurm", "submitit-local", "wandb-sweep", "optuna"] = "local",
              partition: str | None = None, gpus_per_job: int | None = None, time_min: int | None = None,
-             cpus_per_job: int | None = None, method: Literal["grid", "random", "bayes"] | None = None) -> GridResult:
+             cpus_per_job: int | None = None, method: Literal["grid", "random", "bayes"] | None = None,
+             only: list[str] | None = None) -> GridResult:
     """Run every (cell, seed) of a grid YAML that has no results yet, then write runs.csv, table.md, heatmap.png.
 
     Args:
@@ -100,6 +101,10 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         cpus_per_job: CPU cores per job (``cpus_per_task``).
         method: W&B sweep method (default ``grid`` over the axes; ``random``/``bayes`` also sample
             the grid's ``search`` space).
+        only: run only the runs whose cell matches every ``key=value`` (an axis key, ``variant`` or ``seed``;
+            values of one key are alternatives), e.g. ``--only '[variant=full, data.test_speaker=theo,
+            data.test_speaker=lucas, seed=1]'``: a few folds of a long study. The other runs are not started,
+            and the summary lists them as finished or missing, as ``summary_only`` does.
     """
     if max_parallel < 1:
         raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
@@ -109,6 +114,8 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
     if args:
         spec = dataclasses.replace(spec, args=[*spec.args, *map(_cli_value, args)])
     if launcher in ("wandb-sweep", "optuna"):
+        if only:
+            raise ValueError(f"--only picks runs of the grid; --launcher {launcher} searches or sweeps instead")
         from zoo.tools import launchers
 
         if launcher == "wandb-sweep":
@@ -123,6 +130,12 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         jobs = [(cell, seed) for cell in spec.cells for seed in spec.seeds]
     if len(spec.seeds) < 3:
         print(f"note: {spec.path} uses {len(spec.seeds)} seed(s); a study needs >= 3 per cell", file=sys.stderr)
+    if only:
+        chosen = {(cell.name, seed) for cell, seed in _select(spec, jobs, only)}
+        rest = [job for job in jobs if (job[0].name, job[1]) not in chosen]
+        jobs = [job for job in jobs if (job[0].name, job[1]) in chosen]
+    else:
+        rest = []
     if dry_run:
         for cell, seed in jobs:
             done = (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists()
@@ -133,15 +146,16 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
     counter = itertools.count(1)
     previous = _previous_seconds(spec)
     if summary_only:
-        records = []
-        for cell, seed in jobs:
-            if (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists():
-                records.append(_run_one(spec, cell, seed, previous))  # reads the finished run, starts nothing
-            else:
-                records.append({"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed,
-                                "status": "missing", "returncode": "", "seconds": "",
-                                "log": str(spec.logs / f"{run_id(cell, seed)}.log"), "metrics": {}})
-        jobs = []
+        rest, jobs = rest + jobs, []
+    # runs not to start (summary_only, or outside `only`): their results if finished, else "missing"
+    records = []
+    for cell, seed in rest:
+        if (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists():
+            records.append(_run_one(spec, cell, seed, previous))  # reads the finished run, starts nothing
+        else:
+            records.append({"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed,
+                            "status": "missing", "returncode": "", "seconds": "",
+                            "log": str(spec.logs / f"{run_id(cell, seed)}.log"), "metrics": {}})
 
     children = _Children()
 
@@ -157,15 +171,15 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
 
         resources = {"slurm_partition": partition, "gpus_per_node": gpus_per_job, "timeout_min": time_min,
                      "cpus_per_task": cpus_per_job}
-        records = launchers.submit_runs(spec, jobs, "slurm" if launcher == "slurm" else "local", max_parallel,
-                                        {k: v for k, v in resources.items() if v is not None}, previous)
-    elif not summary_only:
+        records += launchers.submit_runs(spec, jobs, "slurm" if launcher == "slurm" else "local", max_parallel,
+                                         {k: v for k, v in resources.items() if v is not None}, previous)
+    elif jobs:
         with _runs_die_with_runner(children):
             if max_parallel == 1:
-                records = [work(job) for job in jobs]
+                records += [work(job) for job in jobs]
             else:
                 with ThreadPoolExecutor(max_parallel) as pool:
-                    records = list(pool.map(work, jobs))
+                    records += list(pool.map(work, jobs))
     order = {cell.name: i for i, cell in enumerate(spec.cells)}
     records.sort(key=lambda r: (order[r["cell"]], spec.seeds.index(r["seed"])))
     result = GridResult(summarize(spec, records), records)
@@ -176,6 +190,25 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         print(f"{len(failed)} of {total} runs failed: " + ", ".join(f"{r['cell']}-seed{r['seed']} ({r['log']})"
                                                                      for r in failed), file=sys.stderr)
     return result
+
+
+def _select(spec, jobs: list, only: list[str]) -> list:
+    """The (cell, seed) jobs whose cell matches every ``key=value`` of ``only`` (values of one key: any of them)."""
+    names = [*spec.keys, "seed"]
+    wanted: dict[str, set[str]] = {}
+    for item in only:
+        key, sep, value = str(item).partition("=")
+        if not sep or key not in names:
+            raise ValueError(f"{spec.path}: --only {item!r}: expected key=value with a key of this grid, one of {names}")
+        wanted.setdefault(key, set()).add(value)
+    for key, values in wanted.items():
+        known = {str(seed) for seed in spec.seeds} if key == "seed" else \
+            {_cli_value(cell.overrides.get(key, "")) for cell in spec.cells}
+        if values - known:
+            raise ValueError(f"{spec.path}: --only {key}={sorted(values - known)[0]}: no run has it; "
+                             f"{key} is one of {sorted(known)}")
+    value = lambda cell, seed, key: str(seed) if key == "seed" else _cli_value(cell.overrides.get(key, ""))  # noqa: E731
+    return [(cell, seed) for cell, seed in jobs if all(value(cell, seed, k) in v for k, v in wanted.items())]
 
 
 def main(args: list[str] | None = None) -> None:
