@@ -279,9 +279,22 @@ def test_only_runs_the_matching_runs_and_summarises_the_rest(tmp_path, capsys):
 ])
 def test_only_names_a_key_or_value_the_grid_does_not_have(tmp_path, only, match):
     path = _grid(tmp_path)
+    with pytest.raises(ValueError, match=r"--only"):
+        run_grid(str(path), only=only, launcher="optuna")  # a search picks its own runs
     with pytest.raises(ValueError, match=match):
         run_grid(str(path), only=only)
     assert not (tmp_path / "out" / "journal.txt").exists()
+
+
+def test_only_that_matches_no_cell_of_explicit_cells_is_an_error(tmp_path):
+    path = _grid(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    del raw["axes"]
+    raw["cells"] = [{"data.real_per_class": 30, "data.augmented_per_class": 0},
+                    {"data.real_per_class": 13, "data.augmented_per_class": 5}]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ValueError, match=r"matches none of its 6 runs"):
+        run_grid(str(path), only=["data.real_per_class=30", "data.augmented_per_class=5"])
 
 
 def test_variants_config_axis_and_folds_summary(tmp_path):

@@ -208,7 +208,10 @@ def _select(spec, jobs: list, only: list[str]) -> list:
             raise ValueError(f"{spec.path}: --only {key}={sorted(values - known)[0]}: no run has it; "
                              f"{key} is one of {sorted(known)}")
     value = lambda cell, seed, key: str(seed) if key == "seed" else _cli_value(cell.overrides.get(key, ""))  # noqa: E731
-    return [(cell, seed) for cell, seed in jobs if all(value(cell, seed, k) in v for k, v in wanted.items())]
+    chosen = [(cell, seed) for cell, seed in jobs if all(value(cell, seed, k) in v for k, v in wanted.items())]
+    if not chosen:  # e.g. explicit cells where no cell has both values
+        raise ValueError(f"{spec.path}: --only {list(only)} matches none of its {len(jobs)} runs")
+    return chosen
 
 
 def main(args: list[str] | None = None) -> None:
