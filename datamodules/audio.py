@@ -143,10 +143,10 @@ def clipped_share(data: torch.Tensor) -> float:
     input of a stereo interface) is left out: its zeros are no flat top."""
     a = data.abs()
     peak = a.max(dim=0).values
-    a = a[:, peak >= SILENCE_PEAK]
-    if a.shape[1] == 0:
+    live = peak >= SILENCE_PEAK
+    if not live.any():
         return 0.0
-    top = a >= peak[peak >= SILENCE_PEAK] * (1 - 1e-3)
+    top = a[:, live] >= peak[live] * (1 - 1e-3)
     pair = top[1:] & top[:-1]
     edge = torch.zeros_like(top[:1])
     flat = torch.cat([edge, pair]) | torch.cat([pair, edge])

@@ -201,13 +201,12 @@ def _select(spec, jobs: list, only: list[str]) -> list:
         if not sep or key not in names:
             raise ValueError(f"{spec.path}: --only {item!r}: expected key=value with a key of this grid, one of {names}")
         wanted.setdefault(key, set()).add(value)
+    value = lambda cell, seed, key: str(seed) if key == "seed" else _cli_value(cell.overrides.get(key, ""))  # noqa: E731
     for key, values in wanted.items():
-        known = {str(seed) for seed in spec.seeds} if key == "seed" else \
-            {_cli_value(cell.overrides.get(key, "")) for cell in spec.cells}
+        known = {value(cell, seed, key) for cell, seed in jobs}
         if values - known:
             raise ValueError(f"{spec.path}: --only {key}={sorted(values - known)[0]}: no run has it; "
                              f"{key} is one of {sorted(known)}")
-    value = lambda cell, seed, key: str(seed) if key == "seed" else _cli_value(cell.overrides.get(key, ""))  # noqa: E731
     chosen = [(cell, seed) for cell, seed in jobs if all(value(cell, seed, k) in v for k, v in wanted.items())]
     if not chosen:  # e.g. explicit cells where no cell has both values
         raise ValueError(f"{spec.path}: --only {list(only)} matches none of its {len(jobs)} runs")
