@@ -56,6 +56,7 @@ from datamodules.audio import (
     random_channel,
     random_time_crop,
     shift_pitch,
+    smooth_envelope,
     spec_augment,
     utterance_normalize,
     vtlp,
@@ -380,6 +381,10 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             as recorded; 0.9: every frequency scaled by 0.9, a longer vocal tract), and the classifier takes
             the mean of its probabilities over the views (test-time VTLP, as Jaitly & Hinton averaged). None:
             one view, as recorded. Validation (checkpoint choice) stays one view.
+        lifter: ``logmel`` only: every image (all stages, predict too, after the training augmentation and any
+            test warp) keeps only the first ``lifter`` cepstral terms of each frame's spectrum
+            (``datamodules.audio.smooth_envelope``): the vocal tract's envelope without the pitch's harmonics,
+            which FSDD's six men show only at 100-140 Hz. At most ``n_mels``. None: off.
     """
 
     def __init__(self, source: Literal["fsdd", "audiomnist", "tts"] = "fsdd",
@@ -404,7 +409,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  add_corpus: str | None = None, train_gender: Literal["female", "male"] | None = None,
                  test_gender: Literal["female", "male"] | None = None,
                  test_warps: list[WarpFactor] | None = None,
-                 pitch_shift: tuple[PitchFactor, PitchFactor] | None = None) -> None:
+                 pitch_shift: tuple[PitchFactor, PitchFactor] | None = None,
+                 lifter: PositiveInt | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -453,9 +459,11 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             raise ValueError(f"SpokenDigits: time_crop < 1 needs feature='logmel', got feature={feature!r}")
         spectral = [name for name, on in (("normalization='utterance'", normalization == "utterance"), ("vtlp", vtlp > 0),
                                           ("channel_eq", channel_eq > 0), ("reverb", reverb > 0),
-                                          ("noise_snr", noise_snr is not None)) if on]
+                                          ("noise_snr", noise_snr is not None), ("lifter", lifter is not None)) if on]
         if spectral and feature != "logmel":
             raise ValueError(f"SpokenDigits: {', '.join(spectral)} need feature='logmel', got feature={feature!r}")
+        if lifter is not None and lifter > n_mels:
+            raise ValueError(f"SpokenDigits: lifter={lifter} cepstral terms cannot exceed n_mels={n_mels}")
         if pitch_shift is not None and not pitch_shift[0] <= pitch_shift[1]:
             raise ValueError(f"SpokenDigits: pitch_shift=[lo, hi] needs lo <= hi, got {list(pitch_shift)}")
         if noise_snr is not None and not noise_snr[0] <= noise_snr[1]:
@@ -790,16 +798,17 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         """Feature settings, normalisation and class names, saved in every checkpoint by Lightning, so that
         ``predict --ckpt_path`` on new files prepares them exactly as training did."""
         state = {"settings": asdict(self.settings), "normalization": self.hparams.normalization,
-                 "class_names": list(self.class_names)}
+                 "lifter": self.hparams.lifter, "class_names": list(self.class_names)}
         if self.feature_stats is not None:
             state["feature_mean"], state["feature_std"] = self.feature_stats
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        mine = {**asdict(self.settings), "normalization": self.hparams.normalization}
+        mine = {**asdict(self.settings), "normalization": self.hparams.normalization, "lifter": self.hparams.lifter}
         state = upgrade_settings("SpokenDigits", state)  # checkpoints before issue 15 say "normalize"
         saved = {"pitch": False, "trim_gap": None, **state.get("settings", {}),  # older checkpoints lack these
-                 "normalization": state.get("normalization", mine["normalization"])}
+                 "normalization": state.get("normalization", mine["normalization"]),
+                 "lifter": state.get("lifter")}  # before zoo 0.3.3: no smoothing
         check_saved_settings("SpokenDigits", saved, mine)
         if "feature_mean" in state:
             self.feature_stats = (state["feature_mean"], state["feature_std"])
@@ -869,8 +878,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         return SpokenDigitDataset(feats if seq else feats.unsqueeze(1), labels, seq)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Training-only augmentation, then per-utterance normalisation (every stage), on the device; with
-        ``test_warps``, test and predict batches become a list of warped views of the same clips."""
+        """Training-only augmentation, then the envelope smoothing and per-utterance normalisation (every
+        stage), on the device; with ``test_warps``, test and predict batches become a list of warped views of
+        the same clips."""
         hp = self.hparams
         if self.settings.feature != "logmel":
             return batch
@@ -879,11 +889,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         x, *rest = batch
         if hp.test_warps and trainer is not None and (trainer.testing or trainer.predicting):
             rate = self.settings.sample_rate
-            return ([self._normalized(x if a == 1.0 else self._in_db(x, lambda v, a=a: warp_frequency(v, a, rate)))
+            return ([self._finish(x, None if a == 1.0 else lambda v, a=a: warp_frequency(v, a, rate))
                      for a in hp.test_warps], *rest)
-        if training and self._augments_db:
-            x = self._in_db(x, self._augment_db)
-        x = self._normalized(x)
+        x = self._finish(x, self._augment_db if training and self._augments_db else None)
         if training and hp.time_crop < 1.0:
             x = random_time_crop(x, hp.time_crop)
         if training and hp.spec_augment:
@@ -910,5 +918,15 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         mean, std = (t.to(x.device)[:, None] for t in self.feature_stats)
         return (fn(x * std + mean) - mean) / std
 
-    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
+    def _finish(self, x: torch.Tensor, change=None) -> torch.Tensor:
+        """``change`` (an augmentation or a warp of the dB levels; None: none), the envelope smoothing
+        (``lifter``), then per-utterance normalisation: the one order every stage shares."""
+        lifter = self.hparams.lifter
+
+        def in_db(v: torch.Tensor) -> torch.Tensor:
+            v = change(v) if change is not None else v
+            return smooth_envelope(v, lifter) if lifter else v
+
+        if change is not None or lifter:
+            x = self._in_db(x, in_db)
         return utterance_normalize(x) if self.hparams.normalization == "utterance" else x

@@ -9,8 +9,8 @@ import torch
 import torchaudio
 
 from audio_fixtures import write_fsdd
-from datamodules.audio import (add_noise, add_reverb, random_channel, shift_pitch, trim_silence, utterance_normalize,
-                               vtlp, warp_frequency, yin_pitch)
+from datamodules.audio import (FeatureExtractor, FeatureSettings, add_noise, add_reverb, random_channel, shift_pitch,
+                               smooth_envelope, trim_silence, utterance_normalize, vtlp, warp_frequency, yin_pitch)
 from datamodules.spoken_digits import SpokenDigits
 
 
@@ -184,6 +184,9 @@ def test_test_warps_make_views_of_test_and_predict_batches_only(tmp_path, normal
     ({"normalization": "sometimes"}, r"normalization='sometimes' is not allowed: expected one of \['dataset'"),
     ({"normalization": True}, r"normalization=True is not allowed"),  # the old bool spelling is gone
     ({"source": "audiomnist", "target": "gender", "add_tts": True}, r"add_tts=True only makes sense"),
+    ({"feature": "mfcc", "lifter": 13}, "lifter need feature='logmel'"),
+    ({"lifter": 0}, r"lifter=0 is not allowed: expected an integer > 0"),
+    ({"n_mels": 40, "lifter": 41}, r"lifter=41 cepstral terms cannot exceed n_mels=40"),
 ])
 def test_recipe_settings_are_checked(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -283,3 +286,72 @@ def test_pitch_shift_adds_shifted_copies_of_the_training_clips_only(tmp_path):
     again = SpokenDigits(**kw, pitch_shift=(1.5, 2.0))
     again.setup()  # from the cache: the same copies
     torch.testing.assert_close(again.dataset("train").feats, shifted.dataset("train").feats)
+
+
+def test_smooth_envelope_removes_stripes_and_keeps_the_envelope():
+    bands = torch.arange(64.0)
+    envelope = -0.01 * (bands - 20) ** 2  # a formant-like hump
+    stripes = 6 * torch.cos(2 * torch.pi * bands / 10)  # harmonics 10 bands apart (a 220 Hz voice's low bands)
+    x = (envelope + stripes)[None, None, :, None].repeat(2, 1, 1, 5)
+    smooth = smooth_envelope(x, 8)
+    assert smooth.shape == x.shape
+    assert (smooth[0, 0, :, 0] - envelope).abs().mean() < 0.5 < 3.5 < (x[0, 0, :, 0] - envelope).abs().mean()
+    torch.testing.assert_close(smooth_envelope(x, 64), x, atol=1e-3, rtol=0)  # every term kept: nothing changes
+    torch.testing.assert_close(smooth_envelope(envelope[None, None, :, None], 20)[0, 0, :, 0], envelope, atol=0.3, rtol=0)
+    with pytest.raises(ValueError, match=r"keep=65 cepstral terms must be in \[1, 64\]"):
+        smooth_envelope(x, 65)
+
+
+@pytest.mark.parametrize("formant", [500.0, 1000.0])
+def test_lifter_brings_a_womans_pitch_closer_to_a_mans(formant):
+    """One vowel (same formant) at a man's 110 Hz and a woman's 220 Hz: 13 cepstral terms halve the difference of
+    their log-mel images, the harmonics' spacing being most of it."""
+    extract = FeatureExtractor(FeatureSettings("logmel", 8000))
+    man, woman = (torch.stack(extract([_voice(f0, formant=formant)], progress=False))[:, None] for f0 in (110, 220))
+    gap = (utterance_normalize(man) - utterance_normalize(woman)).pow(2).mean().sqrt()
+    smoothed = (utterance_normalize(smooth_envelope(man, 13)) - utterance_normalize(smooth_envelope(woman, 13)))
+    assert smoothed.pow(2).mean().sqrt() < 0.6 * gap
+
+
+@pytest.mark.parametrize("normalization", ["utterance", "dataset"])
+def test_lifter_smooths_every_stage_after_augmentation_and_warps(tmp_path, normalization):
+    data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(7))
+    dm = SpokenDigits(data_dir=str(data), cache_dir=str(tmp_path / "cache"), progress=False, batch_size=8, trim_db=40,
+                      normalization=normalization, lifter=13, vtlp=0.2, test_warps=[0.9, 1.0])
+    dm.setup()
+    x, y = next(iter(dm.test_dataloader()))
+
+    class Trainer:
+        training = testing = predicting = False
+
+    def finish(db):  # smoothing in dB, then the run's normalisation
+        db = smooth_envelope(db, 13)
+        return utterance_normalize(db) if normalization == "utterance" else (db - mean) / std
+
+    mean, std = (t[:, None] for t in dm.feature_stats) if normalization == "dataset" else (0.0, 1.0)
+    db = x * std + mean
+    dm.trainer = Trainer()
+    torch.testing.assert_close(dm.on_after_batch_transfer((x, y), 0)[0], finish(db))  # validation
+    Trainer.predicting = True
+    warped, plain = dm.on_after_batch_transfer((x, y), 0)[0]
+    torch.testing.assert_close(plain, finish(db))
+    torch.testing.assert_close(warped, finish(warp_frequency(db, 0.9, 8000)))
+    Trainer.predicting, Trainer.training = False, True
+    torch.manual_seed(0)
+    train = dm.on_after_batch_transfer((x, y), 0)[0]
+    torch.manual_seed(0)
+    torch.testing.assert_close(train, finish(vtlp(db, 0.2, 8000)))  # augmented first, then smoothed
+
+
+def test_a_checkpoint_state_names_its_lifter(tmp_path):
+    """Predicting with another smoothing than training used would change every answer silently: refused."""
+    kw = dict(source="tts", progress=False, normalization="utterance")
+    state = SpokenDigits(**kw, lifter=13).state_dict()
+    assert state["lifter"] == 13
+    with pytest.raises(ValueError, match=r"lifter=13 \(checkpoint\) vs None \(now\)"):
+        SpokenDigits(**kw).load_state_dict(state)
+    SpokenDigits(**kw, lifter=13).load_state_dict(state)
+    old = {k: v for k, v in SpokenDigits(**kw).state_dict().items() if k != "lifter"}  # before zoo 0.3.3
+    SpokenDigits(**kw).load_state_dict(old)
+    with pytest.raises(ValueError, match=r"lifter=None \(checkpoint\) vs 13 \(now\)"):
+        SpokenDigits(**kw, lifter=13).load_state_dict(old)
