@@ -37,10 +37,13 @@ class Clip:
 
 #: container formats soundfile reports for RIFF/WAVE files: the datasets' own format
 WAV_FORMATS = ("WAV", "WAVEX")
-#: what ``predict`` reads from a user's own recordings (soundfile's names): WAV (also RF64 and Wave64, which
-#: recorders write past 4 GB), FLAC, Ogg (Vorbis, Opus), MP3 and AIFF; not AAC (.m4a), which libsndfile cannot decode
+#: what ``predict`` reads from a user's own recordings through libsndfile (soundfile's names): WAV (also RF64 and
+#: Wave64, which recorders write past 4 GB), FLAC, Ogg (Vorbis, Opus), MP3 and AIFF
 PREDICT_FORMATS = ("WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG", "MP3", "AIFF")
-AUDIO_SUFFIXES = (".wav", ".w64", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+#: what phones and browsers record and libsndfile cannot decode (AAC in .m4a/.mp4/.3gp, AMR, Opus in WebM or
+#: Matroska, WMA): read through PyAV, FFmpeg's decoders (zoo 0.3.3)
+AV_SUFFIXES = (".m4a", ".mp4", ".aac", ".3gp", ".amr", ".webm", ".mka", ".wma")
+AUDIO_SUFFIXES = (".wav", ".w64", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", *AV_SUFFIXES)
 FEATURES = ("mfcc", "logmel")
 
 
@@ -56,13 +59,7 @@ def read_wav(path: str | Path, formats: Sequence[str] = WAV_FORMATS) -> tuple[to
     :class:`AudioFileError` naming ``path`` for an empty, unreadable, other-format or sample-less file.
     """
     kind = "WAV" if tuple(formats) == WAV_FORMATS else "/".join(f for f in formats if f not in ("WAVEX", "RF64", "W64"))
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise AudioFileError(f"{path}: cannot read the file ({e}); expected a {kind} file") from e
-    if size == 0:
-        raise AudioFileError(f"{path}: empty file (0 bytes); expected a {kind} file with audio samples")
+    path = _existing(path, kind)
     try:
         with sf.SoundFile(path) as f:
             fmt, rate, channels = f.format, f.samplerate, f.channels
@@ -75,6 +72,48 @@ def read_wav(path: str | Path, formats: Sequence[str] = WAV_FORMATS) -> tuple[to
     if data.shape[0] == 0:
         raise AudioFileError(f"{path}: {fmt} file contains no audio samples; expected a non-empty recording")
     return torch.from_numpy(data), rate, channels
+
+
+def _existing(path: str | Path, kind: str) -> Path:
+    """``path`` as a Path; :class:`AudioFileError` when it cannot be read or is empty."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise AudioFileError(f"{path}: cannot read the file ({e}); expected a {kind} file") from e
+    if size == 0:
+        raise AudioFileError(f"{path}: empty file (0 bytes); expected a {kind} file with audio samples")
+    return path
+
+
+def read_av(path: str | Path) -> tuple[torch.Tensor, int, int]:
+    """:func:`read_wav` for the formats of :data:`AV_SUFFIXES`, decoded by FFmpeg through PyAV: the first audio
+    stream as float32 ``(frames, channels)``, its own rate and channels.
+
+    Why PyAV: libsndfile reads no AAC, AMR or WebM, and those are what a phone's recorder app or a browser
+    writes; asking users to convert every file first loses most of them on the way.
+    """
+    import av  # imported here: FFmpeg's libraries load only when such a file is read
+
+    kind = f"{Path(path).suffix.lower()} (AAC/AMR/Opus/WMA)"
+    path = _existing(path, kind)
+    chunks = []
+    try:
+        with av.open(str(path)) as container:
+            stream = next(iter(container.streams.audio), None)
+            if stream is None:
+                raise AudioFileError(f"{path}: has no audio stream; expected a {kind} recording")
+            rate = stream.codec_context.sample_rate
+            to_float = av.AudioResampler(format="fltp")  # planar float32; rate and channels as recorded
+            for frame in container.decode(stream):
+                chunks += [f.to_ndarray() for f in to_float.resample(frame)]
+            chunks += [f.to_ndarray() for f in to_float.resample(None)]
+    except av.FFmpegError as e:
+        raise AudioFileError(f"{path}: not a readable {kind} file ({e}); expected an audio recording") from e
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
+        raise AudioFileError(f"{path}: {kind} file contains no audio samples; expected a non-empty recording")
+    data = np.ascontiguousarray(np.concatenate(chunks, axis=1).T, dtype=np.float32)  # (frames, channels)
+    return torch.from_numpy(data), rate, data.shape[1]
 
 
 def _summarise(paths: list[Path], limit: int = 5) -> str:
@@ -163,7 +202,8 @@ def warn_clipped(paths: Sequence[Path]) -> None:
 
 
 def load_recording(path: str | Path, sample_rate: int, clipped: list[Path] | None = None) -> torch.Tensor:
-    """One of a user's recordings (:data:`PREDICT_FORMATS`, any rate, depth and channels) as a mono clip at
+    """One of a user's recordings (:data:`PREDICT_FORMATS` or :data:`AV_SUFFIXES`, any rate, depth and channels)
+    as a mono clip at
     ``sample_rate``, checked the way a dataset never needs: raises :class:`AudioFileError` naming the
     file when it is unreadable, empty, shorter than :data:`MIN_SECONDS` or silent. A file that looks
     clipped (:data:`CLIPPED_SHARE`) is still read, and its path appended to ``clipped`` when given
@@ -173,7 +213,8 @@ def load_recording(path: str | Path, sample_rate: int, clipped: list[Path] | Non
     sound but fills the lowest mel band and keeps silence from looking silent to :func:`trim_silence`
     (an offset of 0.02 full scale cost a held-out voice 6 points, 0.1 cost 40; docs/spoken_digits.md).
     """
-    data, rate, channels = read_wav(path, PREDICT_FORMATS)
+    data, rate, channels = (read_av(path) if Path(path).suffix.lower() in AV_SUFFIXES
+                            else read_wav(path, PREDICT_FORMATS))
     if data.shape[0] < MIN_SECONDS * rate:
         raise AudioFileError(f"{path}: too short ({data.shape[0] / rate:.3f} s); expected a recording of at least "
                              f"{MIN_SECONDS} s")

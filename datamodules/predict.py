@@ -42,10 +42,10 @@ def find_files(pattern: str, suffixes: Sequence[str]) -> list[Path]:
                  and not any(part.startswith(".") for part in p.relative_to(path).parts)]
         found = [p for p in files if p.suffix.lower() in suffixes]
         other = sorted(p for p in files if p.suffix.lower() not in suffixes)
-        if other:  # a phone's .m4a among the recordings must not vanish without a word
+        if other:  # a recording in a format we do not read must not vanish without a word
             shown = ", ".join(str(p) for p in other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
             log.warning("predict_path=%r: skipped %d file(s) that are not %s: %s (convert them first, e.g. "
-                        "ffmpeg -i rec.m4a rec.wav)", pattern, len(other), "/".join(suffixes), shown)
+                        "ffmpeg -i rec.xyz rec.wav)", pattern, len(other), "/".join(suffixes), shown)
     else:
         found = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
     if not found:

@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from audio_fixtures import digit_tone, write_fsdd
+from audio_fixtures import digit_tone, write_av, write_fsdd
 from conftest import CONFIGS, run_cli
 
 NET = "--model.init_args.net.init_args."
@@ -89,13 +89,19 @@ def _recordings(folder: Path) -> dict[str, str | None]:
     for name, (x, rate, fmt, subtype) in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         sf.write(folder / name, x, rate, format=fmt, subtype=subtype)
+    # a phone's AAC (.m4a) and a browser's Opus (.webm), which only PyAV reads (zoo 0.3.3)
+    phone = {"7/j_44k_stereo.m4a": (tone(7, 44100, 2), 44100, "aac"), "two/k_48k.webm": (tone(2, 48000), 48000, "libopus")}
+    for name, (x, rate, codec) in phone.items():
+        write_av(folder / name, x, rate, codec)
+    files.update(phone)
     (folder / "bad").mkdir()
     (folder / "bad" / "empty.wav").write_bytes(b"")
     (folder / "bad" / "garbage.flac").write_bytes(b"not audio at all" * 50)
+    (folder / "bad" / "garbage.m4a").write_bytes(b"not audio at all" * 50)
     sf.write(folder / "bad" / "silent.wav", np.zeros(8000, np.float32), 8000, subtype="PCM_16")
     sf.write(folder / "bad" / "short.wav", digit_tone(1, seconds=0.03), 8000, subtype="PCM_16")
     expected = {name: None for name in files}
-    expected.update({"bad/empty.wav": "empty file", "bad/garbage.flac": "not a readable",
+    expected.update({"bad/empty.wav": "empty file", "bad/garbage.flac": "not a readable", "bad/garbage.m4a": "not a readable",
                      "bad/silent.wav": "silent", "bad/short.wav": "too short"})
     return expected
 
@@ -132,7 +138,7 @@ def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, caps
         if not row["error"] and "clipped" not in name:
             assert row["prediction"] == ("seven" if name.startswith(("7/", "seven/")) else "two"), (name, row)
     printed = capsys.readouterr().out
-    assert "9 file(s) predicted, 4 failed" in printed and "accuracy on 7 labelled file(s): 100.00 %" in printed
+    assert "11 file(s) predicted, 5 failed" in printed and "accuracy on 9 labelled file(s): 100.00 %" in printed
 
 
 def test_predict_refuses_other_feature_settings_than_the_checkpoint(trained, tmp_path):
@@ -146,7 +152,7 @@ def test_predict_refuses_other_feature_settings_than_the_checkpoint(trained, tmp
 
 def test_predict_path_that_matches_nothing_is_an_error(trained, tmp_path):
     _, ckpt = trained
-    with pytest.raises(FileNotFoundError, match=r"no \.wav/.*/\.aiff files found"):
+    with pytest.raises(FileNotFoundError, match=r"no \.wav/.*/\.aiff/\.m4a/.*/\.wma files found"):
         run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path),
                  *DATA, "--ckpt_path", ckpt,
                  "--data.predict_path", str(tmp_path / "nothing" / "*.wav")])
