@@ -2,7 +2,7 @@
 
 A user's recording differs from FSDD's in more than the voice: silence and room noise around the word, another
 gain and sample rate, a room's reverberation, a phone's band, mains hum, a click of the record button, clipping,
-a recorder's DC offset.
+a recorder's DC offset, a phone's or browser's lossy codec.
 This takes each FSDD speaker's clips, re-records them under each such condition (simulated, seeded), and runs
 ``python -m zoo predict`` with the checkpoint that never heard that speaker (a leave-one-speaker-out fold), so
 the accuracy per condition is measured on real voices the model does not know
@@ -34,6 +34,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from jsonargparse import auto_cli
+
+from datamodules.audio import write_av
 
 RATE = 16000  # every simulated condition is written at 16 kHz but "as_recorded" (FSDD's 8 kHz) and "44k_padded"
 
@@ -137,7 +139,11 @@ CONDITIONS: dict[str, Callable] = {
     "telephone": _band(300, 3400), "tinny_mic": _band(600, None), "muffled": _band(None, 1500),
     "hum_50Hz": _hum, "click": _click, "clipped": _clipped, "long_silence": _long_silence, "dc_offset": _dc_offset,
     "voice_170Hz": _voice(170.0), "voice_220Hz": _voice(220.0), "voice_female": _voice(220.0, 1.15),
+    "phone_aac": lambda x, rng: _padded(x, rng), "browser_opus": lambda x, rng: _padded(x, rng),
 }
+#: conditions written in a lossy format a phone or browser records (zoo 0.3.3): name -> (suffix, codec, bit rate);
+#: padded at 16 kHz, then AAC at 32 kbit/s (a voice memo's lowest setting) or Opus at 16 kbit/s (a voice message)
+LOSSY = {"phone_aac": (".m4a", "aac", 32_000), "browser_opus": (".webm", "libopus", 16_000)}
 VOICES = ("voice_170Hz", "voice_220Hz", "voice_female")
 #: the conditions of the first published table (zoo 0.3), which draw from one generator in this order
 FIRST = ("padded", "noise_20dB", "noise_10dB", "noise_5dB", "reverb_0.3s", "reverb_0.7s", "telephone", "tinny_mic",
@@ -168,7 +174,12 @@ def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int, voices: boo
                 else:
                     y, r = CONDITIONS[name](up, own.get(name, rng)), RATE
                 peak = np.abs(y).max()
-                sf.write(path, (y / peak * min(peak, 0.99)).astype(np.float32), r, subtype="PCM_16")
+                y = (y / peak * min(peak, 0.99)).astype(np.float32)
+                if name in LOSSY:
+                    suffix, codec, bit_rate = LOSSY[name]
+                    write_av(path.with_suffix(suffix), y, r, codec, bit_rate)
+                else:
+                    sf.write(path, y, r, subtype="PCM_16")
     return root
 
 

@@ -116,6 +116,28 @@ def read_av(path: str | Path) -> tuple[torch.Tensor, int, int]:
     return torch.from_numpy(data), rate, data.shape[1]
 
 
+def write_av(path: str | Path, samples: np.ndarray, sample_rate: int, codec: str = "aac",
+             bit_rate: int | None = None) -> Path:
+    """Encode ``samples`` ((n,) or (n, channels) float in [-1, 1]) with FFmpeg's ``codec`` through PyAV, in the
+    container ``path``'s suffix names ("aac" into .m4a, "libopus" into .webm): the lossy files phones and
+    browsers write, for tests and for the recording-conditions benchmark (libsndfile cannot write them)."""
+    import av
+
+    x = samples if samples.ndim == 2 else samples[:, None]
+    layout = {1: "mono", 2: "stereo"}[x.shape[1]]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=sample_rate, layout=layout)
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.T, dtype=np.float32), format="fltp", layout=layout)
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path
+
+
 def _summarise(paths: list[Path], limit: int = 5) -> str:
     shown = ", ".join(str(p) for p in paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")

@@ -35,23 +35,6 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
     return path
 
 
-def write_av(path: Path, samples: np.ndarray, sample_rate: int, codec: str) -> Path:
-    """``samples`` ((n,) or (n, channels) float) encoded with PyAV's ``codec`` ("aac" into .m4a, "libopus" into
-    .webm): the files a phone's recorder or a browser writes, which libsndfile cannot read."""
-    import av
-
-    x = samples if samples.ndim == 2 else samples[:, None]
-    layout = "stereo" if x.shape[1] == 2 else "mono"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=sample_rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.T, dtype=np.float32), format="fltp", layout=layout)
-        frame.sample_rate = sample_rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    return path
-
-
 def write_fsdd(data_root: Path, speakers: Sequence[str] = ("alice", "bob", "carol"),
                digits: Iterable[int] = range(10), takes: Iterable[int] = range(7), sample_rate: int = 8000) -> Path:
     """Write ``<data_root>/fsdd/recordings/{digit}_{speaker}_{take}.wav``; returns ``data_root``."""

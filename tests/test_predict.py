@@ -18,8 +18,9 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from audio_fixtures import digit_tone, write_av, write_fsdd
+from audio_fixtures import digit_tone, write_fsdd
 from conftest import CONFIGS, run_cli
+from datamodules.audio import write_av
 
 NET = "--model.init_args.net.init_args."
 SMALL_CNN = [NET + "channels", "[8, 16, 16, 32]", NET + "hidden", "32"]

@@ -27,8 +27,9 @@ def test_every_condition_is_written_in_class_folders_and_is_reproducible(tmp_pat
     conditions = sorted(p.name for p in root.iterdir())
     assert conditions == sorted(["as_recorded", "44k_padded", *rc.CONDITIONS])
     for cond in conditions:
-        assert sorted(p.relative_to(root / cond).as_posix() for p in (root / cond).rglob("*.wav")) == \
-            [f"{d}/{d}_alice_0.wav" for d in range(10)]
+        suffix = rc.LOSSY[cond][0] if cond in rc.LOSSY else ".wav"
+        assert sorted(p.relative_to(root / cond).as_posix() for p in (root / cond).rglob("*.*")) == \
+            [f"{d}/{d}_alice_0{suffix}" for d in range(10)]
     assert sf.info(root / "44k_padded" / "1" / "1_alice_0.wav").samplerate == 44100
     assert sf.info(root / "reverb_0.7s" / "1" / "1_alice_0.wav").samplerate == rc.RATE
     first = sf.read(root / "noise_10dB" / "7" / "7_alice_0.wav")[0]
@@ -132,3 +133,21 @@ def test_trimming_with_a_gap_finds_the_word_after_the_benchmarks_click(tmp_path)
     assert whole.numel() > 0.8 * 8000  # click, silence and word
     assert 0.3 * 8000 < word_only.numel() < 0.55 * 8000
     assert torch.isfinite(word_only).all()
+
+
+@pytest.mark.parametrize("name", ["phone_aac", "browser_opus"])
+def test_lossy_conditions_are_the_padded_word_through_a_phones_codec(tmp_path, name):
+    """What predict reads back from the .m4a / .webm file is the padded recording, not silence or another clip,
+    and not bit-exact (the codec is lossy)."""
+    fsdd = write_fsdd(tmp_path / "data", speakers=("alice",), takes=range(1)) / "fsdd" / "recordings"
+    root = rc.make(tmp_path / "out", "alice", fsdd, takes=1, seed=0, voices=False)
+    path = root / name / "0" / f"0_alice_0{rc.LOSSY[name][0]}"  # the first clip: the first draws of its generator
+    decoded = load_recording(path, rc.RATE).numpy()
+    x, rate = sf.read(fsdd / "0_alice_0.wav", dtype="float64")
+    word = AF.resample(torch.from_numpy(x).float(), rate, rc.RATE).numpy()
+    own = np.random.default_rng([0, rc.zlib.crc32(name.encode())])
+    padded = rc.CONDITIONS[name](word, own)
+    padded = padded / np.abs(padded).max() * min(np.abs(padded).max(), 0.99)
+    assert abs(len(decoded) - len(padded)) < 0.1 * rc.RATE  # the codec's priming adds at most a frame or two
+    corr = np.correlate(decoded, padded, "full") / (np.linalg.norm(decoded) * np.linalg.norm(padded))
+    assert 0.8 < corr.max() < 0.9999
