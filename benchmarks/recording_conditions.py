@@ -150,9 +150,11 @@ FIRST = ("padded", "noise_20dB", "noise_10dB", "noise_5dB", "reverb_0.3s", "reve
          "muffled", "hum_50Hz", "click", "clipped", "long_silence")
 
 
-def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int, voices: bool = True) -> Path:
+def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int, voices: bool = True,
+         only: list[str] | None = None) -> Path:
     """Write ``out/<speaker>/<condition>/<digit>/`` for takes ``0..takes-1`` of every digit; returns the folder.
-    ``voices=False`` leaves out the voice conditions (:data:`VOICES`)."""
+    ``voices=False`` leaves out the voice conditions (:data:`VOICES`); ``only`` writes just those conditions (the
+    files are the same as in a full run)."""
     rng = np.random.default_rng(seed)
     # conditions added after the first table draw from generators of their own, so that adding one leaves the
     # published conditions' files (which share ``rng``, in this order) unchanged
@@ -164,6 +166,12 @@ def make(out: Path, speaker: str, fsdd: Path, takes: int, seed: int, voices: boo
             x, rate = sf.read(src, dtype="float64")
             up = AF.resample(torch.from_numpy(x).float(), rate, RATE).numpy().astype(np.float64)
             for name in _names(voices):
+                if only is not None and name not in only:
+                    if name == "44k_padded":  # the shared generator must draw as in a full run
+                        _padded(up, rng)
+                    elif name in FIRST:
+                        CONDITIONS[name](up, rng)
+                    continue
                 path = root / name / str(digit) / src.name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if name == "as_recorded":
@@ -188,7 +196,8 @@ def _names(voices: bool) -> list[str]:
 
 
 def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: int = 10, seed: int = 0,
-         fsdd: str | None = None, args: list[str] | None = None, voices: bool = True) -> None:
+         fsdd: str | None = None, args: list[str] | None = None, voices: bool = True,
+         conditions: list[str] | None = None) -> None:
     """Args:
         out: folder for the recordings, predict CSVs and table.
         ckpts: glob of leave-one-speaker-out checkpoints (folder names carry ``test_speaker=<name>``).
@@ -199,11 +208,15 @@ def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: i
         voices: also the voice conditions (another pitch and vocal tract; needs praat-parselmouth).
         args: more ``zoo predict`` arguments, e.g. ``["--data.trim_gap", "null"]`` for a checkpoint trained
             with other feature settings than ``recipe``'s.
+        conditions: only these conditions (e.g. the ones added since a checkpoint's last table); None: all.
     """
     fsdd_dir = Path(fsdd or Path(os.environ.get("ZOO_DATA_DIR", "data")) / "fsdd" / "recordings")
     if not fsdd_dir.is_dir():
         raise SystemExit(f"recording_conditions: FSDD recordings not found at {fsdd_dir}; expected the "
                          f"folder of FSDD's WAVs (--fsdd or ZOO_DATA_DIR)")
+    unknown = sorted(set(conditions or ()) - set(_names(True)))
+    if unknown:
+        raise SystemExit(f"recording_conditions: unknown condition(s) {unknown}; expected some of {_names(True)}")
     paths = sorted(glob.glob(ckpts))
     if not paths:
         raise SystemExit(f"recording_conditions: no checkpoint matches {ckpts!r}")
@@ -213,7 +226,7 @@ def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: i
         if not m:
             raise SystemExit(f"recording_conditions: {ck}: no 'test_speaker=<name>' in its path")
         speaker = m.group(1)
-        root = make(Path(out), speaker, fsdd_dir, takes, seed, voices)
+        root = make(Path(out), speaker, fsdd_dir, takes, seed, voices, conditions)
         csv_path = Path(out) / f"{speaker}.csv"
         subprocess.run([sys.executable, "-m", "zoo", "predict", "--config", recipe, "--ckpt_path", ck,
                         "--data.predict_path", str(root), "--run.predictions_file", str(csv_path),
@@ -226,7 +239,7 @@ def main(out: str, ckpts: str, recipe: str = "configs/cbam_audio.yaml", takes: i
                 hits.setdefault(cond, []).append(row["prediction"] == row["label"] and not row.get("error"))
         acc[speaker] = {c: 100.0 * sum(h) / len(h) for c, h in hits.items()}
     speakers = sorted(acc)
-    conds = _names(voices)
+    conds = [c for c in _names(voices) if conditions is None or c in conditions]
     lines = [f"| condition | {' | '.join(speakers)} | mean |", "|---" * (len(speakers) + 2) + "|"]
     for c in conds:
         vals = [acc[s][c] for s in speakers]

@@ -35,6 +35,9 @@ def test_every_condition_is_written_in_class_folders_and_is_reproducible(tmp_pat
     first = sf.read(root / "noise_10dB" / "7" / "7_alice_0.wav")[0]
     again = rc.make(tmp_path / "again", "alice", fsdd, takes=1, seed=0)
     assert np.array_equal(first, sf.read(again / "noise_10dB" / "7" / "7_alice_0.wav")[0])
+    some = rc.make(tmp_path / "some", "alice", fsdd, takes=1, seed=0, only=["noise_10dB", "phone_aac"])
+    assert sorted(p.name for p in some.iterdir()) == ["noise_10dB", "phone_aac"]
+    assert np.array_equal(first, sf.read(some / "noise_10dB" / "7" / "7_alice_0.wav")[0])  # the same files
 
 
 def test_conditions_change_the_recording_as_named():
