@@ -225,9 +225,8 @@ def warn_clipped(paths: Sequence[Path]) -> None:
 
 def load_recording(path: str | Path, sample_rate: int, clipped: list[Path] | None = None) -> torch.Tensor:
     """One of a user's recordings (:data:`PREDICT_FORMATS` or :data:`AV_SUFFIXES`, any rate, depth and channels)
-    as a mono clip at
-    ``sample_rate``, checked the way a dataset never needs: raises :class:`AudioFileError` naming the
-    file when it is unreadable, empty, shorter than :data:`MIN_SECONDS` or silent. A file that looks
+    as a mono clip at ``sample_rate``, checked the way a dataset never needs: raises :class:`AudioFileError`
+    naming the file when it is unreadable, empty, shorter than :data:`MIN_SECONDS` or silent. A file that looks
     clipped (:data:`CLIPPED_SHARE`) is still read, and its path appended to ``clipped`` when given
     (:func:`warn_clipped`): nothing in training models clipping, so the user should know.
 
