@@ -139,7 +139,7 @@ CONDITIONS: dict[str, Callable] = {
     "telephone": _band(300, 3400), "tinny_mic": _band(600, None), "muffled": _band(None, 1500),
     "hum_50Hz": _hum, "click": _click, "clipped": _clipped, "long_silence": _long_silence, "dc_offset": _dc_offset,
     "voice_170Hz": _voice(170.0), "voice_220Hz": _voice(220.0), "voice_female": _voice(220.0, 1.15),
-    "phone_aac": lambda x, rng: _padded(x, rng), "browser_opus": lambda x, rng: _padded(x, rng),
+    "phone_aac": _padded, "browser_opus": _padded,  # padded, then written lossy (LOSSY)
 }
 #: conditions written in a lossy format a phone or browser records (zoo 0.3.3): name -> (suffix, codec, bit rate);
 #: padded at 16 kHz, then AAC at 32 kbit/s (a voice memo's lowest setting) or Opus at 16 kbit/s (a voice message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -714,8 +714,15 @@ def smooth_envelope(x: torch.Tensor, keep: int) -> torch.Tensor:
     bands = x.shape[-2]
     if not 1 <= keep <= bands:
         raise ValueError(f"smooth_envelope: keep={keep} cepstral terms must be in [1, {bands}] (the mel bands)")
-    dct = torchaudio.functional.create_dct(keep, bands, "ortho").to(x.device, x.dtype)  # (bands, keep)
-    return torch.einsum("fk,gk,ncgt->ncft", dct, dct, x)
+    return torch.einsum("fg,ncgt->ncft", _envelope_projection(keep, bands).to(x.device, x.dtype), x)
+
+
+@lru_cache(maxsize=8)
+def _envelope_projection(keep: int, bands: int) -> torch.Tensor:
+    """``(bands, bands)``: DCT to the first ``keep`` terms and back, in one matrix; built once per shape, since
+    :func:`smooth_envelope` runs on every batch."""
+    dct = torchaudio.functional.create_dct(keep, bands, "ortho")  # (bands, keep)
+    return dct @ dct.T
 
 
 def utterance_normalize(x: torch.Tensor) -> torch.Tensor:

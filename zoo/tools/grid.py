@@ -130,12 +130,7 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         jobs = [(cell, seed) for cell in spec.cells for seed in spec.seeds]
     if len(spec.seeds) < 3:
         print(f"note: {spec.path} uses {len(spec.seeds)} seed(s); a study needs >= 3 per cell", file=sys.stderr)
-    if only:
-        chosen = {(cell.name, seed) for cell, seed in _select(spec, jobs, only)}
-        rest = [job for job in jobs if (job[0].name, job[1]) not in chosen]
-        jobs = [job for job in jobs if (job[0].name, job[1]) in chosen]
-    else:
-        rest = []
+    jobs, rest = _select(spec, jobs, only) if only else (jobs, [])
     if dry_run:
         for cell, seed in jobs:
             done = (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists()
@@ -192,8 +187,9 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
     return result
 
 
-def _select(spec, jobs: list, only: list[str]) -> list:
-    """The (cell, seed) jobs whose cell matches every ``key=value`` of ``only`` (values of one key: any of them)."""
+def _select(spec, jobs: list, only: list[str]) -> tuple[list, list]:
+    """``jobs`` split into the (cell, seed) runs whose cell matches every ``key=value`` of ``only`` (values of one
+    key: any of them) and the rest, each in the grid's order."""
     names = [*spec.keys, "seed"]
     wanted: dict[str, set[str]] = {}
     for item in only:
@@ -207,10 +203,10 @@ def _select(spec, jobs: list, only: list[str]) -> list:
         if values - known:
             raise ValueError(f"{spec.path}: --only {key}={sorted(values - known)[0]}: no run has it; "
                              f"{key} is one of {sorted(known)}")
-    chosen = [(cell, seed) for cell, seed in jobs if all(value(cell, seed, k) in v for k, v in wanted.items())]
-    if not chosen:  # e.g. explicit cells where no cell has both values
+    picked = [all(value(cell, seed, k) in v for k, v in wanted.items()) for cell, seed in jobs]
+    if not any(picked):  # e.g. explicit cells where no cell has both values
         raise ValueError(f"{spec.path}: --only {list(only)} matches none of its {len(jobs)} runs")
-    return chosen
+    return [j for j, p in zip(jobs, picked) if p], [j for j, p in zip(jobs, picked) if not p]
 
 
 def main(args: list[str] | None = None) -> None:
