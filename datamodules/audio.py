@@ -143,8 +143,18 @@ def _summarise(paths: list[Path], limit: int = 5) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
+#: the loading path's version, part of every feature cache key: 2 (zoo 0.3.4) removes each clip's DC offset
+LOADING_VERSION = 2
+
+
 class _Converter:
-    """Downmix to mono and resample to one rate, keeping one resampler per source rate."""
+    """Downmix to mono, remove the DC offset and resample to one rate, keeping one resampler per source rate.
+
+    Every clip, a dataset's or a user's, goes through this one path, so ``zoo test`` and ``zoo predict`` see
+    the same file the same way. Why remove the offset: some recorders add one (all of AudioMNIST-AZ sits at
+    -0.085 full scale, FSDD's nicolas at -0.007), and a constant offset is no sound but fills the lowest mel band
+    and keeps silence from looking silent to :func:`trim_silence` (docs/spoken_digits.md). It is removed before
+    resampling, where a step at the clip's edges would ring."""
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
@@ -152,6 +162,7 @@ class _Converter:
 
     def __call__(self, path, data: torch.Tensor, rate: int, channels: int) -> torch.Tensor:
         x = data.mean(dim=1) if channels > 1 else data[:, 0]
+        x = x - x.mean()
         if rate != self.sample_rate:
             if rate not in self._resamplers:
                 self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
@@ -163,7 +174,7 @@ class _Converter:
 
 def load_clips(paths: Sequence[str | Path], sample_rate: int, progress: bool = True,
                warn_resample: bool = True) -> list[torch.Tensor]:
-    """Read ``paths`` (WAV) as mono float32 1-D tensors at ``sample_rate``.
+    """Read ``paths`` (WAV) as mono float32 1-D tensors at ``sample_rate``, each without its DC offset.
 
     Multi-channel files are averaged to mono and other rates resampled; both are converted rather
     than refused, with one logged warning per kind naming the files (resampling is logged at info
@@ -230,16 +241,15 @@ def load_recording(path: str | Path, sample_rate: int, clipped: list[Path] | Non
     clipped (:data:`CLIPPED_SHARE`) is still read, and its path appended to ``clipped`` when given
     (:func:`warn_clipped`): nothing in training models clipping, so the user should know.
 
-    The clip's DC offset (its mean) is removed. Why: some recorders add one, and a constant offset is no
-    sound but fills the lowest mel band and keeps silence from looking silent to :func:`trim_silence`
-    (an offset of 0.02 full scale cost a held-out voice 6 points, 0.1 cost 40; docs/spoken_digits.md).
+    The clip's DC offset (its mean) is removed, as for a dataset's clips (:class:`_Converter`; an offset of 0.02
+    full scale cost a held-out voice 6 points, 0.1 cost 40; docs/spoken_digits.md).
     """
     data, rate, channels = (read_av(path) if Path(path).suffix.lower() in AV_SUFFIXES
                             else read_wav(path, PREDICT_FORMATS))
     if data.shape[0] < MIN_SECONDS * rate:
         raise AudioFileError(f"{path}: too short ({data.shape[0] / rate:.3f} s); expected a recording of at least "
                              f"{MIN_SECONDS} s")
-    x = _Converter(sample_rate)(path, data - data.mean(dim=0), rate, channels)  # before resampling: no edge ringing
+    x = _Converter(sample_rate)(path, data, rate, channels)
     peak = float(x.abs().max())
     if peak < SILENCE_PEAK:
         raise AudioFileError(f"{path}: silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS); expected speech "
@@ -348,6 +358,7 @@ class FeatureSettings:
             trim["trim_gap"] = float(self.trim_gap)
         pitch = {"pitch": 1} if self.pitch else {}  # the pitch tracker's own version: bump when YIN changes
         return {"feature": self.feature, "sample_rate": self.sample_rate, "version": self.version,
+                "loading": LOADING_VERSION,
                 **{k: getattr(self, k) for k in keep}, **trim, **pitch}
 
     @property

@@ -16,7 +16,7 @@ import torch
 import datamodules.spoken_digits as sd
 from audio_fixtures import digit_tone, write_audiomnist, write_fsdd, write_wav
 from conftest import SHARED_DATA
-from datamodules.audio import AudioFileError, FeatureExtractor, FeatureSettings, load_clips
+from datamodules.audio import AudioFileError, FeatureExtractor, FeatureSettings, load_clips, load_recording
 from datamodules.paths import DatasetNotFoundError
 from datamodules.splits import stratified_order
 from datamodules.spoken_digits import SpokenDigits
@@ -212,6 +212,29 @@ def test_cache_key_follows_the_files(tmp_path):
     trimmed = make(tmp_path, root, trim_db=15.0).cache_path(src, clips)
     gap = make(tmp_path, root, trim_db=15.0, trim_gap=0.3).cache_path(src, clips)
     assert len({dm.cache_path(src, clips), trimmed, gap}) == 3  # trimming, and picking the word, are in the key
+    with pytest.MonkeyPatch.context() as mp:  # a change of the loading path (zoo 0.3.4: DC offsets) too
+        mp.setattr("datamodules.audio.LOADING_VERSION", 1)
+        assert dm.cache_path(src, clips) != key
+
+
+def test_a_recorders_dc_offset_is_removed_from_dataset_clips_as_from_a_users(tmp_path):
+    """AudioMNIST-AZ's clips all sit at -0.085 full scale: the dataset path must see them as predict does,
+    without the offset, or the lowest mel band and the trimming describe the recorder instead of the word."""
+    clean = write_fsdd(tmp_path / "clean", ("alice",), digits=range(10), takes=range(6))
+    shifted = tmp_path / "shifted"
+    for wav in (clean / "fsdd" / "recordings").glob("*.wav"):
+        x, rate = sf.read(wav, dtype="float32")
+        write_wav(shifted / "fsdd" / "recordings" / wav.name, x - 0.085, rate)
+    one = next((shifted / "fsdd" / "recordings").glob("*.wav"))
+    loaded = load_clips([one], 8000, progress=False)[0]
+    assert abs(float(loaded.mean())) < 1e-5 and torch.allclose(loaded, load_recording(one, 8000))
+    kw = dict(feature="logmel", trim_db=15.0, trim_gap=0.3, normalization="utterance", n_mels=32, frames=24)
+    a, b = make(tmp_path / "a", clean, **kw), make(tmp_path / "b", shifted, **kw)
+    a.setup("test"), b.setup("test")
+    fa, fb = (torch.stack([dm.dataset("test")[i][0] for i in range(len(dm.dataset("test")))]) for dm in (a, b))
+    assert (fa - fb).abs().max() < 0.05  # the same recordings (PCM rounding apart)
+    kept = FeatureExtractor(b.settings)([torch.from_numpy(sf.read(one, dtype="float32")[0])], progress=False)[0]
+    assert (kept[0] - FeatureExtractor(b.settings)([loaded], progress=False)[0][0]).abs().max() > 20  # dB: it would show
 
 
 # --- bad input ----------------------------------------------------------------------------------------
