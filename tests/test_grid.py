@@ -16,7 +16,7 @@ import yaml
 
 from conftest import CONFIGS, REPO
 from zoo.tools.grid import main, run_grid
-from zoo.tools.grid_runs import build_command, cell_name, load_grid
+from zoo.tools.grid_runs import build_command, cell_name, load_grid, say
 
 # Stands in for `python -m zoo fit`: appends its argv to a journal, fails for real_per_class=13,
 # else writes --run.results_file with test/acc = real/100 + seed/1000.
@@ -324,6 +324,23 @@ def test_variants_config_axis_and_folds_summary(tmp_path):
     assert "| mean ± std | **80.00 ± 14.14** | **85.00 ± 14.14** | **70.00 ± 14.14** | **75.00 ± 14.14** |" in folds
     assert "| worst | 70.00 | 75.00 | 60.00 | 65.00 |" in folds
     assert (tmp_path / "out" / "confusion_recipe-cnn_audio.png").is_file()
+
+
+def test_each_progress_line_is_one_write_so_parallel_runs_lines_stay_apart(monkeypatch):
+    # print() writes the text and the newline separately: two threads' lines came out as one
+    writes = []
+
+    class Stdout:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Stdout())
+    say("started a (log: a.log)")
+    say("[1/2] a: ok")
+    assert writes == ["started a (log: a.log)\n", "[1/2] a: ok\n"]
 
 
 @pytest.mark.parametrize("change, match", [

@@ -62,7 +62,7 @@ from typing import Literal
 import yaml
 
 from zoo.tools.grid_runs import (GridResult, _Children, _cli_value, _number, _previous_seconds, _run_one,
-                                 _runs_die_with_runner, build_command, load_grid, run_id, summarize,
+                                 _runs_die_with_runner, build_command, load_grid, run_id, say, summarize,
                                  validate_commands)
 
 
@@ -158,7 +158,7 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         record = _run_one(spec, *job, previous, children)
         value = record["metrics"].get(spec.metric)
         shown = f"{spec.metric}={value:.4f}" if _number(value) else f"see {record['log']}"
-        print(f"[{next(counter)}/{total}] {run_id(*job)}: {record['status']} {shown}", flush=True)
+        say(f"[{next(counter)}/{total}] {run_id(*job)}: {record['status']} {shown}")
         return record
 
     if launcher in ("slurm", "submitit-local") and jobs:

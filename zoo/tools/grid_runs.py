@@ -392,13 +392,20 @@ def _run_one(spec: GridSpec, cell: Cell, seed: int, previous: dict[tuple[str, in
         _unlock_run(lock_path, fd)
 
 
+def say(message: str) -> None:
+    """One line to stdout in a single write: ``print`` writes the text and its newline separately, so two
+    runs' threads announcing themselves at once ran their lines together."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
 def _start(spec: GridSpec, cell: Cell, seed: int, record: dict[str, Any], result: Path, log: Path,
            children: _Children, poll=None) -> dict[str, Any]:
     rid = run_id(cell, seed)
     cmd = build_command(spec, cell, seed)
     resumed = "--ckpt_path" in cmd
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"{'resumed' if resumed else 'started'} {rid} (log: {log})", flush=True)
+    say(f"{'resumed' if resumed else 'started'} {rid} (log: {log})")
     start = time.time()
     with open(log, "a" if resumed else "w") as fh:  # a resumed run's log keeps the interrupted part
         fh.write(("\n--- resumed from its last checkpoint ---\n" if resumed else "") + f"$ {' '.join(cmd)}\n\n")
