@@ -367,6 +367,9 @@ def _zoo_grid(tmp_path: Path, **overrides) -> Path:
     ({"axes": {"data.real_per_clas": [5, 10]}}, r"Option 'real_per_clas' is not accepted"),
     ({"axes": {"model.net.dropout": ["much"]}}, r"Parser key \"dropout\""),
     ({"variants": {"plain": {}, "odd": {"model.nope": 1}}}, r"variant 'odd'.*Option 'nope' is not accepted"),
+    # each option valid alone, the combination refused by the DataModule's constructor (FSDD's speakers are men)
+    ({"config": str(CONFIGS / "cnn_audio.yaml"), "axes": {"data.target": ["gender"]}},
+     r"the data module refuses these settings: SpokenDigits: target='gender' is impossible with source='fsdd'"),
 ])
 def test_a_bad_axis_key_or_value_stops_the_grid_before_any_run(tmp_path, change, match):
     path = _zoo_grid(tmp_path, **change)

@@ -233,20 +233,47 @@ def cli_errors(args: list[str]) -> str:
 
     from zoo.cli import main
 
-    err = io.StringIO()
+    out, err = io.StringIO(), io.StringIO()
     code = 0
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), mock.patch("sys.argv", ["zoo"]):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), mock.patch("sys.argv", ["zoo"]):
         try:
             main([*args, "--print_config"])
         except SystemExit as e:
             code = e.code
     if code in (0, None):
-        return ""
-    noise = ("Subtypes:", "Given value type:", "Does not validate against", "- Expected a <class 'NoneType'>")
+        refusal = _data_module_refusal(out.getvalue())
+        return f"the data module refuses these settings: {refusal}" if refusal else ""
     text = err.getvalue()
     lines = [ln for ln in text[text.find("error:") + 6:].strip().splitlines()
-             if ln.strip() and not ln.strip().startswith(noise)]
+             if ln.strip() and not ln.strip().startswith(_PARSER_NOISE)]
     return "\n".join(lines[:20]) or text.strip()[-2000:] or f"exit status {code}"
+
+
+_PARSER_NOISE = ("Subtypes:", "Errors:", "Given value type:", "Given value:", "Does not validate against",
+                 "- Expected a <class 'NoneType'>")
+
+
+def _data_module_refusal(printed: str) -> str:
+    """Build the DataModule of a parsed command (its constructor reads no files) and return why it refused, or
+    "". The parser checks each option alone; combinations (``add_corpus`` with ``target=gender``) are the
+    constructor's to refuse, and a grid should hear that before its first run, not from every run's log."""
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    data = (yaml.safe_load(printed) or {}).get("data")
+    if not isinstance(data, dict) or "class_path" not in data:
+        return ""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    try:
+        # ``instantiate`` since jsonargparse 4.49, which deprecates ``instantiate_classes`` (older ones have only that)
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+        instantiate(parser.parse_object({"data": data}))
+    except (ValueError, TypeError) as e:
+        lines = [ln.strip().removeprefix("- ") for ln in str(e).splitlines()
+                 if ln.strip() and not ln.strip().startswith(_PARSER_NOISE)]
+        return "\n".join(lines[:5]) or str(e)
+    return ""
 
 
 # Runs a cell's command in the cell's own session (process group) and kills that whole group - the run
