@@ -260,7 +260,11 @@ def _data_module_refusal(printed: str) -> str:
     from jsonargparse import ArgumentParser
     from lightning.pytorch import LightningDataModule
 
-    data = (yaml.safe_load(printed) or {}).get("data")
+    try:
+        config = yaml.safe_load(printed)
+    except yaml.YAMLError:  # something else printed too: the parse passed, and the runs will say the rest
+        return ""
+    data = config.get("data") if isinstance(config, dict) else None
     if not isinstance(data, dict) or "class_path" not in data:
         return ""
     parser = ArgumentParser(exit_on_error=False)
