@@ -270,6 +270,29 @@ def test_only_runs_the_matching_runs_and_summarises_the_rest(tmp_path, capsys):
     assert len(printed) == 6 and all("--data.augmented_per_class 0" in ln for ln in printed)
 
 
+def test_runs_another_runner_finishes_meanwhile_are_in_the_summary(tmp_path, monkeypatch):
+    """Two runners share a study (``only`` splits its folds): the one that ends last summarises both."""
+    import shutil
+
+    import zoo.tools.grid as grid_module
+
+    path = _grid(tmp_path)
+    runs = tmp_path / "out" / "runs"
+    real = grid_module._run_one
+
+    def run_one(spec, cell, seed, *args):
+        record = real(spec, cell, seed, *args)
+        if record["status"] == "ok":  # meanwhile, "another runner" finishes seed 1 of the same cell
+            shutil.copy(runs / f"{cell.name}-seed{seed}.json", runs / f"{cell.name}-seed1.json")
+        return record
+
+    monkeypatch.setattr(grid_module, "_run_one", run_one)
+    result = run_grid(str(path), only=["data.real_per_class=30", "data.augmented_per_class=5", "seed=0"])
+    status = {r["seed"]: r["status"] for r in result.records if r["cell"] == "real_per_class=30_augmented_per_class=5"}
+    assert status == {0: "ok", 1: "skipped", 2: "missing"}
+    assert result.summary["real_per_class=30_augmented_per_class=5"][2] == 2
+
+
 @pytest.mark.parametrize("only, match", [
     (["data.nope=3"], r"--only 'data.nope=3': expected key=value with a key of this grid, one of "
                       r"\['data.real_per_class', 'data.augmented_per_class', 'seed'\]"),

@@ -142,16 +142,6 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
     previous = _previous_seconds(spec)
     if summary_only:
         rest, jobs = rest + jobs, []
-    # runs not to start (summary_only, or outside `only`): their results if finished, else "missing"
-    records = []
-    for cell, seed in rest:
-        if (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists():
-            records.append(_run_one(spec, cell, seed, previous))  # reads the finished run, starts nothing
-        else:
-            records.append({"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed,
-                            "status": "missing", "returncode": "", "seconds": "",
-                            "log": str(spec.logs / f"{run_id(cell, seed)}.log"), "metrics": {}})
-
     children = _Children()
 
     def work(job):
@@ -161,6 +151,7 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
         say(f"[{next(counter)}/{total}] {run_id(*job)}: {record['status']} {shown}")
         return record
 
+    records = []
     if launcher in ("slurm", "submitit-local") and jobs:
         from zoo.tools import launchers
 
@@ -175,6 +166,15 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
             else:
                 with ThreadPoolExecutor(max_parallel) as pool:
                     records += list(pool.map(work, jobs))
+    # runs not started (summary_only, or outside `only`): their results if finished, else "missing"; read after
+    # this runner's own runs, so those another runner finished meanwhile are summarised too
+    for cell, seed in rest:
+        if (spec.out / "runs" / f"{run_id(cell, seed)}.json").exists():
+            records.append(_run_one(spec, cell, seed, previous))  # reads the finished run, starts nothing
+        else:
+            records.append({"cell": cell.name, **{k: cell.overrides.get(k, "") for k in spec.keys}, "seed": seed,
+                            "status": "missing", "returncode": "", "seconds": "",
+                            "log": str(spec.logs / f"{run_id(cell, seed)}.log"), "metrics": {}})
     order = {cell.name: i for i, cell in enumerate(spec.cells)}
     records.sort(key=lambda r: (order[r["cell"]], spec.seeds.index(r["seed"])))
     result = GridResult(summarize(spec, records), records)
