@@ -30,7 +30,7 @@ import yaml
 
 from zoo.tools.grid_runs import (Cell, GridResult, GridSpec, _Children, _cli_value, _is_zoo_command, _lock_run, _number,
                       _read_result, _run_one, _runs_die_with_runner, _start, _unlock_run, build_command,
-                      cli_errors, run_id, validate_commands)
+                      cli_errors, run_id, say, validate_commands)
 
 
 # --- SLURM through submitit ------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def _requeue_orphans(st: _Study, seed: int) -> None:
         st.study._storage.set_trial_user_attr(t._trial_id, "requeued", True)
         st.study.tell(t.number, state=TrialState.FAIL)
         st.study.enqueue_trial(t.params, user_attrs={"resumes": _root(t)})
-        print(f"trial {t.number} lost its worker: asked again, its run resumes", flush=True)
+        say(f"trial {t.number} lost its worker: asked again, its run resumes")
 
 
 def _counted(study) -> int:
@@ -440,8 +440,8 @@ def _one_trial(st: _Study, lock: _file_lock, children: _Children) -> bool:
             st.study.tell(trial, value)
         else:
             st.study.tell(trial, state=TrialState.FAIL)
-        print(f"trial {trial.number} ({rid}): {record['status']}" + (f" {st.metric}={value:.4f}" if _number(value)
-                                                                      and not pruned else ""), flush=True)
+        say(f"trial {trial.number} ({rid}): {record['status']}" + (f" {st.metric}={value:.4f}" if _number(value)
+                                                                    and not pruned else ""))
         return True
     finally:
         if fd is not None:
