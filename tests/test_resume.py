@@ -62,12 +62,16 @@ def crash_at(monkeypatch, epoch: int, batch: int) -> None:
     monkeypatch.setattr(Classifier, "training_step", failing)
 
 
-def weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"]
+def weights(ckpt: Path, key: str = "state_dict") -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, weights_only=True, map_location="cpu")[key]
 
 
-def test_interrupted_run_resumed_with_last_equals_the_uninterrupted_run(mnist_root, tmp_path, monkeypatch):
-    logger = ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", tmp_path / "logs"]
+EMA = ["--trainer.callbacks+=EMAWeights", "--trainer.callbacks.decay", "0.9"]
+
+
+@pytest.mark.parametrize("extra", [[], EMA], ids=["plain", "ema"])
+def test_interrupted_run_resumed_with_last_equals_the_uninterrupted_run(mnist_root, tmp_path, monkeypatch, extra):
+    logger = ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", tmp_path / "logs", *extra]
     whole = run_cli(lenet_args(mnist_root, tmp_path, *logger, "--run.name", "whole",
                                "--run.results_file", tmp_path / "whole.json"))
     with monkeypatch.context() as m:
@@ -90,9 +94,10 @@ def test_interrupted_run_resumed_with_last_equals_the_uninterrupted_run(mnist_ro
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     assert sorted(int(r["epoch"]) for r in rows if r.get("val/acc")) == [0, 1, 2]  # one history, all epochs
     # and it changed nothing: final weights and every metric equal the uninterrupted run's
-    a = weights(Path(whole.trainer.checkpoint_callback.last_model_path))
-    b = weights(run_dir / "checkpoints" / "last.ckpt")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for key in ("state_dict", "current_model_state") if extra else ("state_dict",):  # EMA: the average and the raw
+        a = weights(Path(whole.trainer.checkpoint_callback.last_model_path), key)
+        b = weights(run_dir / "checkpoints" / "last.ckpt", key)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ra, rb = (json.loads((tmp_path / f).read_text()) for f in ("whole.json", "resumed.json"))
     learned = [{k: v for k, v in r["metrics"].items() if not k.endswith("/seconds")} for r in (ra, rb)]  # not timings
     assert learned[1] == pytest.approx(learned[0], abs=1e-6) and "test/acc" in learned[1]
@@ -132,6 +137,38 @@ def test_wandb_run_resumes_under_its_id_and_checkpoint_folder(mnist_root, tmp_pa
         assert resumed.config.fit.trainer.logger.init_args.id is None
     finally:
         wandb.finish()
+
+
+def test_ema_weights_are_what_fit_validates_keeps_and_tests_in_every_process(mnist_root, tmp_path):
+    """EMAWeights: the best checkpoint's state_dict is the average, not the raw weights; testing it right after
+    fit (the same trainer) and in a new process evaluate that average, so the two give one number."""
+    out = tmp_path / "run"
+    fitted = run_cli(lenet_args(mnist_root, out, *EMA, "--trainer.logger", "false",
+                                "--run.results_file", tmp_path / "fit.json"))
+    best = Path(fitted.trainer.checkpoint_callback.best_model_path)
+    average, raw = weights(best), weights(best, "current_model_state")
+    assert average.keys() == raw.keys()
+    assert not all(torch.equal(average[k], raw[k]) for k in average)  # the average is not the raw weights
+    tested = fitted.model.state_dict()  # after fit's test of the best checkpoint (Lightning loaded the raw ones)
+    assert all(torch.equal(tested[k], average[k]) for k in average)
+    alone = run_cli(["test", "--config", CONFIGS / "lenet_reduced_mnist.yaml", "--data.data_dir", mnist_root,
+                     "--data.real_per_class", "12", "--data.test_per_class", "5", "--data.on_device", "false",
+                     "--model.init_args.net.init_args.dropout", "0.3", "--trainer.accelerator", "cpu",
+                     "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *EMA,
+                     "--trainer.default_root_dir", out,
+                     "--ckpt_path", best, "--run.results_file", tmp_path / "test.json"])
+    assert all(torch.equal(alone.model.state_dict()[k], average[k]) for k in average)
+    after_fit, in_new_process = (json.loads((tmp_path / f).read_text())["metrics"] for f in ("fit.json", "test.json"))
+    assert in_new_process["test/acc"] == pytest.approx(after_fit["test/acc"])
+    assert in_new_process["test/loss"] == pytest.approx(after_fit["test/loss"], rel=1e-5)
+
+
+def test_ema_decay_outside_0_1_is_refused():
+    from zoo.callbacks import EMAWeights
+
+    for decay in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="decay must be in"):
+            EMAWeights(decay=decay)
 
 
 def test_random_states_survive_a_weights_only_checkpoint(tmp_path):

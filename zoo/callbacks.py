@@ -1,4 +1,5 @@
-"""Callbacks: the ones the CLI attaches by default, and :class:`EpochMetricLog` for searches."""
+"""Callbacks: the ones the CLI attaches by default, :class:`EpochMetricLog` for searches and
+:class:`EMAWeights` (a config's ``trainer.callbacks``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (BasePredictionWriter, Callback, EMAWeightAveraging, LearningRateMonitor,
+                                        ModelCheckpoint)
+from lightning.pytorch.trainer.states import TrainerFn
 from PIL import Image
 
 from zoo import compat
@@ -205,6 +208,27 @@ class SafeLearningRateMonitor(LearningRateMonitor):
     def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
         if not getattr(self, "_disabled", False):
             super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights, evaluated as the checkpoints store it.
+
+    Validation, the best checkpoint, ``last.ckpt``'s ``state_dict`` and the weights fit ends with are the
+    average (``decay`` per optimizer step; 0.999 spans about 1,000 steps); a resumed fit restores both the
+    average and the raw weights. Why a subclass: Lightning's callback also loads the *raw* weights when a
+    checkpoint is restored for ``test`` by a trainer that has fitted, so ``fit`` followed by testing the
+    best checkpoint measured the raw weights while ``zoo test --ckpt_path`` measured the average. Outside
+    fit, the checkpoint's ``state_dict`` (the average) is what is evaluated, in every process.
+    """
+
+    def __init__(self, decay: float = 0.999, update_starting_at_step: int | None = None) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMAWeights: decay must be in (0, 1), got {decay}")
+        super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class PredictionWriter(BasePredictionWriter):
