@@ -141,7 +141,8 @@ def test_wandb_run_resumes_under_its_id_and_checkpoint_folder(mnist_root, tmp_pa
 
 def test_ema_weights_are_what_fit_validates_keeps_and_tests_in_every_process(mnist_root, tmp_path):
     """EMAWeights: the best checkpoint's state_dict is the average, not the raw weights; testing it right after
-    fit (the same trainer) and in a new process evaluate that average, so the two give one number."""
+    fit (the same trainer) and in a new process evaluate that average, so the two give one number; the raw
+    weights it keeps are those of a run without it."""
     out = tmp_path / "run"
     fitted = run_cli(lenet_args(mnist_root, out, *EMA, "--trainer.logger", "false",
                                 "--run.results_file", tmp_path / "fit.json"))
@@ -161,6 +162,12 @@ def test_ema_weights_are_what_fit_validates_keeps_and_tests_in_every_process(mni
     after_fit, in_new_process = (json.loads((tmp_path / f).read_text())["metrics"] for f in ("fit.json", "test.json"))
     assert in_new_process["test/acc"] == pytest.approx(after_fit["test/acc"])
     assert in_new_process["test/loss"] == pytest.approx(after_fit["test/loss"], rel=1e-5)
+    # averaging changes what is evaluated, not the training: the raw weights are a plain run's, bit for bit
+    plain = run_cli(lenet_args(mnist_root, tmp_path / "plain", "--trainer.logger", "false", "--run.test_after_fit",
+                               "false"))
+    a, b = weights(Path(plain.trainer.checkpoint_callback.last_model_path)), weights(
+        Path(fitted.trainer.checkpoint_callback.last_model_path), "current_model_state")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ema_decay_outside_0_1_is_refused():
