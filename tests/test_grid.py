@@ -549,3 +549,33 @@ def test_every_run_of_every_study_grid_would_start(grid, monkeypatch):
 
     monkeypatch.chdir(REPO)
     assert validate_commands(load_grid(grid)) >= 1
+
+
+# Stands in for `python -m zoo fit`: writes a result, and the OMP_NUM_THREADS it was started with next to it.
+FAKE_THREADS_FIT = '''
+import json, os, sys
+from pathlib import Path
+argv = sys.argv[1:]
+result = Path(argv[argv.index("--run.results_file") + 1])
+result.parent.mkdir(parents=True, exist_ok=True)
+result.with_suffix(".threads").write_text(os.environ.get("OMP_NUM_THREADS", "unset"))
+result.write_text(json.dumps({"metrics": {"test/acc": 0.5}}))
+'''
+
+
+@pytest.mark.parametrize("max_parallel, user_setting, expected", [
+    (1, None, "unset"), (2, None, "2"), (3, None, "1"), (8, None, "1"), (2, "3", "3")])
+def test_runs_side_by_side_share_the_cores_out_unless_the_user_set_threads(
+        tmp_path, monkeypatch, max_parallel, user_setting, expected):
+    # two PyTorch runs each starting a thread per core ran 1.8x slower than one at a time on 2 cores
+    fake = tmp_path / "fake_threads.py"
+    fake.write_text(FAKE_THREADS_FIT)
+    path = _grid(tmp_path, command=["python", str(fake)], seeds=[0], axes={"data.real_per_class": [1, 2, 3]})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    if user_setting is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", user_setting)
+    assert not run_grid(str(path), max_parallel=max_parallel).failed
+    seen = {p.read_text() for p in (tmp_path / "out" / "runs").glob("*.threads")}
+    assert seen == {expected}

@@ -63,7 +63,7 @@ import yaml
 
 from zoo.tools.grid_runs import (GridResult, _Children, _cli_value, _number, _previous_seconds, _run_one,
                                  _runs_die_with_runner, build_command, load_grid, run_id, say, summarize,
-                                 validate_commands)
+                                 threads_per_run, validate_commands)
 
 
 def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False,
@@ -78,7 +78,8 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
     Args:
         grid: path of the grid YAML (see the module docstring for its keys).
         dry_run: only print the commands that would run (finished runs are marked as skipped).
-        max_parallel: how many runs at once (each is a separate process; mind the CPU cores).
+        max_parallel: how many runs at once (each is a separate process; local runs share the CPU cores out
+            through ``OMP_NUM_THREADS`` unless it is set).
         seeds_first: run the first seed of every cell, then the second, ... so that an interrupted
             grid still covers every cell (default: all seeds of a cell, then the next cell).
         summary_only: run nothing; write runs.csv / table.md / heatmap.png from the finished runs
@@ -142,7 +143,7 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
     previous = _previous_seconds(spec)
     if summary_only:
         rest, jobs = rest + jobs, []
-    children = _Children()
+    children = _Children(threads_per_run(max_parallel))
 
     def work(job):
         record = _run_one(spec, *job, previous, children)

@@ -295,10 +295,25 @@ sys.exit(subprocess.call(sys.argv[2:]))
 """
 
 
-class _Children:
-    """The runs this runner started; :meth:`kill_all` ends them (their whole process groups)."""
+def threads_per_run(max_parallel: int) -> int | None:
+    """CPU threads for each of ``max_parallel`` runs side by side: the cores this process may use, shared out.
 
-    def __init__(self) -> None:
+    Each PyTorch process otherwise starts one thread per core, so two runs on two cores fight over them
+    (docs/spoken_digits.md measured 1.8x slower than one run at a time). None for one run at a time, or
+    when the user has set ``OMP_NUM_THREADS`` themselves."""
+    if max_parallel <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max_parallel)
+
+
+class _Children:
+    """The runs this runner started; :meth:`kill_all` ends them (their whole process groups).
+
+    ``threads``: when given, each run's ``OMP_NUM_THREADS`` (:func:`threads_per_run`)."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self._env = os.environ.copy() | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
         self._procs: set[subprocess.Popen] = set()
         self._lock = threading.RLock()  # also taken in a signal handler, in the thread it may interrupt
         self.stopping = False
@@ -312,7 +327,7 @@ class _Children:
             if self.stopping:
                 return None
             proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *cmd], stdout=log,
-                                    stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
+                                    stderr=subprocess.STDOUT, env=self._env, start_new_session=True)
             self._procs.add(proc)
         try:
             while poll is not None:
