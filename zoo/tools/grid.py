@@ -63,7 +63,7 @@ import yaml
 
 from zoo.tools.grid_runs import (GridResult, _Children, _cli_value, _number, _previous_seconds, _run_one,
                                  _runs_die_with_runner, build_command, load_grid, run_id, say, summarize,
-                                 threads_per_run, validate_commands)
+                                 validate_commands)
 
 
 def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_first: bool = False,
@@ -143,7 +143,7 @@ def run_grid(grid: str, dry_run: bool = False, max_parallel: int = 1, seeds_firs
     previous = _previous_seconds(spec)
     if summary_only:
         rest, jobs = rest + jobs, []
-    children = _Children(threads_per_run(max_parallel))
+    children = _Children(max_parallel)
 
     def work(job):
         record = _run_one(spec, *job, previous, children)

@@ -299,8 +299,8 @@ def threads_per_run(max_parallel: int) -> int | None:
     """CPU threads for each of ``max_parallel`` runs side by side: the cores this process may use, shared out.
 
     Each PyTorch process otherwise starts one thread per core, so two runs on two cores fight over them
-    (docs/spoken_digits.md measured 1.8x slower than one run at a time). None for one run at a time, or
-    when the user has set ``OMP_NUM_THREADS`` themselves."""
+    (docs/scaling.md: two folds side by side took 51-54 s with every core each, 27 s with one). None for one
+    run at a time, or when the user has set ``OMP_NUM_THREADS`` themselves."""
     if max_parallel <= 1 or "OMP_NUM_THREADS" in os.environ:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -310,10 +310,10 @@ def threads_per_run(max_parallel: int) -> int | None:
 class _Children:
     """The runs this runner started; :meth:`kill_all` ends them (their whole process groups).
 
-    ``threads``: when given, each run's ``OMP_NUM_THREADS`` (:func:`threads_per_run`)."""
+    ``max_parallel``: how many run at once; each gets its share of the cores (:func:`threads_per_run`)."""
 
-    def __init__(self, threads: int | None = None) -> None:
-        self._env = os.environ.copy() | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    def __init__(self, max_parallel: int = 1) -> None:
+        self.max_parallel = max_parallel
         self._procs: set[subprocess.Popen] = set()
         self._lock = threading.RLock()  # also taken in a signal handler, in the thread it may interrupt
         self.stopping = False
@@ -326,8 +326,10 @@ class _Children:
         with self._lock:
             if self.stopping:
                 return None
+            threads = threads_per_run(self.max_parallel)
+            env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
             proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *cmd], stdout=log,
-                                    stderr=subprocess.STDOUT, env=self._env, start_new_session=True)
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self._procs.add(proc)
         try:
             while poll is not None:

@@ -30,7 +30,7 @@ import yaml
 
 from zoo.tools.grid_runs import (Cell, GridResult, GridSpec, _Children, _cli_value, _is_zoo_command, _lock_run, _number,
                       _read_result, _run_one, _runs_die_with_runner, _start, _unlock_run, build_command,
-                      cli_errors, run_id, say, validate_commands, threads_per_run)
+                      cli_errors, run_id, say, validate_commands)
 
 
 # --- SLURM through submitit ------------------------------------------------------------------------
@@ -469,7 +469,7 @@ def optuna_search(spec: GridSpec, max_parallel: int = 1, dry_run: bool = False,
         return GridResult({}, [])
     st = _Study(spec, space, metric, n_trials, storage, _open_study(spec, metric, direction, storage))
     if not summary_only:
-        lock, children = _file_lock(storage), _Children(threads_per_run(max_parallel))
+        lock, children = _file_lock(storage), _Children(max_parallel)
 
         def worker():
             while _one_trial(st, lock, children):
