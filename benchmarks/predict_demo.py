@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 from jsonargparse import auto_cli
 
-from datamodules.tts import DIGIT_WORDS, Espeak
+from datamodules.tts import DIGIT_WORDS, synth
 
 VOICES = ["en-gb-x-gbclan+Annie", "en-gb-x-gbcwmd+belinda", "en-gb-x-gbclan+john", "en-gb-x-gbcwmd+max",
           "en-us+linda", "en+steph", "en-029+Andy", "en-us-nyc+david", "en-gb-scotland+grandma", "en+edward"]
@@ -45,14 +45,13 @@ def make(out: Path, seed: int = 0) -> Path:
     import torchaudio
 
     rng = np.random.default_rng(seed)
-    engine = Espeak.get()
     root = out / "recordings"
     for i, voice in enumerate(VOICES):
         for digit, word in enumerate(DIGIT_WORDS):
-            x = engine.synth(word, voice, rate=int(rng.integers(150, 200)), pitch=int(rng.integers(30, 70)))
-            x = _recorded(x.astype(np.float32) / 32768, engine.sample_rate, rng)
+            x, sr = synth(word, voice, rate=int(rng.integers(150, 200)), pitch=int(rng.integers(30, 70)))
+            x = _recorded(x.astype(np.float32) / 32768, sr, rng)
             rate, fmt, subtype, channels = FORMATS[(i + digit) % len(FORMATS)]
-            y = torchaudio.functional.resample(torch.from_numpy(x), engine.sample_rate, rate).numpy()
+            y = torchaudio.functional.resample(torch.from_numpy(x), sr, rate).numpy()
             y = np.stack([y, 0.9 * y], 1) if channels == 2 else y
             path = root / str(digit) / f"{voice.replace('+', '_')}.{fmt.lower()}"
             path.parent.mkdir(parents=True, exist_ok=True)

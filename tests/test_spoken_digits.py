@@ -439,6 +439,44 @@ def test_tts_synthesizes_digits_offline(tmp_path):
     assert not np.array_equal(seven_f[:1000], seven_m[:1000])
 
 
+def test_tts_clip_is_the_same_whatever_was_synthesised_before(tmp_path):
+    """espeak-ng's output depends on what its process said before and, for breathy voices such as +f2, on the
+    clock; every clip must be the same wherever, whenever and in whichever order it is built, or a cache folder
+    built in two goes holds other audio than one built at once."""
+    from datamodules.tts import synth, synthesize_digits
+
+    first, rate = synth("zero", "en+f2", 140, 40)
+    synthesize_digits(tmp_path / "a", ["en-us+m3", "en+f2"], [140], [40], digits=[9, 0], progress=False)
+    synthesize_digits(tmp_path / "b", ["en+f2"], [140], [40], digits=[0], progress=False)
+    again, _ = synth("zero", "en+f2", 140, 40)
+    a, rate_a = sf.read(tmp_path / "a" / "0_en+f2-r140-p40_0.wav", dtype="int16")
+    b, _ = sf.read(tmp_path / "b" / "0_en+f2-r140-p40_0.wav", dtype="int16")
+    assert rate == rate_a > 0 and first.dtype == np.int16 and len(first) > 0.2 * rate
+    assert np.array_equal(first, again) and np.array_equal(first, a) and np.array_equal(first, b)
+
+
+def test_tts_failed_synthesis_names_the_clip_and_leaves_no_file(tmp_path, monkeypatch):
+    import subprocess
+
+    from datamodules import tts
+
+    def broken(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 3, b"", b"RuntimeError: espeak_Synth returned error 1")
+
+    monkeypatch.setattr(tts.subprocess, "run", broken)
+    with pytest.raises(RuntimeError, match=r"'seven' with voice 'en\+f2' \(exit status 3\): .*error 1"):
+        tts.synthesize_digits(tmp_path, ["en+f2"], [175], [50], digits=[7], progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_espeak_worker_reports_an_unknown_voice_by_exit_status(capsys):
+    from datamodules import espeak
+
+    assert espeak.main(["one", "xx-nope", "175", "50"]) == espeak.EXIT_BAD_VOICE
+    assert "'xx-nope'" in capsys.readouterr().err
+    assert espeak.main(["one"]) == espeak.EXIT_FAILED
+
+
 def test_tts_bad_voice_is_named(tmp_path):
     from datamodules.tts import synthesize_digits
 
