@@ -4,9 +4,11 @@ Why a process per clip: libespeak-ng keeps state between utterances that no API 
 ``espeak_Terminate`` + ``espeak_Initialize``, not ``espeak_ng_SetRandSeed``), so in one process the same word
 comes out a few samples longer or shorter depending on what was said before ("zero", en+f1, rate 140,
 pitch 40: 13,116 samples as the first utterance, 13,111 after another voice, 13,124 when repeated). It also
-seeds the noise of breathy voices (+f2, +f3, +f5, ...) from the clock. A clip that is the first utterance of a
-fresh engine with a fixed noise seed is a function of its text and settings alone, on every platform
-(``fork`` from an unused engine would be cheaper but is Linux-only in practice). This file imports only the standard library
+seeds the noise of breathy voices (+f2, +f3, +f5, ...) from the clock (in whole seconds). A clip that is the
+first utterance of a fresh engine with a fixed noise seed is a function of its text and settings alone, for one
+espeak-ng build and voice data (:func:`datamodules.tts.tts_folder` names the cache after them; ``fork`` from an
+unused engine would be cheaper but is Linux-only in practice). The parent runs this file with ``sys.executable``,
+so a frozen application (PyInstaller) cannot synthesise. This file imports only the standard library
 and ``espeakng_loader``, so a process costs about 40 ms.
 
 Protocol: ``python espeak.py TEXT VOICE RATE PITCH`` writes the sample rate (4 bytes, little-endian) and
@@ -30,7 +32,11 @@ EXIT_BAD_VOICE, EXIT_FAILED = 2, 3
 RAND_SEED = 0
 
 
-def speak(text: str, voice: str, rate: int, pitch: int) -> tuple[int, bytes]:
+class UnknownVoice(Exception):
+    """espeak-ng has no voice of that name."""
+
+
+def speak(text: str, voice: str, rate: int, pitch: int, seed: int = RAND_SEED) -> tuple[int, bytes]:
     """``(sample_rate, int16 samples as bytes)`` of ``text``: call once per process (see the module doc)."""
     import ctypes
 
@@ -54,7 +60,7 @@ def speak(text: str, voice: str, rate: int, pitch: int) -> tuple[int, bytes]:
         raise RuntimeError(f"espeak-ng failed to initialise with voice data at {data_path}")
     # espeak-ng seeds the noise of breathy voices (+f2, +f3, +f5, ...) from the clock at start-up: fix it
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-    lib.espeak_ng_SetRandSeed(RAND_SEED)
+    lib.espeak_ng_SetRandSeed(int(seed))
     chunks: list[bytes] = []
 
     def collect(wav, numsamples, events) -> int:
@@ -65,7 +71,7 @@ def speak(text: str, voice: str, rate: int, pitch: int) -> tuple[int, bytes]:
     keep = callback_type(collect)  # a reference for the whole synthesis: ctypes must not free it
     lib.espeak_SetSynthCallback(keep)
     if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-        raise LookupError(voice)
+        raise UnknownVoice(voice)
     lib.espeak_SetParameter(_espeakRATE, int(rate), 0)
     lib.espeak_SetParameter(_espeakPITCH, int(pitch), 0)
     encoded = text.encode("utf-8")
@@ -82,7 +88,7 @@ def main(argv: list[str]) -> int:
     text, voice, rate, pitch = argv
     try:
         sample_rate, samples = speak(text, voice, int(rate), int(pitch))
-    except LookupError:
+    except UnknownVoice:
         print(f"unknown voice {voice!r}", file=sys.stderr)
         return EXIT_BAD_VOICE
     except Exception as e:  # noqa: BLE001 - reported to the parent process, which raises with the clip's name

@@ -544,10 +544,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if source is None:
             source, folder = hp.source, hp.folder
         if source == "tts":
-            from datamodules.tts import TTS_VERSION, synthesize_digits
+            from datamodules.tts import synthesize_digits, tts_folder
 
-            # versioned: clips of an older synthesis are other audio, so they are never mixed with these
-            return synthesize_digits(cache_root(hp.cache_dir) / "spoken_digits" / f"tts-v{TTS_VERSION}", self.voices,
+            return synthesize_digits(cache_root(hp.cache_dir) / "spoken_digits" / tts_folder(), self.voices,
                                      self.rates, self.pitches, progress=hp.progress)
         root = ensure_dataset(source, data_root(hp.data_dir), hp.download, folder)
         return root, fsdd_clips(root) if source == "fsdd" else audiomnist_clips(root)

@@ -33,10 +33,21 @@ PITCH_RANGE = (0, 99)
 TTS_VERSION = 2
 
 
+def tts_folder() -> str:
+    """The cache folder's name: this synthesis's version and the ``espeakng-loader`` release that ships the
+    library and voice data, so clips of another synthesis or espeak-ng build are never mixed with these."""
+    from importlib.metadata import version
+
+    return f"tts-v{TTS_VERSION}-espeakng-loader-{version('espeakng-loader')}"
+
+
 def synth(text: str, voice: str, rate: int = 175, pitch: int = 50) -> tuple[np.ndarray, int]:
     """``(int16 samples, sample rate)`` of ``text`` spoken by ``voice``, from a fresh espeak-ng process."""
-    done = subprocess.run([sys.executable, espeak.__file__, text, voice, str(int(rate)), str(int(pitch))],
-                          capture_output=True, timeout=120, check=False)
+    try:
+        done = subprocess.run([sys.executable, espeak.__file__, text, voice, str(int(rate)), str(int(pitch))],
+                              capture_output=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"espeak-ng did not finish {text!r} with voice {voice!r} within 120 s") from None
     if done.returncode == espeak.EXIT_BAD_VOICE:
         import espeakng_loader
 
@@ -108,8 +119,16 @@ def synthesize_digits(out_dir: str | Path, voices: Sequence[str], rates: Sequenc
         if samples.size == 0:
             raise RuntimeError(f"espeak-ng produced no audio for {DIGIT_WORDS[digit]!r} with voice {voice!r}")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        sf.write(tmp, samples, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)  # a killed run leaves no half-written clip behind
+        try:
+            sf.write(tmp, samples, sample_rate, subtype="PCM_16", format="WAV")
+            os.replace(tmp, path)  # a killed run leaves no half-written clip behind
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            if not path.is_file():  # on Windows a run beside this one may hold its (identical) copy open: fine
+                raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     if missing:
         # one process per clip (see datamodules.espeak), as many at a time as this process has cores

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -446,6 +447,7 @@ def test_tts_clip_is_the_same_whatever_was_synthesised_before(tmp_path):
     from datamodules.tts import synth, synthesize_digits
 
     first, rate = synth("zero", "en+f2", 140, 40)
+    time.sleep(1.05)  # espeak-ng's own noise seed is the clock in whole seconds: the next clips start in another
     synthesize_digits(tmp_path / "a", ["en-us+m3", "en+f2"], [140], [40], digits=[9, 0], progress=False)
     synthesize_digits(tmp_path / "b", ["en+f2"], [140], [40], digits=[0], progress=False)
     again, _ = synth("zero", "en+f2", 140, 40)
@@ -460,13 +462,36 @@ def test_tts_failed_synthesis_names_the_clip_and_leaves_no_file(tmp_path, monkey
 
     from datamodules import tts
 
+    real_run = subprocess.run
+
     def broken(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 3, b"", b"RuntimeError: espeak_Synth returned error 1")
 
     monkeypatch.setattr(tts.subprocess, "run", broken)
     with pytest.raises(RuntimeError, match=r"'seven' with voice 'en\+f2' \(exit status 3\): .*error 1"):
         tts.synthesize_digits(tmp_path, ["en+f2"], [175], [50], digits=[7], progress=False)
-    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tts.subprocess, "run", real_run)
+
+    def no_rename(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(tts.os, "replace", no_rename)  # synthesised and written, then the rename fails
+    with pytest.raises(PermissionError):
+        tts.synthesize_digits(tmp_path, ["en+f2"], [175], [50], digits=[7], progress=False)
+    assert list(tmp_path.iterdir()) == [], "the temporary file must be removed"
+    # a run beside this one already wrote the clip and holds it open (Windows refuses the rename): not an error
+    clip = tmp_path / "7_en+f2-r175-p50_0.wav"
+    monkeypatch.setattr(tts.os, "replace", lambda src, dst: (clip.write_bytes(b"theirs"), no_rename(src, dst)))
+    tts.synthesize_digits(tmp_path, ["en+f2"], [175], [50], digits=[7], progress=False)
+    assert [f.name for f in tmp_path.iterdir()] == [clip.name] and clip.read_bytes() == b"theirs"
+
+
+def test_tts_folder_names_the_synthesis_and_the_espeak_build():
+    from importlib.metadata import version
+
+    from datamodules.tts import TTS_VERSION, tts_folder
+
+    assert tts_folder() == f"tts-v{TTS_VERSION}-espeakng-loader-{version('espeakng-loader')}"
 
 
 def test_espeak_worker_reports_an_unknown_voice_by_exit_status(capsys):
