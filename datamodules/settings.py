@@ -137,9 +137,11 @@ def save_settings(dm, ignore: tuple[str, ...] = ()) -> None:
     params = [p for p in inspect.signature(owner.__init__).parameters if p != "self"]
     check_settings(owner, {p: frame.f_locals[p] for p in params if p in frame.f_locals})
     dm.save_hyperparameters(ignore=list(ignore), frame=frame)
-    for store in (dm._hparams, dm._hparams_initial):
-        for key, value in list(store.items()):
-            store[key] = type(value)(map(_plain, value)) if type(value) in (list, tuple) else _plain(value)
+    # again, as plain values, through the public API: it also refreshes the copy the loggers get (hparams_initial),
+    # and keeps what LightningCLI added (_class_path, _instantiator)
+    plain = {key: type(value)(map(_plain, value)) if type(value) in (list, tuple) else _plain(value)
+             for key, value in dm.hparams.items()}
+    dm.save_hyperparameters(plain, frame=frame)
     del frame
 
 
