@@ -150,11 +150,13 @@ class LegacySettingsMixin:
     Lightning would otherwise drop them silently and use the defaults."""
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, **kwargs):
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, weights_only=True, **kwargs):
+        """Weights-only unless the caller says otherwise: a checkpoint is a file from elsewhere, never unpickled."""
         saved = {}
         if isinstance(checkpoint_path, (str, os.PathLike)):  # a stream can be read only once: left to Lightning
             ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
             saved = dict(ckpt.get("datamodule_hyper_parameters") or {})
         upgraded = upgrade_settings(cls.__name__, saved)
         renamed = {k: v for k, v in upgraded.items() if k not in saved or saved[k] is not v}
-        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, **{**renamed, **kwargs})
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, weights_only=weights_only,
+                                            **{**renamed, **kwargs})

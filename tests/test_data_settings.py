@@ -3,6 +3,9 @@ Python alike), stored as plain numbers, and read back from checkpoints that save
 
 from __future__ import annotations
 
+import io
+import pickle
+
 import lightning
 import pytest
 import torch
@@ -140,3 +143,14 @@ def test_saved_data_settings_must_match_the_run(tmp_path):
     mnist.load_state_dict({"normalization": "zero_one"})
     with pytest.raises(ValueError, match=r"MNISTDataModule: .*normalization='standard' \(checkpoint\) vs 'zero_one'"):
         mnist.load_state_dict({"normalize": "standard"})
+
+
+class _Payload:
+    """Anything but weights: a checkpoint holding it must not be unpickled."""
+
+
+def test_a_checkpoint_stream_is_read_weights_only_even_when_torch_is_told_otherwise(tmp_path, monkeypatch):
+    ckpt = _old_checkpoint(tmp_path / "sines.ckpt", "datamodules.sines.SineWaves", {"seed": 5, "trap": _Payload()})
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch's default would then unpickle anything
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        SineWaves.load_from_checkpoint(io.BytesIO(ckpt.read_bytes()))  # a stream: no weights-only pre-read of ours
