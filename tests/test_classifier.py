@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from zoo.checkpoints import load_cli_checkpoint
 from zoo.nets.convnet import ConvNet
 from zoo.nets.lenet import LeNet5, MnistCNN
-from zoo.safe_load import load_module
+from zoo.safe_load import load_checkpoint, load_module
 from zoo.tasks.classifier import Classifier
 from zoo.tools.convert_checkpoint import convert_checkpoint
 
@@ -216,7 +216,7 @@ def test_load_from_checkpoint_of_a_python_run_takes_the_net_again(tmp_path):
     trainer = _trainer(tmp_path, max_steps=3)
     trainer.fit(model, DataLoader(_digits(), batch_size=8))
     trainer.save_checkpoint(tmp_path / "run.ckpt")
-    assert "net" not in torch.load(tmp_path / "run.ckpt", weights_only=False)["hyper_parameters"]
+    assert "net" not in load_checkpoint(tmp_path / "run.ckpt")["hyper_parameters"]
     again = load_module(Classifier, tmp_path / "run.ckpt",
                         net=MnistCNN(channels=(4, 8, 8), hidden=8, attention="spatial", num_classes=4))
     assert again.label_smoothing == 0.1 and again.num_classes == 4
@@ -309,7 +309,7 @@ def test_an_old_checkpoint_converts_to_the_same_function(class_path, tmp_path, c
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(model(x), net.eval()(x))
-    saved = torch.load(tmp_path / "new" / "new.ckpt", weights_only=False)
+    saved = load_checkpoint(tmp_path / "new" / "new.ckpt")
     assert saved["epoch"] == 3 and saved["global_step"] == 40  # the rest of the checkpoint is kept
     if class_path.endswith("ImageClassifier"):  # its augmentation flags became a BatchAugment module
         assert type(model.augment).__name__ == "BatchAugment"

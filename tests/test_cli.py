@@ -16,6 +16,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 
 from audio_fixtures import write_fsdd
 from conftest import REPO, run_cli
+from zoo.safe_load import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +325,7 @@ def test_last_checkpoint_follows_every_epoch_after_the_best(mode, tmp_path):
     L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
               num_sanity_val_steps=0, callbacks=[ckpt]).fit(GetsWorse(LeNet5()), data, data)
     assert Path(ckpt.best_model_path).name == "best-epoch00.ckpt"
-    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 2
 
 
 def test_entry_points_draw_to_files_unless_mplbackend_says_otherwise(monkeypatch):

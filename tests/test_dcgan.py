@@ -16,6 +16,7 @@ from zoo import compat
 from zoo.metrics import ClassifierFeatures, classifier_fid, load_judge
 from zoo.nets.dcgan import Discriminator, Generator, dcgan_init, slerp
 from zoo.nets.lenet import LeNet5
+from zoo.safe_load import load_checkpoint
 from zoo.tasks.classifier import Classifier
 from zoo.tasks.gan import GAN, load_gan
 from zoo.tools.gan_eval import agreement, cas, losses
@@ -556,7 +557,7 @@ def test_gan_logs_val_fid_with_feature_checkpoint(tmp_path):
     assert torch.isfinite(t.callback_metrics["val/fid"]) and "val/d_loss" in t.callback_metrics
     # the feature network is not stored in the GAN checkpoint, and loading works without it
     t.save_checkpoint(tmp_path / "gan.ckpt")
-    sd = torch.load(tmp_path / "gan.ckpt", weights_only=False)["state_dict"]
+    sd = load_checkpoint(tmp_path / "gan.ckpt")["state_dict"]
     assert not any(k.startswith(("val_fid.", "test_fid.")) for k in sd)
     # saved from Python, the checkpoint holds no nets' configs: they are passed again
     g, d = net_args(conditional=True)
@@ -583,7 +584,7 @@ def test_without_fid_only_last_checkpoint_is_kept(tmp_path):
                 enable_checkpointing=True, callbacks=[ckpt, Watch()])
     t.fit(model, loader(), loader(seed=1))
     assert seen == [False, True, True]
-    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 2
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt"]
     assert ckpt.best_model_path == ""
 

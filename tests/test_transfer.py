@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from datamodules.augment import BatchAugment
 from zoo.nets.convnet import ConvNet
 from zoo.nets.masked_ae import EncoderWithHead, MaskedAENet
-from zoo.safe_load import load_module
+from zoo.safe_load import load_checkpoint, load_module
 from zoo.tasks.classifier import Classifier
 from zoo.tasks.masked_ae import MaskedAE
 from zoo.tasks.transfer import TransferClassifier, load_pretrained_net
@@ -41,7 +41,7 @@ def ae_checkpoint(tmp_path_factory):
     trainer.fit(ae, loader)
     python_path = tmp_path / "python.ckpt"
     trainer.save_checkpoint(python_path)
-    ckpt = torch.load(python_path, weights_only=False)
+    ckpt = load_checkpoint(python_path)
     ckpt["hyper_parameters"] = {"_class_path": "zoo.tasks.masked_ae.MaskedAE",
                                 "net": {"class_path": "zoo.nets.masked_ae.MaskedAENet", "init_args": AE_ARGS},
                                 "mask_type": "pixel", "_instantiator": "lightning.pytorch.cli.instantiate_module"}
@@ -97,7 +97,7 @@ def test_encoder_checkpoint_errors(tmp_path, ae_checkpoint):
     with pytest.raises(ValueError, match="not a MaskedAE checkpoint"):
         TransferClassifier(str(other))
     # written from Python, a task checkpoint holds the net's weights but not its config
-    ckpt = torch.load(ae_checkpoint[0], weights_only=False)
+    ckpt = load_checkpoint(ae_checkpoint[0])
     del ckpt["hyper_parameters"]["net"]
     torch.save(ckpt, tmp_path / "python.ckpt")
     with pytest.raises(ValueError, match="does not record its net"):
