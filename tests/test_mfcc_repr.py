@@ -383,6 +383,8 @@ def test_svm_gender_through_the_cli_on_fixtures(tmp_path):
                    "--trainer.enable_progress_bar", "false", "--data.progress", "false", "--run.results_file", out])
     metrics = json.loads(out.read_text())["metrics"]
     assert metrics["test/acc"] >= 0.9, metrics
+    assert metrics["train/acc"] >= 0.9, metrics  # the fit's own accuracy, a torchmetrics object
+    assert not cli.model.train_acc.update_count, "reset after logging: the next fit starts afresh"
     best = json.loads(out.read_text())["best_checkpoint"]
     assert best, "the fitted SVM must be checkpointed"
     # the checkpoint names its class and data settings: it loads on its own (weights-only), same decisions

@@ -212,7 +212,9 @@ class MFCCStatsSVM(Classifier):
         scores = torch.as_tensor(self.decision_scores(feats))
         y = torch.as_tensor(labels)
         self.log("train/loss", F.cross_entropy(scores, y), batch_size=len(y))
-        self.log("train/acc", (scores.argmax(-1) == y).float().mean(), batch_size=len(y))
+        self.train_acc.update(scores, y)  # the torchmetrics object of the training stage, as every classifier's
+        self.log("train/acc", self.train_acc.compute(), batch_size=len(y))
+        self.train_acc.reset()
 
     def _fit_from_datamodule(self) -> None:
         if self.svm is not None or self.trainer.state.fn == "fit":
