@@ -444,10 +444,10 @@ def test_svm_refuses_more_than_one_process_before_ddp_wraps_it():
     from types import SimpleNamespace
 
     svm = MFCCStatsSVM()
-    svm._trainer = SimpleNamespace(world_size=2)
+    svm.trainer = SimpleNamespace(world_size=2)  # the public setter
     with pytest.raises(ValueError, match="--trainer.devices 1"):
         svm.setup("fit")
-    svm._trainer = SimpleNamespace(world_size=1)
+    svm.trainer = SimpleNamespace(world_size=1)
     svm.setup("fit")  # one process: fine
 
 
