@@ -242,6 +242,10 @@ def test_bf16_mixed_precision_on_cpu(fsdd_root, tmp_path):
                                            "--trainer.precision", "bf16-mixed"), *csv_logger(tmp_path)])
     assert cli.trainer.precision == "bf16-mixed"
     assert torch.isfinite(cli.trainer.callback_metrics["test/loss"])
+    x = cli.datamodule.on_after_batch_transfer(next(iter(cli.datamodule.test_dataloader())), 0)[0]
+    with torch.no_grad(), cli.trainer.precision_plugin.forward_context():  # the context every step ran in
+        assert cli.model(x).dtype == torch.bfloat16, "the convolutions must run in bf16, not silently in fp32"
+    assert cli.model(x).dtype == torch.float32  # and the weights stay fp32 outside it
 
 
 def test_two_process_cpu_ddp(fsdd_root, tmp_path):
