@@ -200,6 +200,7 @@ class MFCCStatsSVM(Classifier):
     def on_train_epoch_end(self) -> None:
         if self._feats:  # epoch ended early (e.g. an unknown number of batches)
             self._fit_collected()
+        super().on_train_epoch_end()  # logs train/acc from train_acc, as for every classifier
 
     def _fit_collected(self) -> None:
         feats = torch.cat(self._feats).double().numpy()
@@ -212,9 +213,7 @@ class MFCCStatsSVM(Classifier):
         scores = torch.as_tensor(self.decision_scores(feats))
         y = torch.as_tensor(labels)
         self.log("train/loss", F.cross_entropy(scores, y), batch_size=len(y))
-        self.train_acc.update(scores, y)  # the torchmetrics object of the training stage, as every classifier's
-        self.log("train/acc", self.train_acc.compute(), batch_size=len(y))
-        self.train_acc.reset()
+        self.train_acc.update(scores, y)  # logged at the epoch's end by Classifier.on_train_epoch_end
 
     def _fit_from_datamodule(self) -> None:
         if self.svm is not None or self.trainer.state.fn == "fit":
