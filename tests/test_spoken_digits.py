@@ -440,11 +440,18 @@ def test_tts_synthesizes_digits_offline(tmp_path):
     assert not np.array_equal(seven_f[:1000], seven_m[:1000])
 
 
-def test_tts_clip_is_the_same_whatever_was_synthesised_before(tmp_path):
+@pytest.mark.parametrize("engine", ["fork server", "process per clip"])
+def test_tts_clip_is_the_same_whatever_was_synthesised_before(tmp_path, monkeypatch, engine):
     """espeak-ng's output depends on what its process said before and, for breathy voices such as +f2, on the
     clock; every clip must be the same wherever, whenever and in whichever order it is built, or a cache folder
-    built in two goes holds other audio than one built at once."""
+    built in two goes holds other audio than one built at once. Both engines give the same samples."""
+    from datamodules import tts
     from datamodules.tts import synth, synthesize_digits
+
+    if engine == "process per clip":
+        monkeypatch.setattr(tts, "_engine", tts._ProcessPerClip)
+    elif not isinstance(tts._engine(), tts._ForkServer):
+        pytest.skip("no fork on this platform")
 
     first, rate = synth("zero", "en+f2", 140, 40)
     time.sleep(1.05)  # espeak-ng's own noise seed is the clock in whole seconds: the next clips start in another
@@ -462,15 +469,20 @@ def test_tts_failed_synthesis_names_the_clip_and_leaves_no_file(tmp_path, monkey
 
     from datamodules import tts
 
-    real_run = subprocess.run
+    real_engine = tts._engine
 
-    def broken(cmd, **kw):
-        return subprocess.CompletedProcess(cmd, 3, b"", b"RuntimeError: espeak_Synth returned error 1")
+    class Broken:
+        def speak(self, text, voice, rate, pitch):
+            return 3, b"RuntimeError: espeak_Synth returned error 1"
 
-    monkeypatch.setattr(tts.subprocess, "run", broken)
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tts, "_engine", Broken)
     with pytest.raises(RuntimeError, match=r"'seven' with voice 'en\+f2' \(exit status 3\): .*error 1"):
         tts.synthesize_digits(tmp_path, ["en+f2"], [175], [50], digits=[7], progress=False)
-    monkeypatch.setattr(tts.subprocess, "run", real_run)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tts, "_engine", real_engine)
 
     def no_rename(src, dst):
         raise PermissionError(13, "Permission denied", str(dst))
@@ -484,6 +496,54 @@ def test_tts_failed_synthesis_names_the_clip_and_leaves_no_file(tmp_path, monkey
     monkeypatch.setattr(tts.os, "replace", lambda src, dst: (clip.write_bytes(b"theirs"), no_rename(src, dst)))
     tts.synthesize_digits(tmp_path, ["en+f2"], [175], [50], digits=[7], progress=False)
     assert [f.name for f in tmp_path.iterdir()] == [clip.name] and clip.read_bytes() == b"theirs"
+
+
+def _replies(data: bytes) -> list[tuple[int, bytes]]:
+    from datamodules import espeak
+
+    out = []
+    while data:
+        status, size = espeak._REPLY.unpack(data[:espeak._REPLY.size])
+        out.append((status, data[espeak._REPLY.size:espeak._REPLY.size + size]))
+        data = data[espeak._REPLY.size + size:]
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the espeak-ng server forks")
+def test_espeak_server_answers_every_request_and_outlives_bad_ones():
+    import io
+    import json
+
+    from datamodules import espeak
+    from datamodules.tts import synth
+
+    seven = json.dumps(["seven", "en+f3", 175, 50])
+    lines = [seven, json.dumps(["one", "xx-nope", 175, 50]), "not json", json.dumps(["one"]), seven]
+    out = io.BytesIO()
+    assert espeak.serve(io.BytesIO(("\n".join(lines) + "\n").encode()), out) == 0
+    replies = _replies(out.getvalue())
+    assert [status for status, _ in replies] == [0, espeak.EXIT_BAD_VOICE, espeak.EXIT_FAILED, espeak.EXIT_FAILED, 0]
+    assert b"'xx-nope'" in replies[1][1] and b"bad request 'not json'" in replies[2][1]
+    reference, rate = synth("seven", "en+f3", 175, 50)
+    assert replies[0][1] == replies[4][1] == rate.to_bytes(4, "little") + reference.tobytes()
+    out = io.BytesIO()  # a clip past its time is killed and reported, and the server answers the next
+    espeak.serve(io.BytesIO((seven + "\n").encode()), out, timeout=1e-9)
+    assert _replies(out.getvalue()) == [(espeak.EXIT_FAILED, b"espeak-ng did not finish within 1e-09 s")]
+
+
+def test_tts_engine_that_died_is_reported():
+    from datamodules import espeak, tts
+
+    engine = tts._engine()
+    if not isinstance(engine, tts._ForkServer):
+        pytest.skip("no fork server on this platform")
+    try:
+        engine._proc.kill()
+        engine._proc.wait()
+        status, message = engine.speak("one", "en", 175, 50)
+    finally:
+        engine.close()
+    assert status == espeak.EXIT_FAILED and b"espeak-ng server ended (exit status -9)" in message
 
 
 def test_tts_folder_names_the_synthesis_and_the_espeak_build():
