@@ -32,7 +32,7 @@ DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9-]+(\+[A-Za-z0-9]+)?$")
 RATE_RANGE = (80, 450)  # words per minute espeak-ng accepts
 PITCH_RANGE = (0, 99)
-#: the TTS cache folder's version: 2 (zoo 0.3.8) synthesises every clip in a fresh process
+#: the TTS cache folder's version: 2 (zoo 0.3.8) synthesises every clip with a fresh engine (same bytes since)
 TTS_VERSION = 2
 
 
