@@ -134,18 +134,28 @@ def _fork_one(text: str, voice: str, rate: int, pitch: int, timeout: float) -> t
         finally:
             os._exit(code)
     os.close(write_end)
+
+    def stop_child() -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+
     chunks, deadline = [], time.monotonic() + timeout
     try:
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([read_end], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                stop_child()
                 return EXIT_FAILED, f"espeak-ng did not finish within {timeout:g} s".encode()
             chunk = os.read(read_end, 1 << 16)
             if not chunk:
                 break
             chunks.append(chunk)
+    except BaseException:  # the server itself is stopping: no child may outlive it unreaped
+        stop_child()
+        raise
     finally:
         os.close(read_end)
     _, wait_status = os.waitpid(pid, 0)

@@ -14,10 +14,12 @@ import json
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
@@ -65,8 +67,10 @@ class _ForkServer:
 
     def __init__(self) -> None:
         self._log = tempfile.TemporaryFile()  # its stderr: read when it dies, never a pipe that could fill up
+        # a session of its own: a terminal's Ctrl-C stops this process, which then closes the server's input
+        # (the server ends after the clip in hand), and close() can kill the server and its child together
         self._proc = subprocess.Popen([sys.executable, espeak.__file__, "--serve"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=self._log)
+                                      stdout=subprocess.PIPE, stderr=self._log, start_new_session=True)
 
     def speak(self, text: str, voice: str, rate: int, pitch: int) -> tuple[int, bytes]:
         try:
@@ -80,9 +84,13 @@ class _ForkServer:
             payload = self._proc.stdout.read(size)
             if len(payload) == size:
                 return status, payload
+        try:
+            self._proc.wait(timeout=5)  # its output has ended: let it finish dying, for its exit status
+        except subprocess.TimeoutExpired:
+            pass
         self._log.seek(0)
         message = self._log.read().decode(errors="replace").strip()[-2000:]
-        return espeak.EXIT_FAILED, f"the espeak-ng server ended (exit status {self._proc.poll()}): {message}".encode()
+        return espeak.EXIT_FAILED, f"the espeak-ng server ended (exit status {self._proc.returncode}): {message}".encode()
 
     def close(self) -> None:
         if self._proc.stdin:
@@ -92,16 +100,24 @@ class _ForkServer:
                 pass
         try:
             self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+        except subprocess.TimeoutExpired:  # stuck on a clip: the server and its child go together
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self._proc.wait()
         self._proc.stdout.close()
         self._log.close()
 
 
+def fork_server_available() -> bool:
+    """Whether this platform can run the fork server (``fork`` and process groups: not Windows)."""
+    return hasattr(os, "fork") and hasattr(os, "killpg") and sys.platform != "win32"
+
+
 def _engine() -> _ProcessPerClip | _ForkServer:
-    """The fork server where the platform has ``fork`` (not Windows), else a process per clip."""
-    return _ForkServer() if hasattr(os, "fork") and sys.platform != "win32" else _ProcessPerClip()
+    """The fork server where the platform has ``fork``, else a process per clip."""
+    return _ForkServer() if fork_server_available() else _ProcessPerClip()
 
 
 def _samples(status: int, payload: bytes, text: str, voice: str) -> tuple[np.ndarray, int]:
@@ -203,11 +219,11 @@ def synthesize_digits(out_dir: str | Path, voices: Sequence[str], rates: Sequenc
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         workers = min(workers, len(missing))
         engines: queue.SimpleQueue = queue.SimpleQueue()
-        started = []
-        try:
+        with ExitStack() as stack:  # every engine is closed, even when closing another one fails
             for _ in range(workers):
-                started.append(_engine())
-                engines.put(started[-1])
+                engine = _engine()
+                stack.callback(engine.close)
+                engines.put(engine)
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 pending = [pool.submit(write, job, out_dir / name) for name, job in missing.items()]
                 try:
@@ -218,7 +234,4 @@ def synthesize_digits(out_dir: str | Path, voices: Sequence[str], rates: Sequenc
                     for future in pending:
                         future.cancel()
                     raise
-        finally:
-            for engine in started:
-                engine.close()
     return out_dir, clips

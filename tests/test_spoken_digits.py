@@ -450,7 +450,7 @@ def test_tts_clip_is_the_same_whatever_was_synthesised_before(tmp_path, monkeypa
 
     if engine == "process per clip":
         monkeypatch.setattr(tts, "_engine", tts._ProcessPerClip)
-    elif not isinstance(tts._engine(), tts._ForkServer):
+    elif not tts.fork_server_available():
         pytest.skip("no fork on this platform")
 
     first, rate = synth("zero", "en+f2", 140, 40)
@@ -509,34 +509,59 @@ def _replies(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+def _serve(requests: list[str], script: str | None = None) -> list[tuple[int, bytes]]:
+    """Replies of a real ``espeak.py --serve`` process (or of ``script``, which starts one its own way)."""
+    import subprocess
+    import sys
+
+    from datamodules import espeak
+
+    cmd = [sys.executable, espeak.__file__, "--serve"] if script is None else [sys.executable, "-c", script]
+    done = subprocess.run(cmd, input=("\n".join(requests) + "\n").encode(), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    return _replies(done.stdout)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the espeak-ng server forks")
 def test_espeak_server_answers_every_request_and_outlives_bad_ones():
-    import io
     import json
 
     from datamodules import espeak
     from datamodules.tts import synth
 
     seven = json.dumps(["seven", "en+f3", 175, 50])
-    lines = [seven, json.dumps(["one", "xx-nope", 175, 50]), "not json", json.dumps(["one"]), seven]
-    out = io.BytesIO()
-    assert espeak.serve(io.BytesIO(("\n".join(lines) + "\n").encode()), out) == 0
-    replies = _replies(out.getvalue())
+    replies = _serve([seven, json.dumps(["one", "xx-nope", 175, 50]), "not json", json.dumps(["one"]), seven])
     assert [status for status, _ in replies] == [0, espeak.EXIT_BAD_VOICE, espeak.EXIT_FAILED, espeak.EXIT_FAILED, 0]
     assert b"'xx-nope'" in replies[1][1] and b"bad request 'not json'" in replies[2][1]
     reference, rate = synth("seven", "en+f3", 175, 50)
     assert replies[0][1] == replies[4][1] == rate.to_bytes(4, "little") + reference.tobytes()
-    out = io.BytesIO()  # a clip past its time is killed and reported, and the server answers the next
-    espeak.serve(io.BytesIO((seven + "\n").encode()), out, timeout=1e-9)
-    assert _replies(out.getvalue()) == [(espeak.EXIT_FAILED, b"espeak-ng did not finish within 1e-09 s")]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the espeak-ng server forks")
+def test_espeak_server_kills_a_clip_past_its_time_and_answers_the_next():
+    import json
+
+    from datamodules import espeak
+    from datamodules.tts import synth
+
+    hang_on_hang = (  # a server whose clip "hang" never ends, with a 1 s limit
+        "import sys, time\n"
+        "from datamodules import espeak\n"
+        "real = espeak._speak_status\n"
+        "espeak._speak_status = lambda text, *a: time.sleep(600) if text == 'hang' else real(text, *a)\n"
+        "sys.exit(espeak.serve(sys.stdin.buffer, sys.stdout.buffer, timeout=1.0))\n")
+    replies = _serve([json.dumps(["hang", "en", 175, 50]), json.dumps(["seven", "en+f3", 175, 50])], hang_on_hang)
+    reference, rate = synth("seven", "en+f3", 175, 50)
+    assert replies == [(espeak.EXIT_FAILED, b"espeak-ng did not finish within 1 s"),
+                       (0, rate.to_bytes(4, "little") + reference.tobytes())]
 
 
 def test_tts_engine_that_died_is_reported():
     from datamodules import espeak, tts
 
-    engine = tts._engine()
-    if not isinstance(engine, tts._ForkServer):
+    if not tts.fork_server_available():
         pytest.skip("no fork server on this platform")
+    engine = tts._engine()
     try:
         engine._proc.kill()
         engine._proc.wait()
@@ -544,6 +569,21 @@ def test_tts_engine_that_died_is_reported():
     finally:
         engine.close()
     assert status == espeak.EXIT_FAILED and b"espeak-ng server ended (exit status -9)" in message
+
+
+def test_tts_process_per_clip_reports_a_bad_voice_and_a_failure(tmp_path, monkeypatch):
+    """The engine of platforms without fork (Windows): its errors reach the user as the fork server's do."""
+    import subprocess
+
+    from datamodules import tts
+
+    monkeypatch.setattr(tts, "_engine", tts._ProcessPerClip)
+    with pytest.raises(ValueError, match="tts voice 'xx-nope' is not an espeak-ng voice"):
+        tts.synthesize_digits(tmp_path, ["xx-nope"], [175], [50], digits=[0], progress=False)
+    monkeypatch.setattr(tts.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -11, b"", b""))
+    with pytest.raises(RuntimeError, match=r"'seven' with voice 'en' \(exit status -11\)"):
+        tts.synthesize_digits(tmp_path, ["en"], [175], [50], digits=[7], progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tts_folder_names_the_synthesis_and_the_espeak_build():
