@@ -43,6 +43,11 @@ TIMEOUT = 120.0
 _REPLY = struct.Struct("<iI")
 
 
+def timed_out(timeout: float) -> tuple[int, bytes]:
+    """The ``(status, message)`` answer for a clip that took longer than ``timeout`` seconds."""
+    return EXIT_FAILED, f"espeak-ng did not finish within {timeout:g} s".encode()
+
+
 class UnknownVoice(Exception):
     """espeak-ng has no voice of that name."""
 
@@ -148,7 +153,7 @@ def _fork_one(text: str, voice: str, rate: int, pitch: int, timeout: float) -> t
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([read_end], [], [], left)[0]:
                 stop_child()
-                return EXIT_FAILED, f"espeak-ng did not finish within {timeout:g} s".encode()
+                return timed_out(timeout)
             chunk = os.read(read_end, 1 << 16)
             if not chunk:
                 break

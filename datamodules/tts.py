@@ -54,7 +54,7 @@ class _ProcessPerClip:
             done = subprocess.run([sys.executable, espeak.__file__, text, voice, str(int(rate)), str(int(pitch))],
                                   capture_output=True, timeout=espeak.TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
-            return espeak.EXIT_FAILED, f"espeak-ng did not finish within {espeak.TIMEOUT:g} s".encode()
+            return espeak.timed_out(espeak.TIMEOUT)
         return done.returncode, done.stdout if done.returncode == 0 else done.stderr
 
     def close(self) -> None:

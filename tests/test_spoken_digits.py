@@ -583,6 +583,14 @@ def test_tts_process_per_clip_reports_a_bad_voice_and_a_failure(tmp_path, monkey
     monkeypatch.setattr(tts.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -11, b"", b""))
     with pytest.raises(RuntimeError, match=r"'seven' with voice 'en' \(exit status -11\)"):
         tts.synthesize_digits(tmp_path, ["en"], [175], [50], digits=[7], progress=False)
+
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(tts.subprocess, "run", hang)
+    with pytest.raises(RuntimeError, match=r"'three' with voice 'en' \(exit status 3\): espeak-ng did not finish "
+                                           r"within 120 s"):
+        tts.synthesize_digits(tmp_path, ["en"], [175], [50], digits=[3], progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
