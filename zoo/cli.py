@@ -500,9 +500,12 @@ class ZooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """As LightningCLI's, but ``--trainer.enable_checkpointing false`` drops the default checkpoint
-        callback instead of failing on it."""
+        callback instead of failing on it, and predict has none: it saves nothing, and restored from a
+        checkpoint written elsewhere it would only warn that its folder changed."""
         config = {**compat.cli_get(self, self.config_init, "trainer", default={}), **kwargs}
         callbacks = [compat.cli_get(self, self.config_init, key) for key in compat.cli_parser(self).callback_keys]
+        if self.subcommand == "predict":
+            config["enable_checkpointing"] = False
         if config.get("enable_checkpointing") is False:
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         if self.subcommand == "predict":
