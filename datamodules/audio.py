@@ -742,7 +742,8 @@ def utterance_normalize(x: torch.Tensor) -> torch.Tensor:
 
     One mean for the whole image, not one per band: the average spectrum of a one-word clip is much of
     what tells its digit, and removing it per band (cepstral mean normalisation) cost 10 points of
-    leave-one-speaker-out accuracy in the study (docs/spoken_digits.md#voices-never-heard).
+    leave-one-speaker-out accuracy in the study
+    (docs/spoken_digits.md#voices-never-heard-the-recipe-leave-one-speaker-out-and-its-ablation).
     """
     x = x - x.mean(dim=(1, 2, 3), keepdim=True)
     return x / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-5)
