@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import (BasePredictionWriter, Callback, EMAWeig
                                         ModelCheckpoint)
 from lightning.pytorch.trainer.states import TrainerFn
 from PIL import Image
+from tqdm import tqdm
 
 from zoo import compat
 from zoo.figures import image_grid_figure, save_figure
@@ -303,7 +304,8 @@ class PredictionWriter(BasePredictionWriter):
                 writer = csv.DictWriter(f, columns, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(self.rows)
-        print(self.summary(columns, images is not None))
+        # through tqdm: the predict progress bar is still drawn, and a plain print would land on its line
+        tqdm.write(self.summary(columns, images is not None))
 
     @staticmethod
     def _class_names(trainer, pl_module, probs: torch.Tensor | None) -> list[str]:
