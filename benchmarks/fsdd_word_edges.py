@@ -17,11 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import torch
 from jsonargparse import auto_cli
 
-from datamodules.audio import trim_silence
+from datamodules.audio import load_clips, trim_silence
 from datamodules.paths import data_root
 from datamodules.spoken_digits import ensure_dataset, fsdd_clips
 
@@ -41,23 +39,24 @@ def fricative_gap(x: np.ndarray, sample_rate: int, win: float = 0.025, hop: floa
     return float(level.max() - level[fricative].max()) if fricative.any() else float("nan")
 
 
-def word_edges(root: Path, digit: int, thresholds: list[float], max_gap: float = 0.3) -> list[dict]:
+def word_edges(root: Path, digit: int, thresholds: list[float], max_gap: float = 0.3,
+               sample_rate: int = 8000) -> list[dict]:
     """Per speaker: mean recording length, mean length kept at each threshold, the median fricative gap and the
-    number of takes with a fricative frame at all."""
+    number of takes with a fricative frame at all; clips read as the datamodule reads them (mono, no DC offset, at
+    ``sample_rate``, FSDD's own rate and the configs')."""
     by_speaker = defaultdict(list)
     for clip in fsdd_clips(root):
         if clip.digit == digit:
             by_speaker[clip.speaker].append(clip)
     rows = []
     for speaker, clips in sorted(by_speaker.items()):
-        raw, kept, gaps = [], defaultdict(list), []
-        for clip in clips:
-            x, rate = sf.read(root / clip.path, dtype="float32")
-            x = (x.mean(1) if x.ndim > 1 else x) - x.mean()  # as the loading path: no DC offset
-            raw.append(len(x) / rate)
+        kept, gaps = defaultdict(list), []
+        samples = load_clips([root / clip.path for clip in clips], sample_rate, progress=False)
+        for x in samples:
             for db in thresholds:
-                kept[db].append(len(trim_silence(torch.from_numpy(x), rate, top_db=db, max_gap=max_gap)) / rate)
-            gaps.append(fricative_gap(x, rate))
+                kept[db].append(trim_silence(x, sample_rate, top_db=db, max_gap=max_gap).numel() / sample_rate)
+            gaps.append(fricative_gap(x.numpy(), sample_rate))
+        raw = [x.numel() / sample_rate for x in samples]
         gaps = np.array(gaps)
         rows.append({"speaker": speaker, "takes": len(clips), "seconds": float(np.mean(raw)),
                      "kept": {db: float(np.mean(v)) for db, v in kept.items()},
