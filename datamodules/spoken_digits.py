@@ -371,6 +371,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             DistributedSampler). The training augmentation and per-utterance normalisation run batched on
             the device after transfer on both paths, so nothing changes there. Predict uses a DataLoader.
         pitch_features: ``mfcc`` only: 2 pitch columns (log F0, voiced flag) per frame, for gender.
+        formant_features: ``mfcc`` only: 3 formant columns (log F1-F3) per frame after those, for gender.
         add_corpus: an AudioMNIST-format folder whose clips join training as 10 classes of their own
             (labels 10-19; e.g. ``AudioMNIST-AZ``): more voices, never mixed with the digits' labels.
         train_gender: train and validate on speakers of this gender only (every training source); None: all.
@@ -410,7 +411,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  test_gender: Literal["female", "male"] | None = None,
                  test_warps: list[WarpFactor] | None = None,
                  pitch_shift: tuple[PitchFactor, PitchFactor] | None = None,
-                 lifter: PositiveInt | None = None) -> None:
+                 lifter: PositiveInt | None = None, formant_features: bool = False) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -430,6 +431,9 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             pitch_features: ``mfcc`` only: append each frame's log2(F0 / 100 Hz) and a voiced flag (YIN,
                 :func:`datamodules.audio.pitch_columns`), so frames have ``n_mfcc + 2`` numbers; for
                 gender, where the voice's pitch is the strongest cue.
+            formant_features: ``mfcc`` only: append each frame's log2(F_k / 1 kHz) for the first three formants
+                (LPC, :func:`datamodules.audio.formant_columns`) after the pitch columns: the vocal tract's
+                length, for gender, where a man with a high voice is otherwise called female.
             add_corpus: an AudioMNIST-format folder under ``data_dir`` (e.g. ``AudioMNIST-AZ``: 59 speakers,
                 digits spoken in Azerbaijani) whose clips join the training split as classes of their own,
                 ``<folder>/0`` ... ``<folder>/9`` (labels 10-19, listed in ``extra_class_names``): its words are
@@ -483,11 +487,12 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         if device_resident:
             check_device_resident("SpokenDigits", num_workers)
         hp = self.hparams
-        if pitch_features and feature != "mfcc":
-            raise ValueError(f"SpokenDigits: pitch_features=True appends pitch columns to MFCC frames; it needs "
-                             f"feature='mfcc', got feature={feature!r}")
+        for name in ("pitch_features", "formant_features"):
+            if hp[name] and feature != "mfcc":
+                raise ValueError(f"SpokenDigits: {name}=True appends columns to MFCC frames; it needs "
+                                 f"feature='mfcc', got feature={feature!r}")
         self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db,
-                                        pitch_features, hp.trim_gap)
+                                        pitch_features, hp.trim_gap, formant_features)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
@@ -806,7 +811,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def load_state_dict(self, state: dict) -> None:
         mine = {**asdict(self.settings), "normalization": self.hparams.normalization, "lifter": self.hparams.lifter}
         state = upgrade_settings("SpokenDigits", state)  # checkpoints before issue 15 say "normalize"
-        saved = {"pitch": False, "trim_gap": None, **state.get("settings", {}),  # older checkpoints lack these
+        saved = {"pitch": False, "trim_gap": None, "formants": False, **state.get("settings", {}),  # older lack these
                  "normalization": state.get("normalization", mine["normalization"]),
                  "lifter": state.get("lifter")}  # before zoo 0.3.3: no smoothing
         check_saved_settings("SpokenDigits", saved, mine)

@@ -532,6 +532,51 @@ def test_mfcc_stats_pitch_summary_and_bad_widths():
         MFCCStats(13, pitch=False, mfcc=False)
 
 
+def test_mfcc_stats_formant_summary_and_bad_widths():
+    x = torch.randn(3, 7, 13 + 2 + 3)
+    lengths = torch.tensor([7, 5, 2])
+    voice = MFCCStats(13, pitch=True, formants=True, mfcc=False)
+    out = voice(x, lengths)
+    assert out.shape == (3, voice.out_dim) == (3, 3 + 3)
+    torch.testing.assert_close(out[:, :3], MFCCStats(13, pitch=True, mfcc=False)(x[..., :15], lengths))
+    torch.testing.assert_close(out[1, 3:], x[1, :5, 15:].mean(0))  # the formants' means
+    assert MFCCStats(13, formants=True)(x[..., [*range(13), 15, 16, 17]], lengths).shape == (3, 4 * 13 + 3)
+    with pytest.raises(ValueError, match="13 MFCCs \\+ 2 pitch \\+ 3 formant columns"):
+        voice(x[..., :15], lengths)
+    with pytest.raises(ValueError, match="2 pitch and 3 formant columns .*formants: true"):  # a net told of neither
+        MFCCStats(13)(x, lengths)
+
+
+def test_formant_svm_tells_long_from_short_vocal_tracts_at_the_same_pitch(tmp_path):
+    """Male and female fixture voices share one pitch range (140-200 Hz) and differ only in their vocal tract
+    (female formants 20 % higher, three vowels): pitch statistics cannot separate them, formant means can, and
+    they reach the SVM through the CLI."""
+    from audio_fixtures import vowel
+
+    data = tmp_path / "data" / "AudioMNIST-AZ" / "data"
+    meta, vowels = {}, [(300.0, 2200.0, 2900.0), (700.0, 1200.0, 2600.0), (450.0, 1000.0, 2400.0)]
+    for s in range(12):
+        spk, gender = f"{s + 1:02d}", "male" if s % 2 else "female"
+        scale = (1.0 if gender == "male" else 1.2) * (1 + 0.01 * (s % 3))
+        for d in range(3):
+            for k in range(2):
+                x = vowel(140.0 + 5 * s + 3 * k, [f * scale for f in vowels[d]], 0.4, seed=s * 10 + d)
+                write_wav(data / spk / f"{d}_{spk}_{k}.wav", x, 8000)
+        meta[spk] = {"gender": gender}
+    (data / "audioMNIST_meta.txt").write_text(json.dumps(meta))
+    scores = {}
+    for formants in (False, True):  # pitch statistics alone, or formant means alone
+        out, flags = tmp_path / f"results_{formants}.json", [str(formants).lower(), str(not formants).lower()]
+        run_cli(["fit", "--config", CONFIGS / "gender_svm_audiomnist.yaml", "--data.data_dir", tmp_path / "data",
+                 "--data.formant_features", flags[0], "--model.init_args.formants", flags[0],
+                 "--data.pitch_features", flags[1], "--model.init_args.pitch", flags[1],
+                 "--data.test_fraction", "0.34", "--data.val_fraction", "0.17", "--trainer.logger", "false",
+                 "--trainer.default_root_dir", tmp_path / str(formants), "--trainer.enable_progress_bar", "false",
+                 "--data.progress", "false", "--run.results_file", out])
+        scores[formants] = json.loads(out.read_text())["metrics"]["test/balanced_acc"]
+    assert scores[True] == 1.0 and scores[False] < 0.9, scores
+
+
 def test_pitch_svm_tells_low_from_high_voices_through_the_cli(tmp_path):
     """The shipped gender config (pitch statistics alone) on an AudioMNIST-layout fixture whose male voices
     are at 105-158 Hz and female ones at 190-250 Hz, with the same spectral shape: pitch is the only cue."""

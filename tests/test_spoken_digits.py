@@ -802,6 +802,53 @@ def test_pitch_columns_fill_unvoiced_frames_with_the_median():
     assert abs(2 ** float(cols[voiced, 0].median()) * 100 / 200 - 1) < 0.02  # log2(F0 / 100 Hz)
 
 
+@pytest.mark.parametrize("f0, tolerance", [(100.0, 0.05), (220.0, 0.1)])
+def test_lpc_formants_find_a_vowels_resonances_and_scale_with_the_tract(f0, tolerance):
+    from datamodules.audio import lpc_formants
+    from audio_fixtures import vowel
+
+    for scale in (1.0, 1.2):  # a vocal tract 1/1.2 as long: every formant 20 % higher
+        true = np.array([600.0, 1400.0, 2500.0]) * scale
+        found = lpc_formants(torch.from_numpy(vowel(f0, true)), 8000, hop=80)
+        assert found.shape == (51, 3)
+        rows = found[~found.isnan().any(1)]
+        assert len(rows) > 0.5 * len(found)
+        np.testing.assert_allclose(rows.median(0).values.numpy(), true, rtol=tolerance)
+
+
+def test_formant_columns_fill_frames_without_an_estimate():
+    from datamodules.audio import NEUTRAL_FORMANTS, formant_columns, lpc_formants
+    from audio_fixtures import vowel
+
+    x = torch.cat([torch.zeros(2000), torch.from_numpy(vowel(120.0, (700.0, 1200.0, 2600.0))), torch.zeros(2000)])
+    cols, found = formant_columns(x, 8000, hop=80), lpc_formants(x, 8000, hop=80)
+    known = ~found.isnan().any(1)
+    assert 0 < known.sum() < len(cols)  # the silences either side have none
+    torch.testing.assert_close(cols[known], torch.log2(found[known] / 1000))  # log2(F / 1 kHz)
+    torch.testing.assert_close(cols[~known], torch.log2(found[known] / 1000).median(0).values.expand(int((~known).sum()), 3))
+    silent = formant_columns(torch.zeros(4000), 8000, hop=80)  # nothing voiced: the neutral tube, not a sex
+    torch.testing.assert_close(silent, torch.log2(torch.tensor(NEUTRAL_FORMANTS) / 1000).expand(51, 3))
+
+
+def test_formant_features_follow_the_pitch_columns(tmp_path, audiomnist_root):
+    pitch = make(tmp_path, audiomnist_root, source="audiomnist", feature="mfcc", target="gender", pitch_features=True)
+    both = make(tmp_path, audiomnist_root, source="audiomnist", feature="mfcc", target="gender", pitch_features=True,
+                formant_features=True)
+    pitch.setup(), both.setup()
+    a, b = pitch.dataset("train")[0][0], both.dataset("train")[0][0]
+    assert b.shape == (a.shape[0], a.shape[1] + 3)
+    torch.testing.assert_close(b[:, :-3], a)  # MFCCs and pitch columns unchanged
+    assert len(list((tmp_path / "cache" / "spoken_digits").glob("audiomnist-mfcc-*.pt"))) == 2  # own cache key
+    assert both.state_dict()["settings"]["formants"] is True
+    with pytest.raises(ValueError, match="formants=True \(checkpoint\) vs False"):
+        pitch.load_state_dict(both.state_dict())
+    old = pitch.state_dict()
+    del old["settings"]["formants"]  # checkpoints from before formant features
+    pitch.load_state_dict(old)
+    with pytest.raises(ValueError, match="formant_features=True .* needs feature='mfcc'"):
+        SpokenDigits(feature="logmel", formant_features=True)
+
+
 def test_pitch_features_append_two_columns_to_mfcc_frames(tmp_path, audiomnist_root):
     plain = make(tmp_path, audiomnist_root, source="audiomnist", feature="mfcc", target="gender")
     with_pitch = make(tmp_path, audiomnist_root, source="audiomnist", feature="mfcc", target="gender", pitch_features=True)

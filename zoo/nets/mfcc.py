@@ -62,6 +62,10 @@ def check_batch(x: torch.Tensor, lengths: torch.Tensor, n_mfcc: int | None = Non
         raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}: "
                          f"the data has 2 pitch columns (--data.pitch_features true); use a net that reads them "
                          f"(pitch: true) or --data.pitch_features false")
+    if n_mfcc is not None and x.shape[-1] - n_mfcc in (3, 5):
+        raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}: "
+                         f"the data has {x.shape[-1] - n_mfcc - 3} pitch and 3 formant columns "
+                         f"(--data.formant_features true); use a net that reads them (formants: true)")
     if n_mfcc is not None and x.shape[-1] != n_mfcc:
         raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}; "
                          f"make the net's n_mfcc match --data.n_mfcc")
@@ -451,30 +455,39 @@ class MFCCStats(nn.Module):
 
     With ``pitch`` the frames carry two more columns (``--data.pitch_features true``: log2 F0 and a voiced
     flag, :func:`datamodules.audio.pitch_columns`) and three numbers are appended: the mean and std of the
-    log pitch and the voiced share. ``mfcc=False`` keeps only those three.
+    log pitch and the voiced share. With ``formants`` three more columns follow those
+    (``--data.formant_features true``: log2 F1-F3, :func:`datamodules.audio.formant_columns`) and their three
+    means are appended. ``mfcc=False`` keeps only the voice's numbers.
 
     Args:
         n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc.
         deltas: also the mean/std of frame-to-frame differences (doubles the feature size).
-        pitch: the frames end with the two pitch columns; summarise them too.
-        mfcc: summarise the MFCC columns (False needs ``pitch``: a pitch-only summary).
+        pitch: the frames carry the two pitch columns after the MFCCs; summarise them too.
+        mfcc: summarise the MFCC columns (False needs ``pitch`` or ``formants``).
+        formants: the frames end with the three formant columns; summarise them too.
     """
 
-    def __init__(self, n_mfcc: int = 13, deltas: bool = True, pitch: bool = False, mfcc: bool = True) -> None:
+    def __init__(self, n_mfcc: int = 13, deltas: bool = True, pitch: bool = False, mfcc: bool = True,
+                 formants: bool = False) -> None:
         super().__init__()
-        if not (mfcc or pitch):
-            raise ValueError("MFCCStats: mfcc=False and pitch=False would summarise nothing; keep one of them")
-        self.n_mfcc, self.deltas, self.pitch, self.mfcc = n_mfcc, deltas, pitch, mfcc
-        self.out_dim = (n_mfcc * (4 if deltas else 2) if mfcc else 0) + (3 if pitch else 0)
+        if not (mfcc or pitch or formants):
+            raise ValueError("MFCCStats: mfcc=False without pitch or formants would summarise nothing; keep one")
+        self.n_mfcc, self.deltas, self.pitch, self.mfcc, self.formants = n_mfcc, deltas, pitch, mfcc, formants
+        self.out_dim = (n_mfcc * (4 if deltas else 2) if mfcc else 0) + 3 * pitch + 3 * formants
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.pitch and x.dim() == 3 and x.shape[-1] != self.n_mfcc + 2:
-            raise ValueError(f"MFCCStats(pitch=True) expects {self.n_mfcc} MFCCs + 2 pitch columns per frame, got "
-                             f"{x.shape[-1]} numbers; train with --data.pitch_features true and matching n_mfcc")
-        check_batch(x, lengths, self.n_mfcc + 2 * self.pitch)
+        width = self.n_mfcc + 2 * self.pitch + 3 * self.formants
+        if (self.pitch or self.formants) and x.dim() == 3 and x.shape[-1] != width:
+            extra = " + ".join(f"{n} {kind}" for n, kind in ((2 * self.pitch, "pitch"), (3 * self.formants, "formant")) if n)
+            raise ValueError(f"MFCCStats(pitch={self.pitch}, formants={self.formants}) expects {self.n_mfcc} MFCCs"
+                             f" + {extra} columns per frame, got {x.shape[-1]} numbers; train with the matching "
+                             f"--data.pitch_features, --data.formant_features and n_mfcc")
+        check_batch(x, lengths, width)
         x = x.float()
         parts = [mfcc_statistics(x[..., : self.n_mfcc], lengths, self.deltas)] if self.mfcc else []
+        mean, std = masked_mean_std(x[..., self.n_mfcc:], lengths) if width > self.n_mfcc else (None, None)
         if self.pitch:
-            mean, std = masked_mean_std(x[..., self.n_mfcc:], lengths)
             parts.append(torch.stack([mean[:, 0], std[:, 0], mean[:, 1]], 1))
+        if self.formants:
+            parts.append(mean[:, 2 * self.pitch:])
         return torch.cat(parts, 1)

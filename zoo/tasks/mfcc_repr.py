@@ -136,14 +136,15 @@ class MFCCStatsSVM(Classifier):
         num_classes: number of target classes (>= 2; e.g. 10 digits or 2 genders).
         pitch: the data has pitch columns (``--data.pitch_features true``); add their statistics.
         use_mfcc: use the MFCC statistics (False with ``pitch``: classify on the voice's pitch alone).
+        formants: the data has formant columns (``--data.formant_features true``); add their means.
     """
 
     def __init__(self, deltas: bool = True, C: float = 10.0, gamma: str | float = "scale",
                  kernel: str = "rbf", n_mfcc: int = 13, num_classes: int = 10,
                  class_names: Sequence[str] | None = None,
                  class_weight: Literal["balanced"] | None = None, pitch: bool = False,
-                 use_mfcc: bool = True) -> None:
-        super().__init__(MFCCStats(n_mfcc, deltas, pitch, use_mfcc), num_classes, class_names)
+                 use_mfcc: bool = True, formants: bool = False) -> None:
+        super().__init__(MFCCStats(n_mfcc, deltas, pitch, use_mfcc, formants), num_classes, class_names)
         self.automatic_optimization = False
         self.n_mfcc = n_mfcc
         self.svm = None
