@@ -507,24 +507,28 @@ def lpc_formants(x: torch.Tensor, sample_rate: int, hop: int, f0: torch.Tensor |
     batched Toeplitz solve and companion-matrix roots below run in milliseconds per clip.
     """
     f0 = yin_pitch(x, sample_rate, hop) if f0 is None else f0
+    if f0.shape != (1 + x.numel() // hop,):
+        raise ValueError(f"lpc_formants: f0 must have one value per frame, shape ({1 + x.numel() // hop},) for "
+                         f"{x.numel()} samples at hop {hop}; got {tuple(f0.shape)}")
     order, win = round(2 + sample_rate / 1000), round(0.025 * sample_rate)
+    dev = x.device
     y = x.double()
     y = torch.cat([y[:1], y[1:] - 0.97 * y[:-1]])  # pre-emphasis: flatten the glottal source's -6 dB/octave
-    frames = F.pad(y, (win // 2, win - win // 2)).unfold(0, win, hop)[: f0.numel()]
-    frames = frames * torch.hamming_window(win, periodic=False, dtype=frames.dtype)
-    out = torch.full((f0.numel(), 3), float("nan"), dtype=torch.float32)
+    frames = F.pad(y, (win // 2, win - win // 2)).unfold(0, win, hop)
+    frames = frames * torch.hamming_window(win, periodic=False, dtype=frames.dtype, device=dev)
+    out = torch.full((f0.numel(), 3), float("nan"), dtype=torch.float32, device=dev)
     use = ~f0.isnan() & (frames.pow(2).sum(1) > 0)
     if not use.any():
         return out
     spec = torch.fft.rfft(frames[use], n=2 * win)
     r = torch.fft.irfft(spec.abs().pow(2), n=2 * win)[:, : order + 1]  # autocorrelation, lags 0..order
-    lags = torch.arange(order)
+    lags = torch.arange(order, device=dev)
     toeplitz = r[:, (lags[:, None] - lags[None]).abs()]
-    toeplitz = toeplitz + 1e-9 * r[:, :1, None] * torch.eye(order, dtype=r.dtype)  # conditioning
+    toeplitz = toeplitz + 1e-9 * r[:, :1, None] * torch.eye(order, dtype=r.dtype, device=dev)  # conditioning
     a = torch.linalg.solve(toeplitz, -r[:, 1:])  # the predictor 1 + a1 z^-1 + ... + ap z^-p
-    companion = torch.zeros(a.shape[0], order, order, dtype=a.dtype)
+    companion = torch.zeros(a.shape[0], order, order, dtype=a.dtype, device=dev)
     companion[:, 0] = -a
-    companion[:, 1:, :-1] = torch.eye(order - 1, dtype=a.dtype)
+    companion[:, 1:, :-1] = torch.eye(order - 1, dtype=a.dtype, device=dev)
     roots = torch.linalg.eigvals(companion)
     hz = roots.angle() * sample_rate / (2 * math.pi)
     bandwidth = -roots.abs().clamp_min(1e-12).log() * sample_rate / math.pi
@@ -543,7 +547,7 @@ def formant_columns(x: torch.Tensor, sample_rate: int, hop: int, f0: torch.Tenso
     log_f = torch.log2(lpc_formants(x, sample_rate, hop, f0) / 1000.0)
     found = ~log_f.isnan().any(1)
     fill = (log_f[found].median(0).values if found.any()
-            else torch.log2(torch.tensor(NEUTRAL_FORMANTS) / 1000.0))
+            else torch.log2(torch.tensor(NEUTRAL_FORMANTS, device=x.device) / 1000.0))
     return torch.where(found[:, None], log_f, fill)
 
 

@@ -15,7 +15,7 @@ written to. Splits (:mod:`datamodules.splits`, seeded by ``split_seed``) and tra
 cheap and recomputed at every set-up.
 
 Batches: ``feature="mfcc"`` -> ``(feats (B, T_max, n_mfcc) zero-padded, lengths (B,), y (B,))``, with 2 more
-columns per frame under ``pitch_features``;
+columns per frame under ``pitch_features`` and 3 more under ``formant_features``;
 ``feature="logmel"`` -> ``(x (B, 1, n_mels, frames), y (B,))``.
 """
 

@@ -578,8 +578,9 @@ def test_formant_svm_tells_long_from_short_vocal_tracts_at_the_same_pitch(tmp_pa
 
 
 def test_pitch_svm_tells_low_from_high_voices_through_the_cli(tmp_path):
-    """The shipped gender config (pitch statistics alone) on an AudioMNIST-layout fixture whose male voices
-    are at 105-158 Hz and female ones at 190-250 Hz, with the same spectral shape: pitch is the only cue."""
+    """The shipped gender config (pitch statistics and formants) on an AudioMNIST-layout fixture whose male voices
+    are at 105-158 Hz and female ones at 190-250 Hz, with the same spectral shape: pitch is the only cue, and the
+    formant means, alike for both sexes, must not drown it."""
     from audio_fixtures import voiced_tone
 
     data = tmp_path / "data" / "AudioMNIST-AZ" / "data"

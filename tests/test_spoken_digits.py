@@ -828,6 +828,9 @@ def test_formant_columns_fill_frames_without_an_estimate():
     torch.testing.assert_close(cols[~known], torch.log2(found[known] / 1000).median(0).values.expand(int((~known).sum()), 3))
     silent = formant_columns(torch.zeros(4000), 8000, hop=80)  # nothing voiced: the neutral tube, not a sex
     torch.testing.assert_close(silent, torch.log2(torch.tensor(NEUTRAL_FORMANTS) / 1000).expand(51, 3))
+    assert formant_columns(torch.zeros(5), 8000, hop=80).shape == (1, 3)  # shorter than one window
+    with pytest.raises(ValueError, match=r"f0 must have one value per frame, shape \(51,\)"):
+        lpc_formants(torch.zeros(4000), 8000, hop=80, f0=torch.zeros(50))
 
 
 def test_formant_features_follow_the_pitch_columns(tmp_path, audiomnist_root):
@@ -840,7 +843,7 @@ def test_formant_features_follow_the_pitch_columns(tmp_path, audiomnist_root):
     torch.testing.assert_close(b[:, :-3], a)  # MFCCs and pitch columns unchanged
     assert len(list((tmp_path / "cache" / "spoken_digits").glob("audiomnist-mfcc-*.pt"))) == 2  # own cache key
     assert both.state_dict()["settings"]["formants"] is True
-    with pytest.raises(ValueError, match="formants=True \(checkpoint\) vs False"):
+    with pytest.raises(ValueError, match=r"formants=True \(checkpoint\) vs False"):
         pitch.load_state_dict(both.state_dict())
     old = pitch.state_dict()
     del old["settings"]["formants"]  # checkpoints from before formant features

@@ -58,14 +58,12 @@ def check_batch(x: torch.Tensor, lengths: torch.Tensor, n_mfcc: int | None = Non
     if x.dim() != 3:
         raise ValueError(f"expected an MFCC batch of shape (B, T, n_mfcc) (use --data.feature mfcc), "
                          f"got shape {tuple(x.shape)}")
-    if n_mfcc is not None and x.shape[-1] == n_mfcc + 2:
+    voice = {2: "2 pitch columns (--data.pitch_features true)", 3: "3 formant columns (--data.formant_features true)",
+             5: "2 pitch and 3 formant columns (--data.pitch_features, --data.formant_features true)"}
+    if n_mfcc is not None and x.shape[-1] - n_mfcc in voice:
         raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}: "
-                         f"the data has 2 pitch columns (--data.pitch_features true); use a net that reads them "
-                         f"(pitch: true) or --data.pitch_features false")
-    if n_mfcc is not None and x.shape[-1] - n_mfcc in (3, 5):
-        raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}: "
-                         f"the data has {x.shape[-1] - n_mfcc - 3} pitch and 3 formant columns "
-                         f"(--data.formant_features true); use a net that reads them (formants: true)")
+                         f"the data has {voice[x.shape[-1] - n_mfcc]}, or another n_mfcc; use a net that reads "
+                         f"them (pitch: true / formants: true), turn them off, or match the net's n_mfcc to --data.n_mfcc")
     if n_mfcc is not None and x.shape[-1] != n_mfcc:
         raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}; "
                          f"make the net's n_mfcc match --data.n_mfcc")
