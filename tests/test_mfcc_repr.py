@@ -547,23 +547,34 @@ def test_mfcc_stats_formant_summary_and_bad_widths():
         MFCCStats(13)(x, lengths)
 
 
+VOWELS = [(300.0, 2200.0, 2900.0), (700.0, 1200.0, 2600.0), (450.0, 1000.0, 2400.0)]  # /i/, /a/, /u/-like
+
+
+def _write_vowel_speakers(root: Path, female_pitch: float) -> Path:
+    """An AudioMNIST-layout corpus of 12 speakers saying three vowels, women's formants 20 % higher; women's pitch
+    from ``female_pitch`` Hz, men's from 140 Hz. Returns the data root."""
+    from audio_fixtures import vowel
+
+    data = root / "AudioMNIST-AZ" / "data"
+    meta = {}
+    for s in range(12):
+        spk, gender = f"{s + 1:02d}", "male" if s % 2 else "female"
+        scale = (1.0 if gender == "male" else 1.2) * (1 + 0.01 * (s % 3))
+        base = 140.0 if gender == "male" else female_pitch
+        for d in range(3):
+            for k in range(2):
+                x = vowel(base + 5 * s + 3 * k, [f * scale for f in VOWELS[d]], 0.4, seed=s * 10 + d)
+                write_wav(data / spk / f"{d}_{spk}_{k}.wav", x, 8000)
+        meta[spk] = {"gender": gender}
+    (data / "audioMNIST_meta.txt").write_text(json.dumps(meta))
+    return root
+
+
 def test_formant_svm_tells_long_from_short_vocal_tracts_at_the_same_pitch(tmp_path):
     """Male and female fixture voices share one pitch range (140-200 Hz) and differ only in their vocal tract
     (female formants 20 % higher, three vowels): pitch statistics cannot separate them, formant means can, and
     they reach the SVM through the CLI."""
-    from audio_fixtures import vowel
-
-    data = tmp_path / "data" / "AudioMNIST-AZ" / "data"
-    meta, vowels = {}, [(300.0, 2200.0, 2900.0), (700.0, 1200.0, 2600.0), (450.0, 1000.0, 2400.0)]
-    for s in range(12):
-        spk, gender = f"{s + 1:02d}", "male" if s % 2 else "female"
-        scale = (1.0 if gender == "male" else 1.2) * (1 + 0.01 * (s % 3))
-        for d in range(3):
-            for k in range(2):
-                x = vowel(140.0 + 5 * s + 3 * k, [f * scale for f in vowels[d]], 0.4, seed=s * 10 + d)
-                write_wav(data / spk / f"{d}_{spk}_{k}.wav", x, 8000)
-        meta[spk] = {"gender": gender}
-    (data / "audioMNIST_meta.txt").write_text(json.dumps(meta))
+    _write_vowel_speakers(tmp_path / "data", female_pitch=140.0)
     scores = {}
     for formants in (False, True):  # pitch statistics alone, or formant means alone
         out, flags = tmp_path / f"results_{formants}.json", [str(formants).lower(), str(not formants).lower()]
@@ -575,6 +586,35 @@ def test_formant_svm_tells_long_from_short_vocal_tracts_at_the_same_pitch(tmp_pa
                  "--data.progress", "false", "--run.results_file", out])
         scores[formants] = json.loads(out.read_text())["metrics"]["test/balanced_acc"]
     assert scores[True] == 1.0 and scores[False] < 0.9, scores
+
+
+def test_shipped_gender_svm_predicts_files_from_its_checkpoint_alone(tmp_path):
+    """Pitch and formant settings travel in the checkpoint: with the corpus deleted, a 16 kHz stereo WAV and a
+    48 kHz FLAC in ``female/`` and ``male/`` folders are read, converted and classified as training did."""
+    import csv
+    import shutil
+
+    import soundfile as sf
+    from audio_fixtures import vowel
+
+    data = _write_vowel_speakers(tmp_path / "data", female_pitch=200.0)
+    base = ["--config", CONFIGS / "gender_svm_audiomnist.yaml", "--trainer.logger", "false",
+            "--trainer.default_root_dir", tmp_path, "--trainer.enable_progress_bar", "false", "--data.progress", "false",
+            "--data.cache_dir", tmp_path / "cache"]
+    cli = run_cli(["fit", *base, "--data.data_dir", data, "--run.test_after_fit", "false"])
+    ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
+    shutil.rmtree(data)
+    woman = vowel(230.0, [f * 1.2 for f in VOWELS[1]], 0.5, sample_rate=16000, seed=99)
+    (tmp_path / "recs" / "female").mkdir(parents=True), (tmp_path / "recs" / "male").mkdir()
+    sf.write(tmp_path / "recs" / "female" / "me.wav", np.stack([woman, 0.5 * woman], 1), 16000, subtype="PCM_24")
+    sf.write(tmp_path / "recs" / "male" / "him.flac", vowel(150.0, VOWELS[0], 0.5, sample_rate=48000, seed=98), 48000,
+             format="FLAC")
+    out = tmp_path / "gender.csv"
+    run_cli(["predict", *base, "--data.data_dir", tmp_path / "gone", "--ckpt_path", ckpt,
+             "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out])
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert {n: (r["label"], r["prediction"]) for n, r in rows.items()} == {
+        "me.wav": ("female", "female"), "him.flac": ("male", "male")}
 
 
 def test_pitch_svm_tells_low_from_high_voices_through_the_cli(tmp_path):
