@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -48,20 +48,23 @@ def write_fsdd(data_root: Path, speakers: Sequence[str] = ("alice", "bob", "caro
 
 def write_audiomnist(data_root: Path, genders: dict[str, str | None] | None = None,
                      digits: Iterable[int] = range(10), takes: Iterable[int] = range(2),
-                     sample_rate: int = 48000) -> Path:
-    """Write ``<data_root>/AudioMNIST/data/NN/{digit}_{NN}_{take}.wav`` and ``data/audioMNIST_meta.txt``.
+                     sample_rate: int = 48000, folder: str = "AudioMNIST",
+                     signal: Callable[[int, int, int, str], np.ndarray] | None = None) -> Path:
+    """Write ``<data_root>/<folder>/data/NN/{digit}_{NN}_{take}.wav`` and ``data/audioMNIST_meta.txt``.
 
     ``genders`` maps speaker id to gender; ``None`` leaves that id out of the meta file, as upstream
-    does for some ids. Default: 01-03 male, 04-05 female, 06 without meta entry. Returns ``data_root``.
+    does for some ids. Default: 01-03 male, 04-05 female, 06 without meta entry. ``signal(digit, speaker
+    index, take, gender)`` gives each clip's samples (default :func:`digit_tone`). Returns ``data_root``.
     """
     genders = genders if genders is not None else {"01": "male", "02": "male", "03": "male",
                                                    "04": "female", "05": "female", "06": None}
-    data = Path(data_root) / "AudioMNIST" / "data"
+    data = Path(data_root) / folder / "data"
     meta = {}
     for s, (spk, gender) in enumerate(sorted(genders.items())):
         for d in digits:
             for k in takes:
-                write_wav(data / spk / f"{d}_{spk}_{k}.wav", digit_tone(d, s, k, sample_rate), sample_rate)
+                x = digit_tone(d, s, k, sample_rate) if signal is None else signal(d, s, k, gender)
+                write_wav(data / spk / f"{d}_{spk}_{k}.wav", x, sample_rate)
         if gender is not None:
             meta[spk] = {"accent": "German", "age": str(20 + s), "gender": gender, "native speaker": "yes",
                          "origin": "Europe, Germany", "recordingdate": "17-06-22-11-04-28", "recordingroom": "Kitchen"}

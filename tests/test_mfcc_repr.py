@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from audio_fixtures import digit_tone, write_fsdd, write_wav
+from audio_fixtures import digit_tone, write_audiomnist, write_fsdd, write_wav
 from conftest import run_cli
 from zoo.checkpoints import load_cli_checkpoint
 from zoo.layers import mlp_head
@@ -550,24 +550,27 @@ def test_mfcc_stats_formant_summary_and_bad_widths():
 VOWELS = [(300.0, 2200.0, 2900.0), (700.0, 1200.0, 2600.0), (450.0, 1000.0, 2400.0)]  # /i/, /a/, /u/-like
 
 
+#: 12 AudioMNIST-AZ fixture speakers, 01 female, 02 male, alternating
+GENDERS_12 = {f"{s + 1:02d}": "male" if s % 2 else "female" for s in range(12)}
+
+
+def _write_speakers(root: Path, signal) -> Path:
+    """An AudioMNIST-AZ-layout corpus of :data:`GENDERS_12` at 8 kHz, digits 0-2, two takes each."""
+    return write_audiomnist(root, GENDERS_12, digits=range(3), takes=range(2), sample_rate=8000,
+                            folder="AudioMNIST-AZ", signal=signal)
+
+
 def _write_vowel_speakers(root: Path, female_pitch: float) -> Path:
-    """An AudioMNIST-layout corpus of 12 speakers saying three vowels, women's formants 20 % higher; women's pitch
-    from ``female_pitch`` Hz, men's from 140 Hz. Returns the data root."""
+    """12 speakers saying three vowels, women's formants 20 % higher; women's pitch from ``female_pitch`` Hz, men's
+    from 140 Hz. Returns the data root."""
     from audio_fixtures import vowel
 
-    data = root / "AudioMNIST-AZ" / "data"
-    meta = {}
-    for s in range(12):
-        spk, gender = f"{s + 1:02d}", "male" if s % 2 else "female"
+    def say(d: int, s: int, k: int, gender: str):
         scale = (1.0 if gender == "male" else 1.2) * (1 + 0.01 * (s % 3))
         base = 140.0 if gender == "male" else female_pitch
-        for d in range(3):
-            for k in range(2):
-                x = vowel(base + 5 * s + 3 * k, [f * scale for f in VOWELS[d]], 0.4, seed=s * 10 + d)
-                write_wav(data / spk / f"{d}_{spk}_{k}.wav", x, 8000)
-        meta[spk] = {"gender": gender}
-    (data / "audioMNIST_meta.txt").write_text(json.dumps(meta))
-    return root
+        return vowel(base + 5 * s + 3 * k, [f * scale for f in VOWELS[d]], 0.4, seed=s * 10 + d)
+
+    return _write_speakers(root, say)
 
 
 def test_formant_svm_tells_long_from_short_vocal_tracts_at_the_same_pitch(tmp_path):
@@ -623,16 +626,8 @@ def test_pitch_svm_tells_low_from_high_voices_through_the_cli(tmp_path):
     formant means, alike for both sexes, must not drown it."""
     from audio_fixtures import voiced_tone
 
-    data = tmp_path / "data" / "AudioMNIST-AZ" / "data"
-    meta = {}
-    for s in range(12):
-        spk, gender = f"{s + 1:02d}", "male" if s % 2 else "female"
-        base = (100.0 + 5 * s) if gender == "male" else (190.0 + 5 * s)
-        for d in range(3):
-            for k in range(2):
-                write_wav(data / spk / f"{d}_{spk}_{k}.wav", voiced_tone(base * (1 + 0.02 * k), 0.4, 8000, seed=s * 10 + d), 8000)
-        meta[spk] = {"gender": gender}
-    (data / "audioMNIST_meta.txt").write_text(json.dumps(meta))
+    _write_speakers(tmp_path / "data", lambda d, s, k, gender: voiced_tone(
+        ((100.0 if gender == "male" else 190.0) + 5 * s) * (1 + 0.02 * k), 0.4, 8000, seed=s * 10 + d))
     out = tmp_path / "results.json"
     run_cli(["fit", "--config", CONFIGS / "gender_svm_audiomnist.yaml", "--data.data_dir", tmp_path / "data",
              "--data.test_fraction", "0.34", "--data.val_fraction", "0.17", "--trainer.logger", "false",

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from audio_fixtures import write_fsdd
+from audio_fixtures import vowel, write_fsdd
 from conftest import REPO
 from datamodules.audio import (CLIPPED_SHARE, AudioFileError, clipped_share, load_recording, trim_silence,
                               warn_clipped, yin_pitch)
@@ -57,20 +57,10 @@ def test_conditions_change_the_recording_as_named():
     quiet = rc.CONDITIONS["noise_20dB"](word, np.random.default_rng(2))
     assert noisy[:1000].std() > 3 * quiet[:1000].std()  # the lead-in is noise only: 15 dB apart
     assert np.isclose(rc._dc_offset(word, np.random.default_rng(4))[:1000].mean(), 0.03, atol=1e-3)
-    voice = _vowel(120.0)
+    voice = vowel(120.0, (700.0,), sample_rate=rc.RATE).astype(np.float64)  # something with a pitch to change
     f0 = lambda y: float(np.nanmedian(yin_pitch(torch.from_numpy(y).float(), rc.RATE, 160).numpy()))  # noqa: E731
     assert f0(rc.CONDITIONS["voice_220Hz"](voice, np.random.default_rng(5))) == pytest.approx(220, rel=0.06)
     assert f0(rc.CONDITIONS["voice_170Hz"](voice, np.random.default_rng(5))) == pytest.approx(170, rel=0.06)
-
-
-def _vowel(f0: float, seconds: float = 0.5) -> np.ndarray:
-    """A pulse train at ``f0`` through a resonance at 700 Hz: something with a pitch to change."""
-    n = int(seconds * rc.RATE)
-    pulses = np.zeros(n)
-    pulses[(np.arange(0, seconds, 1 / f0) * rc.RATE).astype(int)] = 1.0
-    y = torch.from_numpy(pulses).float()
-    y = AF.bandpass_biquad(AF.bandpass_biquad(y, rc.RATE, 700.0, Q=3.0), rc.RATE, 700.0, Q=3.0)
-    return (0.5 * y / y.abs().max()).numpy().astype(np.float64)
 
 
 def test_adding_a_condition_leaves_the_published_conditions_files_unchanged(tmp_path, monkeypatch):

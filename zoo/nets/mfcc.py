@@ -53,13 +53,17 @@ Merge = Literal["sequential", "greedy"]
 # --------------------------------------------------------------------------------------------------
 # batch helpers
 # --------------------------------------------------------------------------------------------------
+#: extra columns per frame that ``--data.pitch_features`` / ``--data.formant_features`` append, by count
+VOICE_COLUMNS = {2: "2 pitch columns (--data.pitch_features true)", 3: "3 formant columns (--data.formant_features true)",
+                 5: "2 pitch and 3 formant columns (--data.pitch_features, --data.formant_features true)"}
+
+
 def check_batch(x: torch.Tensor, lengths: torch.Tensor, n_mfcc: int | None = None) -> None:
     """Reject batches that are not ``(B, T, n_mfcc)`` frames with ``1 <= lengths <= T``."""
     if x.dim() != 3:
         raise ValueError(f"expected an MFCC batch of shape (B, T, n_mfcc) (use --data.feature mfcc), "
                          f"got shape {tuple(x.shape)}")
-    voice = {2: "2 pitch columns (--data.pitch_features true)", 3: "3 formant columns (--data.formant_features true)",
-             5: "2 pitch and 3 formant columns (--data.pitch_features, --data.formant_features true)"}
+    voice = VOICE_COLUMNS
     if n_mfcc is not None and x.shape[-1] - n_mfcc in voice:
         raise ValueError(f"expected {n_mfcc} MFCC coefficients per frame (the net's n_mfcc), got {x.shape[-1]}: "
                          f"the data has {voice[x.shape[-1] - n_mfcc]}, or another n_mfcc; use a net that reads "
