@@ -355,6 +355,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             pitch, which no image warp can make. Validation and test are untouched. None: off.
         add_tts: add the espeak-ng speakers (voices x rates x pitches) to the training split of a real source;
             validation and test stay real recordings (no effect with source="tts", which is all espeak-ng).
+            With ``target="gender"`` each clip is labelled with its voice's sex (``+fN`` / ``+mN``).
         folder: the dataset's folder under data_dir when it is not the source's usual name (e.g.
             "AudioMNIST-AZ" for an AudioMNIST-format corpus).
         train_per_class: keep this many real training clips of each class (digit, or gender), chosen seeded
@@ -472,8 +473,6 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             raise ValueError(f"SpokenDigits: pitch_shift=[lo, hi] needs lo <= hi, got {list(pitch_shift)}")
         if noise_snr is not None and not noise_snr[0] <= noise_snr[1]:
             raise ValueError(f"SpokenDigits: noise_snr=[lo, hi] needs lo <= hi, got {list(noise_snr)}")
-        if add_tts and target != "digit" and source != "tts":
-            raise ValueError("SpokenDigits: add_tts=True only makes sense for target='digit' (pass --data.add_tts false)")
         if folder is not None and source == "tts":
             raise ValueError("SpokenDigits: folder names a dataset folder; source='tts' has none")
         if add_corpus is not None and target != "digit":

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import CONFIGS, REPO
 from zoo.tools.grid import main, run_grid
-from zoo.tools.grid_runs import build_command, cell_name, load_grid, say
+from zoo.tools.grid_runs import build_command, cell_name, fold_summary, load_grid, say
 
 # Stands in for `python -m zoo fit`: appends its argv to a journal, fails for real_per_class=13,
 # else writes --run.results_file with test/acc = real/100 + seed/1000.
@@ -347,6 +347,10 @@ def test_variants_config_axis_and_folds_summary(tmp_path):
     assert "| mean ± std | **80.00 ± 14.14** | **85.00 ± 14.14** | **70.00 ± 14.14** | **75.00 ± 14.14** |" in folds
     assert "| worst | 70.00 | 75.00 | 60.00 | 65.00 |" in folds
     assert (tmp_path / "out" / "confusion_recipe-cnn_audio.png").is_file()
+    # a column with no finished run (a variant outside --only) reads n/a, not "nan ± nan"
+    recipe_only = {c.name: (90.0, 0.0, 1) for c in grid.cells if c.overrides["variant"] == "recipe"}
+    folds = fold_summary(grid, recipe_only).read_text()
+    assert "| mean ± std | **90.00 ± 0.00** | **90.00 ± 0.00** | n/a | n/a |" in folds and "nan" not in folds
 
 
 def test_each_progress_line_is_one_write_so_parallel_runs_lines_stay_apart(monkeypatch):

@@ -409,6 +409,22 @@ def test_audiomnist_gender_target(tmp_path, audiomnist_root, caplog):
              test_speaker="06").setup()
 
 
+def test_audiomnist_gender_with_tts_voices(tmp_path, audiomnist_root):
+    """add_tts with target='gender': the espeak-ng speakers join training only, labelled by their voice's sex."""
+    kw = dict(source="audiomnist", target="gender", split="speaker", test_speaker="04", val_fraction=0.25)
+    plain = make(tmp_path, audiomnist_root, **kw)
+    plain.setup()
+    mixed = make(tmp_path, audiomnist_root, **kw, add_tts=True, voices=["en-us+f2", "en-us+m3"], rates=[175],
+                 pitches=[50])
+    mixed.setup()
+    assert len(mixed.dataset("train")) == len(plain.dataset("train")) + 20
+    assert len(mixed.dataset("test")) == len(plain.dataset("test"))
+    meta, ds = mixed.metadata("train"), mixed.dataset("train")
+    labels = {m["speaker"]: {int(ds[i][1]) for i, n in enumerate(meta) if n["speaker"] == m["speaker"]} for m in meta}
+    assert labels["en-us+f2-r175-p50"] == {mixed.class_names.index("female")}
+    assert labels["en-us+m3-r175-p50"] == {mixed.class_names.index("male")}
+
+
 def test_audiomnist_name_mismatch_and_bad_meta(tmp_path):
     root = write_audiomnist(tmp_path / "data", {"01": "male", "02": "female"}, digits=range(2), takes=range(1))
     data = root / "AudioMNIST" / "data"

@@ -183,7 +183,6 @@ def test_test_warps_make_views_of_test_and_predict_batches_only(tmp_path, normal
     ({"feature": "mfcc", "channel_eq": 0.5}, "need feature='logmel'"),
     ({"normalization": "sometimes"}, r"normalization='sometimes' is not allowed: expected one of \['dataset'"),
     ({"normalization": True}, r"normalization=True is not allowed"),  # the old bool spelling is gone
-    ({"source": "audiomnist", "target": "gender", "add_tts": True}, r"add_tts=True only makes sense"),
     ({"feature": "mfcc", "lifter": 13}, "lifter need feature='logmel'"),
     ({"lifter": 0}, r"lifter=0 is not allowed: expected an integer > 0"),
     ({"n_mels": 40, "lifter": 41}, r"lifter=41 cepstral terms cannot exceed n_mels=40"),

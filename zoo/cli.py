@@ -506,10 +506,9 @@ class ZooCLI(LightningCLI):
         callbacks = [compat.cli_get(self, self.config_init, key) for key in compat.cli_parser(self).callback_keys]
         if self.subcommand == "predict":
             config["enable_checkpointing"] = False
+            callbacks.append(PredictionWriter(self._cfg().run.predictions_file))
         if config.get("enable_checkpointing") is False:
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        if self.subcommand == "predict":
-            callbacks.append(PredictionWriter(self._cfg().run.predictions_file))
         callbacks += [ResumeState(), StopOnNonFiniteLoss(), MarkPreempting()]
         return compat.cli_build_trainer(self, config, callbacks)
 

@@ -566,9 +566,13 @@ def fold_summary(spec: GridSpec, summary: dict[str, tuple[float, float, int]]) -
     means, worst = [], []
     for col in columns:
         vals = [value[(col, f)] for f in folds if (col, f) in value]
-        m, sd = _stats(vals) if vals else (float("nan"), float("nan"))
+        if not vals:  # a variant not run yet (e.g. outside --only)
+            means.append("n/a")
+            worst.append("n/a")
+            continue
+        m, sd = _stats(vals)
         means.append(f"**{fmt.format(m)} ± {fmt.format(sd)}**" + ("" if len(vals) == len(folds) else f" ({len(vals)} folds)"))
-        worst.append(fmt.format(min(vals)) if vals else "n/a")
+        worst.append(fmt.format(min(vals)))
     lines += ["| mean ± std | " + " | ".join(means) + " |", "| worst | " + " | ".join(worst) + " |"]
     text = (f"{spec.metric}{' (%)' if spec.percent else ''} per fold ({spec.folds}), mean over seeds {spec.seeds}; "
             f"std over folds.\n\n" + "\n".join(lines) + "\n")
