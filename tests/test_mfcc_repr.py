@@ -635,3 +635,35 @@ def test_pitch_svm_tells_low_from_high_voices_through_the_cli(tmp_path):
              "--data.progress", "false", "--run.results_file", out])
     metrics = json.loads(out.read_text())["metrics"]
     assert metrics["test/balanced_acc"] == 1.0, metrics
+
+
+def test_gender_cnn_with_tts_voices_predicts_files_from_its_checkpoint_alone(tmp_path):
+    """The gender CNN config (log-mel, espeak-ng voices of both sexes in training): fit on the vowel speakers, delete
+    the corpus, and predict a 16 kHz stereo 24-bit WAV and a 48 kHz FLAC in ``female/`` / ``male/`` folders: the CSV
+    names the classes and carries the folders' labels."""
+    import csv
+    import shutil
+
+    import soundfile as sf
+    from audio_fixtures import vowel
+
+    data = _write_vowel_speakers(tmp_path / "data", female_pitch=200.0)
+    base = ["--config", CONFIGS / "gender_cnn_audiomnist.yaml", "--trainer.logger", "false",
+            "--trainer.default_root_dir", tmp_path, "--trainer.enable_progress_bar", "false", "--data.progress", "false",
+            "--data.cache_dir", tmp_path / "cache"]
+    cli = run_cli(["fit", *base, "--data.data_dir", data, "--run.test_after_fit", "false", "--trainer.max_epochs", "2",
+                   "--data.voices", "[en-us+f2, en-us+m3]", "--data.rates", "[175]", "--data.pitches", "[50]"])
+    ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
+    shutil.rmtree(data)
+    woman = vowel(230.0, [f * 1.2 for f in VOWELS[1]], 0.5, sample_rate=16000, seed=99)
+    (tmp_path / "recs" / "female").mkdir(parents=True), (tmp_path / "recs" / "male").mkdir()
+    sf.write(tmp_path / "recs" / "female" / "me.wav", np.stack([woman, 0.5 * woman], 1), 16000, subtype="PCM_24")
+    sf.write(tmp_path / "recs" / "male" / "him.flac", vowel(150.0, VOWELS[0], 0.5, sample_rate=48000, seed=98), 48000,
+             format="FLAC")
+    out = tmp_path / "gender.csv"
+    run_cli(["predict", *base, "--data.data_dir", tmp_path / "gone", "--ckpt_path", ckpt,
+             "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out])
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert {n: r["label"] for n, r in rows.items()} == {"me.wav": "female", "him.flac": "male"}
+    assert {r["prediction"] for r in rows.values()} <= {"female", "male"}
+    assert all(0.5 <= float(r["probability"]) <= 1.0 for r in rows.values())
