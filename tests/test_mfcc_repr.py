@@ -591,9 +591,10 @@ def test_formant_svm_tells_long_from_short_vocal_tracts_at_the_same_pitch(tmp_pa
     assert scores[True] == 1.0 and scores[False] < 0.9, scores
 
 
-def test_shipped_gender_svm_predicts_files_from_its_checkpoint_alone(tmp_path):
-    """Pitch and formant settings travel in the checkpoint: with the corpus deleted, a 16 kHz stereo WAV and a
-    48 kHz FLAC in ``female/`` and ``male/`` folders are read, converted and classified as training did."""
+def _gender_predictions_from_the_checkpoint_alone(tmp_path: Path, config: str, *fit_args) -> dict[str, dict]:
+    """Fit ``config`` on the vowel speakers, delete the corpus, then predict a user's recordings in class folders:
+    ``female/me.wav`` (16 kHz, stereo, 24-bit; a woman's pitch and formants) and ``male/him.flac`` (48 kHz).
+    Returns the predictions CSV's rows by file name."""
     import csv
     import shutil
 
@@ -601,21 +602,26 @@ def test_shipped_gender_svm_predicts_files_from_its_checkpoint_alone(tmp_path):
     from audio_fixtures import vowel
 
     data = _write_vowel_speakers(tmp_path / "data", female_pitch=200.0)
-    base = ["--config", CONFIGS / "gender_svm_audiomnist.yaml", "--trainer.logger", "false",
-            "--trainer.default_root_dir", tmp_path, "--trainer.enable_progress_bar", "false", "--data.progress", "false",
-            "--data.cache_dir", tmp_path / "cache"]
-    cli = run_cli(["fit", *base, "--data.data_dir", data, "--run.test_after_fit", "false"])
+    base = ["--config", CONFIGS / config, "--trainer.logger", "false", "--trainer.default_root_dir", tmp_path,
+            "--trainer.enable_progress_bar", "false", "--data.progress", "false", "--data.cache_dir", tmp_path / "cache"]
+    cli = run_cli(["fit", *base, "--data.data_dir", data, "--run.test_after_fit", "false", *fit_args])
     ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
     shutil.rmtree(data)
+    recs = tmp_path / "recs"
     woman = vowel(230.0, [f * 1.2 for f in VOWELS[1]], 0.5, sample_rate=16000, seed=99)
-    (tmp_path / "recs" / "female").mkdir(parents=True), (tmp_path / "recs" / "male").mkdir()
-    sf.write(tmp_path / "recs" / "female" / "me.wav", np.stack([woman, 0.5 * woman], 1), 16000, subtype="PCM_24")
-    sf.write(tmp_path / "recs" / "male" / "him.flac", vowel(150.0, VOWELS[0], 0.5, sample_rate=48000, seed=98), 48000,
-             format="FLAC")
+    (recs / "female").mkdir(parents=True), (recs / "male").mkdir()
+    sf.write(recs / "female" / "me.wav", np.stack([woman, 0.5 * woman], 1), 16000, subtype="PCM_24")
+    sf.write(recs / "male" / "him.flac", vowel(150.0, VOWELS[0], 0.5, sample_rate=48000, seed=98), 48000, format="FLAC")
     out = tmp_path / "gender.csv"
     run_cli(["predict", *base, "--data.data_dir", tmp_path / "gone", "--ckpt_path", ckpt,
-             "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out])
-    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+             "--data.predict_path", recs, "--run.predictions_file", out])
+    return {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+
+
+def test_shipped_gender_svm_predicts_files_from_its_checkpoint_alone(tmp_path):
+    """Pitch and formant settings travel in the checkpoint: with the corpus deleted, a 16 kHz stereo WAV and a
+    48 kHz FLAC in ``female/`` and ``male/`` folders are read, converted and classified as training did."""
+    rows = _gender_predictions_from_the_checkpoint_alone(tmp_path, "gender_svm_audiomnist.yaml")
     assert {n: (r["label"], r["prediction"]) for n, r in rows.items()} == {
         "me.wav": ("female", "female"), "him.flac": ("male", "male")}
 
@@ -638,32 +644,11 @@ def test_pitch_svm_tells_low_from_high_voices_through_the_cli(tmp_path):
 
 
 def test_gender_cnn_with_tts_voices_predicts_files_from_its_checkpoint_alone(tmp_path):
-    """The gender CNN config (log-mel, espeak-ng voices of both sexes in training): fit on the vowel speakers, delete
-    the corpus, and predict a 16 kHz stereo 24-bit WAV and a 48 kHz FLAC in ``female/`` / ``male/`` folders: the CSV
-    names the classes and carries the folders' labels."""
-    import csv
-    import shutil
-
-    import soundfile as sf
-    from audio_fixtures import vowel
-
-    data = _write_vowel_speakers(tmp_path / "data", female_pitch=200.0)
-    base = ["--config", CONFIGS / "gender_cnn_audiomnist.yaml", "--trainer.logger", "false",
-            "--trainer.default_root_dir", tmp_path, "--trainer.enable_progress_bar", "false", "--data.progress", "false",
-            "--data.cache_dir", tmp_path / "cache"]
-    cli = run_cli(["fit", *base, "--data.data_dir", data, "--run.test_after_fit", "false", "--trainer.max_epochs", "2",
-                   "--data.voices", "[en-us+f2, en-us+m3]", "--data.rates", "[175]", "--data.pitches", "[50]"])
-    ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
-    shutil.rmtree(data)
-    woman = vowel(230.0, [f * 1.2 for f in VOWELS[1]], 0.5, sample_rate=16000, seed=99)
-    (tmp_path / "recs" / "female").mkdir(parents=True), (tmp_path / "recs" / "male").mkdir()
-    sf.write(tmp_path / "recs" / "female" / "me.wav", np.stack([woman, 0.5 * woman], 1), 16000, subtype="PCM_24")
-    sf.write(tmp_path / "recs" / "male" / "him.flac", vowel(150.0, VOWELS[0], 0.5, sample_rate=48000, seed=98), 48000,
-             format="FLAC")
-    out = tmp_path / "gender.csv"
-    run_cli(["predict", *base, "--data.data_dir", tmp_path / "gone", "--ckpt_path", ckpt,
-             "--data.predict_path", tmp_path / "recs", "--run.predictions_file", out])
-    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    """The gender CNN config (log-mel, espeak-ng voices of both sexes in training) predicts from its checkpoint
+    alone: the CSV names the classes and carries the folders' labels."""
+    rows = _gender_predictions_from_the_checkpoint_alone(
+        tmp_path, "gender_cnn_audiomnist.yaml", "--trainer.max_epochs", "2", "--data.voices", "[en-us+f2, en-us+m3]",
+        "--data.rates", "[175]", "--data.pitches", "[50]")
     assert {n: r["label"] for n, r in rows.items()} == {"me.wav": "female", "him.flac": "male"}
     assert {r["prediction"] for r in rows.values()} <= {"female", "male"}
     assert all(0.5 <= float(r["probability"]) <= 1.0 for r in rows.values())
