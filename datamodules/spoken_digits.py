@@ -373,6 +373,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
             the device after transfer on both paths, so nothing changes there. Predict uses a DataLoader.
         pitch_features: ``mfcc`` only: 2 pitch columns (log F0, voiced flag) per frame, for gender.
         formant_features: ``mfcc`` only: 3 formant columns (log F1-F3) per frame after those, for gender.
+        window: analysis window in seconds, at most 0.25; None: 15 ms for MFCC, 25 ms for log-mel. Longer windows
+            (0.05-0.064) resolve a low voice's harmonics, i.e. its pitch (``FeatureSettings``).
         add_corpus: an AudioMNIST-format folder whose clips join training as 10 classes of their own
             (labels 10-19; e.g. ``AudioMNIST-AZ``): more voices, never mixed with the digits' labels.
         train_gender: train and validate on speakers of this gender only (every training source); None: all.
@@ -412,7 +414,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  test_gender: Literal["female", "male"] | None = None,
                  test_warps: list[WarpFactor] | None = None,
                  pitch_shift: tuple[PitchFactor, PitchFactor] | None = None,
-                 lifter: PositiveInt | None = None, formant_features: bool = False) -> None:
+                 lifter: PositiveInt | None = None, formant_features: bool = False,
+                 window: PositiveFloat | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -491,7 +494,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                 raise ValueError(f"SpokenDigits: {name}=True appends columns to MFCC frames; it needs "
                                  f"feature='mfcc', got feature={feature!r}")
         self.settings = FeatureSettings(feature, hp.sample_rate, hp.n_mfcc, hp.n_mels, hp.frames, hp.trim_db,
-                                        pitch_features, hp.trim_gap, formant_features)
+                                        pitch_features, hp.trim_gap, formant_features, hp.window)
         self.voices = list(voices) if voices is not None else list(DEFAULT_VOICES)
         self.rates = list(rates) if rates is not None else list(DEFAULT_RATES)
         self.pitches = list(pitches) if pitches is not None else list(DEFAULT_PITCHES)
@@ -810,7 +813,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def load_state_dict(self, state: dict) -> None:
         mine = {**asdict(self.settings), "normalization": self.hparams.normalization, "lifter": self.hparams.lifter}
         state = upgrade_settings("SpokenDigits", state)  # checkpoints before issue 15 say "normalize"
-        saved = {"pitch": False, "trim_gap": None, "formants": False, **state.get("settings", {}),  # older lack these
+        saved = {"pitch": False, "trim_gap": None, "formants": False, "window": None,  # older checkpoints lack these
+                 **state.get("settings", {}),
                  "normalization": state.get("normalization", mine["normalization"]),
                  "lifter": state.get("lifter")}  # before zoo 0.3.3: no smoothing
         check_saved_settings("SpokenDigits", saved, mine)

@@ -106,6 +106,16 @@ def _old_checkpoint(path, class_path: str, hparams: dict, state: dict | None = N
     return path
 
 
+def test_a_datamodule_state_from_cli_values_loads_weights_only():
+    """What SpokenDigits puts in a checkpoint (its feature settings) must hold plain numbers too: a range-typed
+    analysis window there made the best checkpoint unloadable for the test stage."""
+    dm = instantiate_module(SpokenDigits, {"window": 0.064, "trim_db": 15.0, "n_mels": 32, "progress": False})
+    torch.save(dm.state_dict(), buf := io.BytesIO())
+    buf.seek(0)
+    settings = torch.load(buf, weights_only=True)["settings"]
+    assert (settings["window"], settings["trim_db"], settings["n_mels"]) == (0.064, 15.0, 32)
+
+
 def test_old_checkpoints_load_with_their_settings(tmp_path):
     ckpt = _old_checkpoint(tmp_path / "mnist.ckpt", "datamodules.mnist.MNISTDataModule",
                            {"normalize": "minus_one_one", "seed": 3, "real_per_class": 7, "batch_size": 32})

@@ -866,6 +866,42 @@ def test_formant_features_follow_the_pitch_columns(tmp_path, audiomnist_root):
         SpokenDigits(feature="logmel", formant_features=True)
 
 
+def test_a_longer_window_resolves_a_low_voices_harmonics():
+    """A 110 Hz voice: a 25 ms window blurs its harmonics into a smooth envelope, 64 ms shows them."""
+    t = torch.arange(8000) / 8000
+    voice = sum(torch.sin(2 * np.pi * 110 * k * t) for k in range(1, 20)) / 10
+    centres = 700 * (10 ** (np.linspace(0, 2595 * np.log10(1 + 4000 / 700), 66)[1:-1] / 2595) - 1)  # mel bands, Hz
+    low = torch.from_numpy((centres > 150) & (centres < 700))
+    ripple = {}
+    for window in (None, 0.064):
+        settings = FeatureSettings("logmel", window=window)
+        spectrum = FeatureExtractor(settings)([voice], progress=False)[0].mean(-1)[low]  # dB, 150-700 Hz bands
+        ripple[window] = float(spectrum.max() - spectrum.min())
+    assert ripple[0.064] > 20.0 and ripple[0.064] > 3 * ripple[None], ripple
+    assert FeatureSettings("logmel", window=0.064).win == 512 and FeatureSettings("logmel").win == 200
+    assert "window" not in FeatureSettings("logmel").key_fields()  # caches of the default window keep their keys
+    assert FeatureSettings("logmel", window=0.064).key_fields()["window"] == 0.064
+    with pytest.raises(ValueError, match=r"window=0.5: expected an analysis window in \(0, 0.25\] seconds"):
+        FeatureSettings("logmel", window=0.5)
+
+
+def test_the_window_travels_with_the_checkpoint(tmp_path, audiomnist_root):
+    wide = make(tmp_path, audiomnist_root, source="audiomnist", target="gender", window=0.064)
+    plain = make(tmp_path, audiomnist_root, source="audiomnist", target="gender")
+    wide.setup(), plain.setup()
+    assert wide.dataset("train")[0][0].shape == plain.dataset("train")[0][0].shape
+    assert not torch.allclose(wide.dataset("train")[0][0], plain.dataset("train")[0][0])
+    assert len(list((tmp_path / "cache" / "spoken_digits").glob("audiomnist-logmel-*.pt"))) == 2  # own cache key
+    assert wide.state_dict()["settings"]["window"] == 0.064
+    with pytest.raises(ValueError, match=r"window=0.064 \(checkpoint\) vs None"):
+        plain.load_state_dict(wide.state_dict())
+    old = plain.state_dict()
+    del old["settings"]["window"]  # checkpoints from before the window setting
+    plain.load_state_dict(old)
+    with pytest.raises(ValueError, match=r"window=None \(checkpoint\) vs 0.064"):
+        wide.load_state_dict(old)
+
+
 def test_pitch_features_append_two_columns_to_mfcc_frames(tmp_path, audiomnist_root):
     plain = make(tmp_path, audiomnist_root, source="audiomnist", feature="mfcc", target="gender")
     with_pitch = make(tmp_path, audiomnist_root, source="audiomnist", feature="mfcc", target="gender", pitch_features=True)
