@@ -13,7 +13,7 @@ import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from conftest import REPO
 from zoo import compat
@@ -105,6 +105,14 @@ def test_checkpoint_internals(tmp_path):
     seen.clear()
     trainer(tmp_path, fast_dev_run=1, callbacks=[ModelCheckpoint(tmp_path / "c"), Probe()]).fit(Tiny(), loader())
     assert seen["can_save"] == [False]
+
+
+def test_with_sampler_serves_the_samplers_indices_in_the_loaders_batches():
+    loader = DataLoader(TensorDataset(torch.arange(10)), batch_size=3, shuffle=True)
+    for rank in (0, 1):
+        sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=rank, shuffle=True, seed=4)
+        batches = [b[0] for b in compat.with_sampler(loader, sampler)]
+        assert [len(b) for b in batches] == [3, 2] and torch.cat(batches).tolist() == list(sampler)
 
 
 def test_cli_internals(tmp_path):

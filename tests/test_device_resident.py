@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from audio_fixtures import write_fsdd
@@ -23,6 +22,7 @@ from datamodules.images import ImageFolderDataModule
 from datamodules.mnist import DeviceBatches, MNISTDataModule
 from datamodules.sines import SineWaves
 from datamodules.spoken_digits import SpokenDigits
+from zoo import compat
 from zoo.nets.autoencoders import LSTMAutoencoder
 from zoo.nets.convnet import ConvNet
 from zoo.nets.lenet import LeNet5
@@ -181,8 +181,8 @@ def test_batches_equal_the_dataloader_paths_under_lightnings_distributed_sampler
         mine = getattr(set_up(make(case, device_resident=True), rank, world_size), get)()
         assert isinstance(mine, SharedDeviceBatches) and mine.world_size == world_size
         loader = getattr(plain, get)()
-        theirs = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=world_size, rank=rank,
-                                                               seed=7, shuffle=shuffle))
+        theirs = compat.with_sampler(loader, DistributedSampler(loader.dataset, num_replicas=world_size, rank=rank,
+                                                                seed=7, shuffle=shuffle))
         for e in (0, 1):
             assert same(epoch(mine, e), epoch(theirs, e)), f"rank {rank}, epoch {e}"
         if world_size == 1 and not shuffle:  # evaluation batches: the plain DataLoader, no sampler swapped in
@@ -212,8 +212,8 @@ def test_fit_is_identical_to_the_dataloader_path_given_the_same_epoch_order(make
         class SameOrder(type(dm)):
             def train_dataloader(self):
                 loader = super().train_dataloader()
-                return _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=1, rank=0,
-                                                                     seed=int(os.environ["PL_GLOBAL_SEED"])))
+                return compat.with_sampler(loader, DistributedSampler(loader.dataset, num_replicas=1, rank=0,
+                                                                      seed=int(os.environ["PL_GLOBAL_SEED"])))
 
         dm.__class__ = SameOrder
         return dm
@@ -254,8 +254,9 @@ def test_on_a_gpu_the_batches_live_there_and_equal_the_cpu_ones(make, case):
     plain = set_up(make(case))
     for get in ("train_dataloader", "val_dataloader"):
         mine, loader = getattr(dm, get)(), getattr(plain, get)()
-        theirs = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=1, rank=0, seed=mine.seed,
-                                                               shuffle=get == "train_dataloader"))
+        sampler = DistributedSampler(loader.dataset, num_replicas=1, rank=0, seed=mine.seed,
+                                     shuffle=get == "train_dataloader")
+        theirs = compat.with_sampler(loader, sampler)
         batches = epoch(mine, 1)
         assert all(t.is_cuda for b in batches for t in b)
         assert same([tuple(t.cpu() for t in b) for b in batches], epoch(theirs, 1))

@@ -13,6 +13,7 @@ from datamodules.mnist import (MNIST_MEAN, RAW_FILES, MNISTDataModule, denormali
                                normalize, write_idx)
 from data_fixtures import mnist_data_dir
 from datamodules.paths import DatasetNotFoundError
+from zoo import compat
 from zoo.layers import CBAM, SpatialAttention
 from zoo.nets.lenet import LeNet5, MnistCNN
 from zoo.tasks.classifier import Classifier
@@ -102,13 +103,12 @@ def test_loader_serves_every_training_image_once_per_epoch(reduced):
 def test_ddp_resharding_keeps_whole_batches_and_covers_the_split(reduced):
     """Lightning swaps a DistributedSampler into the loader under DDP: each process must still get
     batches (not single images), and the two shards together must cover every training image."""
-    from lightning.pytorch.utilities.data import _update_dataloader
     from torch.utils.data import DistributedSampler
 
     loader = reduced.train_dataloader()
     seen = []
     for rank in range(2):
-        shard = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank, seed=0))
+        shard = compat.with_sampler(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank, seed=0))
         batches = list(shard)
         assert [len(y) for _, y in batches] == [64] * 6 + [400 - 6 * 64]
         assert batches[0][0].shape == (64, 1, 28, 28)

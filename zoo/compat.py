@@ -101,6 +101,16 @@ def continue_csv_log(logger, last_epoch: int) -> int:
     return len(keep)
 
 
+# --- data loading --------------------------------------------------------------------------------
+def with_sampler(loader, sampler):
+    """``loader`` rebuilt with ``sampler`` in place of its own, as Lightning rebuilds every loader under DDP
+    (``lightning.pytorch.utilities.data._update_dataloader``). The tests compare the zoo's device-resident
+    shards with what this gives: the batches a DataLoader would serve each process."""
+    from lightning.pytorch.utilities.data import _update_dataloader
+
+    return _update_dataloader(loader, sampler)
+
+
 # --- LightningCLI --------------------------------------------------------------------------------
 def cli_get(cli, config, key: str, default: Any = None) -> Any:
     """``config[<subcommand>][key]`` (or ``config[key]`` without subcommands): ``LightningCLI._get``."""
