@@ -45,7 +45,7 @@ def _synthetic_npz(path, per_class=5, dtype=np.uint8, shape=(28, 28), classes=ra
 
 # --- splits -------------------------------------------------------------------------------------
 def test_reduced_splits_are_balanced_disjoint_and_real_only_outside_train(reduced):
-    (xt, yt), (xv, yv), (xs, ys) = reduced.split("train"), reduced.split("val"), reduced.split("test")
+    (xt, yt), (_, yv), (_, ys) = reduced.split("train"), reduced.split("val"), reduced.split("test")
     assert xt.shape == (10 * (50 + 30), 1, 28, 28) and xt.dtype == torch.float32 and yt.dtype == torch.int64
     assert torch.bincount(yt).tolist() == [80] * 10
     assert torch.bincount(yv).tolist() == [10] * 10, "validation must be stratified over all classes"
