@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -106,6 +106,8 @@ ReverbTime = restricted_number_type("ReverbTime", float, [(">=", 0), ("<=", 2)])
 WarpFactor = restricted_number_type("WarpFactor", float, [(">", 0.5), ("<", 2.0)])
 #: a factor on a voice's pitch: (0.25, 4), two octaves either way
 PitchFactor = restricted_number_type("PitchFactor", float, [(">", 0.25), ("<", 4.0)])
+#: an analysis window (s): (0, 0.25]
+WindowSeconds = restricted_number_type("WindowSeconds", float, [(">", 0), ("<=", 0.25)])
 
 
 @dataclass(frozen=True)
@@ -415,7 +417,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
                  test_warps: list[WarpFactor] | None = None,
                  pitch_shift: tuple[PitchFactor, PitchFactor] | None = None,
                  lifter: PositiveInt | None = None, formant_features: bool = False,
-                 window: PositiveFloat | None = None) -> None:
+                 window: WindowSeconds | None = None) -> None:
         """
         Args:
             test_speaker: with ``split="speaker"``, the speaker whose clips form the test set.
@@ -813,8 +815,8 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
     def load_state_dict(self, state: dict) -> None:
         mine = {**asdict(self.settings), "normalization": self.hparams.normalization, "lifter": self.hparams.lifter}
         state = upgrade_settings("SpokenDigits", state)  # checkpoints before issue 15 say "normalize"
-        saved = {"pitch": False, "trim_gap": None, "formants": False, "window": None,  # older checkpoints lack these
-                 **state.get("settings", {}),
+        # a setting added later is missing from older checkpoints; its default is what they were computed with
+        saved = {**{f.name: f.default for f in fields(FeatureSettings)}, **state.get("settings", {}),
                  "normalization": state.get("normalization", mine["normalization"]),
                  "lifter": state.get("lifter")}  # before zoo 0.3.3: no smoothing
         check_saved_settings("SpokenDigits", saved, mine)
