@@ -54,6 +54,26 @@ def test_attention_layer_names_the_bad_kind():
         attention_layer("se", 8)  # type: ignore[arg-type]
 
 
+def test_kept_rows_tell_the_head_where_in_frequency_a_pattern_sits():
+    """A bump moved 16 rows (two strides of the last map), far enough from the edges that no receptive field (38
+    rows) reaching it reaches the padding: the global pool's logits stay the same (it cannot tell a low voice from a
+    high one by where its harmonics sit); with 8 kept rows they change."""
+    torch.manual_seed(0)
+    low, high = torch.zeros(1, 1, 128, 64), torch.zeros(1, 1, 128, 64)
+    low[..., 56:60, 30:34], high[..., 72:76, 30:34] = 1.0, 1.0
+    pooled, kept = ConvNet(hidden=16).eval(), ConvNet(hidden=16, pool_height=8).eval()
+    with torch.no_grad():
+        assert torch.allclose(pooled(low), pooled(high), atol=1e-6)
+        bands_low, bands_high = kept.features(low)[..., 0], kept.features(high)[..., 0]  # (1, 256, 8 bands)
+        assert torch.allclose(bands_low[..., 1:6], bands_high[..., 2:7], atol=1e-6)  # the pattern, one band up
+        assert (bands_low - bands_high).abs().max() > 0.01
+        assert (kept(low) - kept(high)).abs().max() > 1e-4
+        assert kept(torch.randn(2, 1, 40, 100)).shape == (2, 10)  # any spectrogram size, as before
+    assert kept.head[2].in_features == 8 * 256
+    with pytest.raises(ValueError, match=r"pool_height .* \(>= 1\), got 0"):
+        ConvNet(pool_height=0)
+
+
 def test_wrong_number_of_blocks_is_rejected():
     with pytest.raises(ValueError, match="four conv blocks"):
         ConvNet(channels=(8, 16))
