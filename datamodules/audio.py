@@ -308,6 +308,10 @@ def trim_silence(x: torch.Tensor, sample_rate: int, top_db: float = 40.0, margin
     return x[start:end]
 
 
+#: the longest analysis window (s) a feature setting accepts: a quarter second already spans a short word's syllable
+MAX_WINDOW_S = 0.25
+
+
 @dataclass(frozen=True)
 class FeatureSettings:
     """Everything that determines a clip's features (and therefore the cache key).
@@ -355,8 +359,8 @@ class FeatureSettings:
             if getattr(self, name) and self.feature != "mfcc":
                 raise ValueError(f"{name}=True appends columns to MFCC frames; it needs feature='mfcc', "
                                  f"got {self.feature!r}")
-        if self.window is not None and not 0 < self.window <= 0.25:
-            raise ValueError(f"window={self.window}: expected an analysis window in (0, 0.25] seconds")
+        if self.window is not None and not 0 < self.window <= MAX_WINDOW_S:
+            raise ValueError(f"window={self.window}: expected an analysis window in (0, {MAX_WINDOW_S}] seconds")
         if self.trim_gap is not None and self.trim_db is None:
             raise ValueError(f"trim_gap={self.trim_gap} picks the word among the sounds trimming finds; it needs "
                              f"trim_db (got None)")

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from datamodules.audio import (
     AUDIO_SUFFIXES,
+    MAX_WINDOW_S,
     AudioFileError,
     Clip,
     FeatureExtractor,
@@ -106,8 +107,8 @@ ReverbTime = restricted_number_type("ReverbTime", float, [(">=", 0), ("<=", 2)])
 WarpFactor = restricted_number_type("WarpFactor", float, [(">", 0.5), ("<", 2.0)])
 #: a factor on a voice's pitch: (0.25, 4), two octaves either way
 PitchFactor = restricted_number_type("PitchFactor", float, [(">", 0.25), ("<", 4.0)])
-#: an analysis window (s): (0, 0.25]
-WindowSeconds = restricted_number_type("WindowSeconds", float, [(">", 0), ("<=", 0.25)])
+#: an analysis window (s): (0, MAX_WINDOW_S], FeatureSettings' own bound
+WindowSeconds = restricted_number_type("WindowSeconds", float, [(">", 0), ("<=", MAX_WINDOW_S)])
 
 
 @dataclass(frozen=True)
