@@ -396,14 +396,14 @@ def test_ckpt_path_of_an_old_zoo_names_the_converter(tmp_path):
     """A zoo 0.1 checkpoint given to --ckpt_path fails before LightningCLI reads its hyperparameters."""
     import torch
 
-    from zoo.cli import refuse_legacy_checkpoint
+    from zoo.cli import check_ckpt_path
 
     old = tmp_path / "old.ckpt"
     torch.save({"hyper_parameters": {"_class_path": "zoo.audio_cnn.CNN", "channels": [8, 8, 8, 8]},
                 "state_dict": {}}, old)
     with pytest.raises(ValueError, match=r"--ckpt_path .*old\.ckpt was written before .*zoo\.audio_cnn\.CNN.*"
                                          r"python -m zoo\.tools\.convert_checkpoint --src .*old\.ckpt"):
-        refuse_legacy_checkpoint(old)
+        check_ckpt_path(old, None)
     new = tmp_path / "new.ckpt"
     torch.save({"hyper_parameters": {"_class_path": "zoo.tasks.classifier.Classifier"}, "state_dict": {}}, new)
-    refuse_legacy_checkpoint(new)  # today's checkpoints pass
+    check_ckpt_path(new, None)  # today's checkpoints pass

@@ -279,3 +279,21 @@ def test_a_folder_of_only_unusable_files_is_one_clear_error(trained, tmp_path):
     with pytest.raises(ValueError, match=r"none of the 2 file\(s\) could be used: .*empty\.wav: empty file"):
         run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, *_quiet(tmp_path), *DATA,
                  "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "bad"])
+
+
+def test_predict_builds_the_net_of_the_checkpoint_and_names_the_settings_it_replaces(trained, tmp_path, capfd):
+    """A config that builds the net differently (8 kept frequency bands; the checkpoint has the global pool)
+    still predicts, with the checkpoint's net (LightningCLI reads its hyperparameters), and the setting the
+    command gave in vain is named on stderr, as is a learning rate, which predict does not use either."""
+    _, ckpt = trained
+    _recordings(tmp_path / "recs")
+    cli = run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *SMALL_CNN, NET + "pool_height", "8",
+                   "--model.init_args.optimizer.init_args.lr", "0.5",
+                   *_quiet(tmp_path), *DATA, "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "recs"])
+    assert cli.model.net.head[2].in_features == 32  # the global pool: 32 channels, one band
+    err = capfd.readouterr().err
+    assert "these of this command are not used" in err
+    assert "model.init_args.net.init_args.pool_height: 8 (command) -> 1 (checkpoint)" in err
+    assert "model.init_args.optimizer.init_args.lr: 0.5 (command) -> " in err
+    # nothing else differs between the command and the checkpoint, so nothing else is named
+    assert err.count("(command) -> ") == 2, err

@@ -17,6 +17,9 @@ Defaults a user expects, all overridable from a config or the command line:
 * ``seed_everything: 0`` so that a config is a reproducible experiment.
 * ``predict --ckpt_path ... --data.predict_path FILES``: predictions on a user's own files, printed
   and written to ``--run.predictions_file`` (:class:`~zoo.callbacks.PredictionWriter`).
+* With ``--ckpt_path`` (any subcommand), LightningCLI builds the model from the checkpoint's own
+  hyperparameters, which its weights need; each model setting of the command that they override is named
+  on stderr (:func:`check_ckpt_path`).
 * Resume: ``fit --config X --ckpt_path <run>/checkpoints/last.ckpt`` continues the *same* run: the
   checkpoint records each logger's version (:class:`~zoo.callbacks.ResumeState`), so CSV/TensorBoard
   logs stay in their ``version_N``, W&B continues its run id (``resume="allow"``, offline too), the
@@ -131,13 +134,40 @@ def release_unused_versions() -> None:
             pass
 
 
-def refuse_legacy_checkpoint(path) -> None:
-    """A checkpoint of zoo < 0.2 (one LightningModule per network) fails here with the command that converts
-    it, before LightningCLI tries to read its hyperparameters into today's config."""
+def check_ckpt_path(path, model_cfg) -> None:
+    """Before LightningCLI reads the checkpoint's hyperparameters into the config: a checkpoint of zoo < 0.2
+    (one LightningModule per network) fails with the command that converts it, and every model setting of
+    this command that the checkpoint's own values will replace is named on stderr.
+
+    Why name them: LightningCLI builds the model from the checkpoint's hyperparameters (so that its weights
+    fit), which silently drops what the command said, e.g. ``--model.init_args.net.init_args.pool_height 8``
+    on predict or a new learning rate on a resumed fit."""
     from zoo.checkpoints import refuse_legacy
 
     hp = load_checkpoint(path, hint="pass a checkpoint written by `python -m zoo fit`").get("hyper_parameters")
     refuse_legacy(hp, path, "--ckpt_path")
+    replaced = model_settings_replaced(hp, model_cfg)
+    if replaced:
+        print(f"--ckpt_path {path}: the model is built with the checkpoint's own settings, which its weights need; "
+              f"these of this command are not used: {'; '.join(replaced)}", file=sys.stderr)
+
+
+def model_settings_replaced(saved, model_cfg) -> list[str]:
+    """``model.<key>: <command> (command) -> <checkpoint> (checkpoint)`` for every model setting a checkpoint's
+    hyperparameters (``saved``) give another value than the parsed ``model_cfg`` (``class_path``/``init_args``)."""
+    if not isinstance(saved, dict) or model_cfg is None:
+        return []
+    now = model_cfg.as_dict() if hasattr(model_cfg, "as_dict") else dict(model_cfg)
+    theirs = {"class_path": saved.get("_class_path", now.get("class_path")),
+              "init_args": {k: v for k, v in saved.items() if not k.startswith("_")}}
+    a, b = _flat(theirs), _flat(now)
+    return [f"model.{k}: {b.get(k, '<unset>')!r} (command) -> {a[k]!r} (checkpoint)" for k in sorted(a)
+            if _plain(a[k]) != _plain(b.get(k, a[k]))]
+
+
+def _plain(value):
+    """Lists and tuples alike (a checkpoint may store either for the same setting)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def provenance() -> dict:
@@ -336,7 +366,7 @@ class ZooCLI(LightningCLI):
         elif subcommand and cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = self._last_checkpoint(cfg, subcommand)
         if subcommand and cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
-            refuse_legacy_checkpoint(cfg.ckpt_path)
+            check_ckpt_path(cfg.ckpt_path, cfg.get("model"))
 
     def _fill_logger_defaults(self, cfg) -> None:
         """Loggers write under ``default_root_dir`` unless given a ``save_dir``; runs get the zoo's names
