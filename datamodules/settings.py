@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import typing
 from types import NoneType, UnionType
 
 import torch
-from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveFloat,
-                                 PositiveInt, restricted_number_type)
+from jsonargparse.typing import restricted_number_type
 
 __all__ = [
     "RENAMED",
@@ -39,13 +37,34 @@ __all__ = [
     "PositiveInt",
     "UnitFraction",
     "check_settings",
-    "restricted_number_type",
+    "number_range",
     "save_settings",
     "upgrade_settings",
 ]
 
+#: each range type's bounds as the errors of :func:`check_settings` state them ("> 0 and <= 1")
+_BOUNDS: dict[type, str] = {}
+
+
+def number_range(name: str, base: type, restrictions: list[tuple[str, int | float]]) -> type:
+    """jsonargparse's ``restricted_number_type`` (all bounds must hold), remembering its bounds for the errors
+    of :func:`check_settings`. Why: jsonargparse keeps them only in private attributes. For the bounds of one
+    of jsonargparse's own types it returns that type (it registers each set of bounds once)."""
+    hint = restricted_number_type(name, base, restrictions)
+    _BOUNDS[hint] = " and ".join(f"{op} {ref}" for op, ref in restrictions)
+    return hint
+
+
+PositiveInt = number_range("PositiveInt", int, [(">", 0)])
+NonNegativeInt = number_range("NonNegativeInt", int, [(">=", 0)])
+PositiveFloat = number_range("PositiveFloat", float, [(">", 0)])
+NonNegativeFloat = number_range("NonNegativeFloat", float, [(">=", 0)])
+#: a share strictly between none and all: (0, 1)
+OpenUnitInterval = number_range("OpenUnitInterval", float, [(">", 0), ("<", 1)])
+#: [0, 1]
+ClosedUnitInterval = number_range("ClosedUnitInterval", float, [(">=", 0), ("<=", 1)])
 #: a share that may be all of it: (0, 1]
-UnitFraction = restricted_number_type("UnitFraction", float, [(">", 0), ("<=", 1)])
+UnitFraction = number_range("UnitFraction", float, [(">", 0), ("<=", 1)])
 
 #: old setting name -> new, per DataModule class name (settings saved in checkpoints before issue 15)
 RENAMED: dict[str, dict[str, str]] = {
@@ -107,13 +126,13 @@ def _violation(hint, value) -> str | None:
         items = [a for a in typing.get_args(hint) if a is not Ellipsis]
         whys = [_violation(items[0], v) for v in value] if len(items) == 1 else []  # list[X], tuple[X, ...]
         return next((f"each item {why}" for why in whys if why), None)
-    if isinstance(hint, type) and hasattr(hint, "_expression") and value is not None:
+    ranged = isinstance(hint, type) and issubclass(hint, (int, float)) and hint not in (int, float, bool)
+    if ranged and value is not None:  # a range type: it checks a value when it is built from it
         try:
             hint(value)
-        except (TypeError, ValueError):
-            what = "an integer" if hint._type is int else "a number"
-            bounds = re.sub(r"v([<>=!]=?)", r"\1 ", hint._expression)  # "v>0 and v<1" -> "> 0 and < 1"
-            return f"expected {what} {bounds}"
+        except (TypeError, ValueError) as e:
+            what = "an integer" if issubclass(hint, int) else "a number"
+            return f"expected {what} {_BOUNDS[hint]}" if hint in _BOUNDS else f"expected {what} of {hint.__name__} ({e})"
     return None
 
 

@@ -81,7 +81,7 @@ from datamodules.settings import (
     PositiveFloat,
     PositiveInt,
     UnitFraction,
-    restricted_number_type,
+    number_range,
     save_settings,
     upgrade_settings,
 )
@@ -100,15 +100,15 @@ DEFAULT_RATES = [130, 175, 220]
 DEFAULT_PITCHES = [35, 50, 65]
 Normalization = Literal["dataset", "utterance", "none"]
 #: the largest vocal-tract-length warp: [0, 0.5)
-WarpFraction = restricted_number_type("WarpFraction", float, [(">=", 0), ("<", 0.5)])
+WarpFraction = number_range("WarpFraction", float, [(">=", 0), ("<", 0.5)])
 #: the longest reverberation time (s) of a simulated room: [0, 2]
-ReverbTime = restricted_number_type("ReverbTime", float, [(">=", 0), ("<=", 2)])
+ReverbTime = number_range("ReverbTime", float, [(">=", 0), ("<=", 2)])
 #: a test-time frequency warp factor: (0.5, 2)
-WarpFactor = restricted_number_type("WarpFactor", float, [(">", 0.5), ("<", 2.0)])
+WarpFactor = number_range("WarpFactor", float, [(">", 0.5), ("<", 2.0)])
 #: a factor on a voice's pitch: (0.25, 4), two octaves either way
-PitchFactor = restricted_number_type("PitchFactor", float, [(">", 0.25), ("<", 4.0)])
+PitchFactor = number_range("PitchFactor", float, [(">", 0.25), ("<", 4.0)])
 #: an analysis window (s): (0, MAX_WINDOW_S], FeatureSettings' own bound
-WindowSeconds = restricted_number_type("WindowSeconds", float, [(">", 0), ("<=", MAX_WINDOW_S)])
+WindowSeconds = number_range("WindowSeconds", float, [(">", 0), ("<=", MAX_WINDOW_S)])
 
 
 @dataclass(frozen=True)

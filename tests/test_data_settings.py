@@ -66,6 +66,19 @@ def test_plain_python_gets_the_same_checks_as_the_cli(cls, kwargs, message):
         cls(**kwargs)
 
 
+def test_range_types_state_their_bounds_in_errors_of_python_built_datamodules():
+    """The bounds come from :func:`number_range`; a range type made by jsonargparse alone still refuses."""
+    from jsonargparse.typing import restricted_number_type
+
+    from datamodules.settings import _violation, number_range
+
+    assert _violation(number_range("Probe", float, [(">", 0.5), ("<=", 2)]), 2.5) == "expected a number > 0.5 and <= 2"
+    assert _violation(PositiveInt, 1.5) == "expected an integer > 0" and _violation(PositiveInt, 3) is None
+    foreign = restricted_number_type("ProbeForeign", int, [("<", 7)])
+    assert _violation(foreign, 9) == "expected an integer of ProbeForeign (9 does not conform to restriction v<7)"
+    assert _violation(foreign, 6) is None and _violation(int, -3) is None
+
+
 def test_range_typed_values_are_stored_as_plain_numbers():
     """jsonargparse hands range types (PositiveInt, ...) to the DataModule; saved as they came, they would
     make every checkpoint unloadable weights-only."""
