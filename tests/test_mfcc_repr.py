@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from audio_fixtures import digit_tone, write_audiomnist, write_fsdd, write_wav
+from audio_fixtures import digit_tone, write_audiomnist, write_fsdd
 from conftest import run_cli
 from zoo.checkpoints import load_cli_checkpoint
 from zoo.layers import mlp_head
@@ -359,19 +359,14 @@ def test_svm_checkpoint_round_trip_and_unfitted_error(tmp_path):
 
 def write_gendered_audiomnist(root: Path) -> Path:
     """AudioMNIST layout, 4 male + 4 female speakers; female voices an octave up (digit tones x2)."""
-    data = root / "AudioMNIST" / "data"
-    meta = {}
-    for s in range(8):
-        spk, gender = f"{s + 1:02d}", "male" if s < 4 else "female"
-        for d in range(10):
-            for k in range(2):
-                sig = digit_tone(d, s % 4, k, 16000)
-                if gender == "female":  # an octave up: read the same samples twice as fast
-                    sig = np.interp(np.arange(0, len(sig), 2.0), np.arange(len(sig)), sig).astype(np.float32)
-                write_wav(data / spk / f"{d}_{spk}_{k}.wav", sig, 8000)
-        meta[spk] = {"gender": gender, "age": "30", "accent": "German"}
-    (data / "audioMNIST_meta.txt").write_text(json.dumps(meta))
-    return root
+    def signal(digit: int, speaker: int, take: int, gender: str) -> np.ndarray:
+        sig = digit_tone(digit, speaker % 4, take, 16000)  # stored at 8 kHz: an octave down
+        if gender == "female":  # an octave up again: read the same samples twice as fast
+            sig = np.interp(np.arange(0, len(sig), 2.0), np.arange(len(sig)), sig).astype(np.float32)
+        return sig
+
+    genders = {f"{s + 1:02d}": "male" if s < 4 else "female" for s in range(8)}
+    return write_audiomnist(root, genders, takes=range(2), sample_rate=8000, signal=signal)
 
 
 def test_svm_gender_through_the_cli_on_fixtures(tmp_path):
