@@ -21,6 +21,7 @@ from datamodules.audio import AudioFileError, FeatureExtractor, FeatureSettings,
 from datamodules.paths import DatasetNotFoundError
 from datamodules.splits import stratified_order
 from datamodules.spoken_digits import SpokenDigits
+from datamodules.tts import fork_server_available
 
 SPEAKERS = ("alice", "bob", "carol")
 
@@ -536,7 +537,7 @@ def _serve(requests: list[str], script: str | None = None) -> list[tuple[int, by
     return _replies(done.stdout)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="the espeak-ng server forks")
+@pytest.mark.skipif(not fork_server_available(), reason="the espeak-ng server forks (not on Windows)")
 def test_espeak_server_answers_every_request_and_outlives_bad_ones():
     import json
 
@@ -551,7 +552,7 @@ def test_espeak_server_answers_every_request_and_outlives_bad_ones():
     assert replies[0][1] == replies[4][1] == rate.to_bytes(4, "little") + reference.tobytes()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="the espeak-ng server forks")
+@pytest.mark.skipif(not fork_server_available(), reason="the espeak-ng server forks (not on Windows)")
 def test_espeak_server_kills_a_clip_past_its_time_and_answers_the_next():
     import json
 
