@@ -48,8 +48,9 @@ _BOUNDS: dict[type, str] = {}
 
 def number_range(name: str, base: type, restrictions: list[tuple[str, int | float]]) -> type:
     """jsonargparse's ``restricted_number_type`` (all bounds must hold), remembering its bounds for the errors
-    of :func:`check_settings`. Why: jsonargparse keeps them only in private attributes. For the bounds of one
-    of jsonargparse's own types it returns that type (it registers each set of bounds once)."""
+    of :func:`check_settings`. Why: jsonargparse keeps them only in private attributes. jsonargparse registers
+    each set of bounds once: the same bounds under the same name return that type (so ``PositiveInt`` below *is*
+    jsonargparse's), under another name they are refused."""
     hint = restricted_number_type(name, base, restrictions)
     _BOUNDS[hint] = " and ".join(f"{op} {ref}" for op, ref in restrictions)
     return hint
@@ -126,8 +127,9 @@ def _violation(hint, value) -> str | None:
         items = [a for a in typing.get_args(hint) if a is not Ellipsis]
         whys = [_violation(items[0], v) for v in value] if len(items) == 1 else []  # list[X], tuple[X, ...]
         return next((f"each item {why}" for why in whys if why), None)
-    ranged = isinstance(hint, type) and issubclass(hint, (int, float)) and hint not in (int, float, bool)
-    if ranged and value is not None:  # a range type: it checks a value when it is built from it
+    ranged = hint in _BOUNDS or (isinstance(hint, type) and issubclass(hint, (int, float))
+                                 and hint.__module__ == "jsonargparse.typing")  # jsonargparse's own range types
+    if ranged and value is not None:  # a range type checks a value when it is built from it
         try:
             hint(value)
         except (TypeError, ValueError) as e:

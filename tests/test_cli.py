@@ -407,3 +407,34 @@ def test_ckpt_path_of_an_old_zoo_names_the_converter(tmp_path):
     new = tmp_path / "new.ckpt"
     torch.save({"hyper_parameters": {"_class_path": "zoo.tasks.classifier.Classifier"}, "state_dict": {}}, new)
     check_ckpt_path(new, None)  # today's checkpoints pass
+
+
+def test_model_settings_a_checkpoint_replaces_are_named_once_each():
+    """What ``--ckpt_path`` names on stderr: a changed value at its own key, a block that differs as a whole
+    (``null`` against a scheduler, another optimizer class) once, and nothing for values that only look
+    different (tuple and list, path and string, NaN and NaN) or settings the checkpoint does not record."""
+    from pathlib import Path
+
+    from jsonargparse import Namespace
+
+    from zoo.cli import model_settings_replaced
+
+    adamw = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.002, "betas": (0.9, 0.999)}}
+    now = Namespace(class_path="zoo.tasks.classifier.Classifier", init_args=Namespace(
+        net=Namespace(class_path="zoo.nets.convnet.ConvNet", init_args=Namespace(channels=[8, 16], pool_height=8)),
+        optimizer=Namespace(class_path="torch.optim.AdamW", init_args=Namespace(lr=0.5, betas=[0.9, 0.999])),
+        scheduler=None, judge=Path("/m/j.ckpt"), margin=float("nan"), mixup=0.0, only_in_command=3))
+    saved = {"_class_path": "zoo.tasks.classifier.Classifier", "_instantiator": "x",
+             "net": {"class_path": "zoo.nets.convnet.ConvNet", "init_args": {"channels": (8, 16), "pool_height": 1}},
+             "optimizer": adamw, "scheduler": {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {}},
+             "judge": "/m/j.ckpt", "margin": float("nan"), "mixup": 0.0}
+    assert model_settings_replaced(saved, now) == [
+        "model.init_args.net.init_args.pool_height: 8 (command) -> 1 (checkpoint)",
+        "model.init_args.optimizer.init_args.lr: 0.5 (command) -> 0.002 (checkpoint)",
+        "model.init_args.scheduler: None (command) -> torch.optim.lr_scheduler.StepLR(...) (checkpoint)"]
+    other = {**saved, "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5}}}
+    assert "model.init_args.optimizer: torch.optim.AdamW(...) (command) -> torch.optim.SGD(...) (checkpoint)" \
+        in model_settings_replaced(other, now)
+    assert model_settings_replaced({**saved, "_class_path": "zoo.tasks.gan.GAN"}, now) == [
+        "model: zoo.tasks.classifier.Classifier(...) (command) -> zoo.tasks.gan.GAN(...) (checkpoint)"]
+    assert model_settings_replaced(None, now) == [] and model_settings_replaced(saved, None) == []

@@ -292,7 +292,7 @@ def test_predict_builds_the_net_of_the_checkpoint_and_names_the_settings_it_repl
                    *_quiet(tmp_path), *DATA, "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "recs"])
     assert cli.model.net.head[2].in_features == 32  # the global pool: 32 channels, one band
     err = capfd.readouterr().err
-    assert "these of this command are not used" in err
+    assert "these of this command (its config, arguments or defaults) are not used" in err
     assert "model.init_args.net.init_args.pool_height: 8 (command) -> 1 (checkpoint)" in err
     assert "model.init_args.optimizer.init_args.lr: 0.5 (command) -> " in err
     # nothing else differs between the command and the checkpoint, so nothing else is named

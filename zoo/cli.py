@@ -149,25 +149,58 @@ def check_ckpt_path(path, model_cfg) -> None:
     replaced = model_settings_replaced(hp, model_cfg)
     if replaced:
         print(f"--ckpt_path {path}: the model is built with the checkpoint's own settings, which its weights need; "
-              f"these of this command are not used: {'; '.join(replaced)}", file=sys.stderr)
+              f"these of this command (its config, arguments or defaults) are not used: {'; '.join(replaced)}",
+              file=sys.stderr)
 
 
 def model_settings_replaced(saved, model_cfg) -> list[str]:
-    """``model.<key>: <command> (command) -> <checkpoint> (checkpoint)`` for every model setting a checkpoint's
-    hyperparameters (``saved``) give another value than the parsed ``model_cfg`` (``class_path``/``init_args``)."""
+    """``model.<key>: <now> (command) -> <saved> (checkpoint)`` for every model setting that a checkpoint's
+    hyperparameters (``saved``) give another value than the parsed ``model_cfg`` (``class_path``/``init_args``:
+    the command's config, arguments and defaults). Where a whole block differs (another class, or ``null``
+    against a ``class_path`` block) the block is named once; settings the checkpoint does not record are not."""
     if not isinstance(saved, dict) or model_cfg is None:
         return []
-    now = model_cfg.as_dict() if hasattr(model_cfg, "as_dict") else dict(model_cfg)
-    theirs = {"class_path": saved.get("_class_path", now.get("class_path")),
-              "init_args": {k: v for k, v in saved.items() if not k.startswith("_")}}
-    a, b = _flat(theirs), _flat(now)
-    return [f"model.{k}: {b.get(k, '<unset>')!r} (command) -> {a[k]!r} (checkpoint)" for k in sorted(a)
-            if _plain(a[k]) != _plain(b.get(k, a[k]))]
+    now = _plain(model_cfg.as_dict() if hasattr(model_cfg, "as_dict") else dict(model_cfg))
+    theirs = _plain({"class_path": saved.get("_class_path", now.get("class_path")),
+                     "init_args": {k: v for k, v in saved.items() if not k.startswith("_")}})
+    out: list[str] = []
+    _differences(theirs, now, "model", out)
+    return out
+
+
+def _differences(saved, now, key: str, out: list[str]) -> None:
+    if saved == now or (saved != saved and now != now):  # NaN is NaN
+        return
+    same_class = not isinstance(saved, dict) or not isinstance(now, dict) or saved.get("class_path") == now.get("class_path")
+    if isinstance(saved, dict) and isinstance(now, dict) and same_class:
+        for k in sorted(saved.keys() & now.keys()):
+            _differences(saved[k], now[k], f"{key}.{k}", out)
+    elif isinstance(saved, list) and isinstance(now, list) and len(saved) == len(now) \
+            and any(isinstance(v, (dict, list)) for v in saved + now):
+        for i, (a, b) in enumerate(zip(saved, now)):
+            _differences(a, b, f"{key}.{i}", out)
+    else:
+        out.append(f"{key}: {_short(now)} (command) -> {_short(saved)} (checkpoint)")
 
 
 def _plain(value):
-    """Lists and tuples alike (a checkpoint may store either for the same setting)."""
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+    """A setting as YAML holds it: lists for tuples, strings for paths, dicts for namespaces (a checkpoint
+    and a parsed config may store the same value either way)."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _short(value) -> str:
+    """A value for the note: a ``class_path`` block by its class, anything else as its repr (at most 80 chars)."""
+    if isinstance(value, dict) and "class_path" in value:
+        return f"{value['class_path']}(...)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def provenance() -> dict:
