@@ -23,11 +23,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class PredictItem:
     """One file of a predict run: its class index from the folder name (None when the folder is not a
-    class), and the reason it could not be used (None when it could)."""
+    class), the reason it could not be used (None when it could), and its speaker where the data knows it
+    (a test split's clips), so the writer can score each voice."""
 
     path: str
     label: int | None = None
     error: str | None = None
+    speaker: str | None = None
 
 
 def find_files(pattern: str, suffixes: Sequence[str]) -> list[Path]:

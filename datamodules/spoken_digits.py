@@ -863,9 +863,14 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
 
     def predict_dataloader(self) -> DataLoader:
         """The test split, or with ``predict_path`` the user's files (the failed ones are in
-        :attr:`predict_items` with their reason, and left out of the batches)."""
+        :attr:`predict_items` with their reason, and left out of the batches). On the test split
+        :attr:`predict_items` lists its clips with their label and speaker, so the prediction writer's CSV and
+        table show which voices a model gets wrong."""
         if not self.hparams.predict_path:  # always a DataLoader: under DDP every test clip is predicted once
-            return self._make_loader(self.dataset("test"), shuffle=False)
+            test = self.dataset("test")
+            self.predict_items = [PredictItem(m["path"], int(y), speaker=m["speaker"])
+                                  for m, y in zip(self.metadata("test"), test.labels.tolist())]
+            return self._make_loader(test, shuffle=False)
         return self._make_loader(self.predict_dataset(), shuffle=False)
 
     def predict_dataset(self) -> SpokenDigitDataset:

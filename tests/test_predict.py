@@ -8,6 +8,7 @@ get a row with their reason and do not stop the run; class-named folders give la
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import warnings
 from fractions import Fraction
@@ -23,6 +24,7 @@ from scipy.signal import resample_poly
 from audio_fixtures import digit_tone, write_fsdd
 from conftest import CONFIGS, run_cli
 from datamodules.audio import write_av
+from zoo.callbacks import breakdown
 
 NET = "--model.init_args.net.init_args."
 SMALL_CNN = [NET + "channels", "[8, 16, 16, 32]", NET + "hidden", "32"]
@@ -297,3 +299,53 @@ def test_predict_builds_the_net_of_the_checkpoint_and_names_the_settings_it_repl
     assert "model.init_args.optimizer.init_args.lr: 0.5 (command) -> " in err
     # nothing else differs between the command and the checkpoint, so nothing else is named
     assert err.count("(command) -> ") == 2, err
+
+
+def test_predict_on_the_test_split_lists_each_clip_with_its_speaker_and_matches_test(trained, tmp_path, capsys):
+    """Without ``predict_path`` the test split is predicted: one row per test clip with its label and speaker,
+    and the accuracy the table prints is the one ``test`` reports for the same checkpoint and data."""
+    _, ckpt = trained
+    data = write_fsdd(tmp_path / "data", speakers=("alice", "bob"), takes=range(14))  # the training fixture again
+    common = [*SMALL_CNN, *_quiet(tmp_path), *DATA, "--data.data_dir", data, "--data.cache_dir", tmp_path / "cache",
+              "--ckpt_path", ckpt]
+    out = tmp_path / "split.csv"
+    cli = run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *common, "--run.predictions_file", out])
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    test_clips = cli.datamodule.metadata("test")
+    assert list(rows[0]) == ["path", "prediction", "probability", "label", "speaker"]
+    assert [r["path"] for r in rows] == [m["path"] for m in test_clips] and all(Path(r["path"]).is_file() for r in rows)
+    assert [r["speaker"] for r in rows] == [m["speaker"] for m in test_clips] and {r["speaker"] for r in rows} == {"alice", "bob"}
+    names = cli.datamodule.class_names
+    assert [r["label"] for r in rows] == [names[m["digit"]] for m in test_clips]
+    printed = capsys.readouterr().out
+    correct = sum(r["prediction"] == r["label"] for r in rows)
+    assert f"accuracy on {len(rows)} labelled file(s): {100.0 * correct / len(rows):.2f} %" in printed
+    assert "recall per class: eight " in printed and "accuracy per speaker, worst first (2): " in printed
+    results = tmp_path / "test.json"
+    run_cli(["test", "--config", CONFIGS / "cnn_audio.yaml", *common, "--run.results_file", results])
+    metrics = json.loads(results.read_text())["metrics"]
+    assert metrics["test/acc"] == pytest.approx(correct / len(rows), abs=1e-6)
+    assert f"balanced accuracy {100.0 * metrics['test/balanced_acc']:.2f} %" in printed
+
+
+def test_breakdown_scores_each_class_and_names_the_worst_speakers_first():
+    """Recall per class and their mean (balanced accuracy: 3 of 4 female right, 1 of 1 male -> 87.5 %, where plain
+    accuracy says 80 %); speakers worst first, with their class when all their clips share one, and a cut-off
+    that says how good the unnamed ones are."""
+    def row(label, prediction, speaker):
+        return {"label": label, "prediction": prediction, "speaker": speaker}
+
+    rows = [row("female", "male", "05"), row("female", "female", "05"), row("female", "female", "22"),
+            row("female", "female", "22"), row("male", "male", "37")]
+    assert breakdown(rows) == [
+        "recall per class: female 75.0 % of 4, male 100.0 % of 1; balanced accuracy 87.50 %",
+        "accuracy per speaker, worst first (3): 05 (female) 50.0 % of 2, 22 (female) 100.0 % of 2, 37 (male) 100.0 % of 1"]
+    assert breakdown(rows, most=1)[1] == "accuracy per speaker, worst first (3): 05 (female) 50.0 % of 2; 2 more at 100.0 % or above"
+    # a speaker with clips of several classes (digits) gets no class; rows without a speaker give no speaker line
+    mixed = [row("one", "one", "alice"), row("two", "one", "alice")]
+    assert breakdown(mixed)[1] == "accuracy per speaker, worst first (1): alice 50.0 % of 2"
+    assert breakdown([{**r, "speaker": ""} for r in mixed]) == [
+        "recall per class: one 100.0 % of 1, two 0.0 % of 1; balanced accuracy 50.00 %"]
+    # one class only: no recall line (it would repeat the accuracy)
+    assert breakdown([row("male", "male", "")]) == []

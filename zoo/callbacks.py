@@ -245,7 +245,9 @@ class PredictionWriter(BasePredictionWriter):
       the CSV is a contact sheet of the images titled with the file names (the first ``montage_max``).
 
     Both may come together (the VAE's judge labels its images). Files that could not be used get a row with
-    ``error``; files in class-named folders a ``label``. The files' records come from the DataModule's
+    ``error``; files in class-named folders a ``label``; a test split's clips (predict without ``predict_path``,
+    where the DataModule lists them) their ``label`` and ``speaker``, and the table then scores each class and
+    each speaker (:func:`breakdown`). The files' records come from the DataModule's
     ``predict_items`` (``datamodules.predict``), the class names from the DataModule (else the model);
     predictions arrive in file order (the predict loader never shuffles).
 
@@ -287,7 +289,8 @@ class PredictionWriter(BasePredictionWriter):
         self.rows = []
         for it in items:
             row = {"path": it.path, "image": "", "prediction": "", "probability": "",
-                   "label": "" if it.label is None else names[it.label] if it.label < len(names) else str(it.label), "error": it.error or ""}
+                   "label": "" if it.label is None else names[it.label] if it.label < len(names) else str(it.label),
+                   "speaker": it.speaker or "", "error": it.error or ""}
             if it.error is None:
                 if probs is not None:
                     p, c = next(scored)
@@ -296,7 +299,7 @@ class PredictionWriter(BasePredictionWriter):
             self.rows.append(row)
         columns = ["path"] + (["image"] if self.predictions_file and images is not None else [])
         columns += ["prediction", "probability"] if probs is not None else []
-        columns += [c for c in ("label", "error") if any(r[c] for r in self.rows)]
+        columns += [c for c in ("label", "speaker", "error") if any(r[c] for r in self.rows)]
         if self.predictions_file:
             path = Path(self.predictions_file)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -376,7 +379,42 @@ class PredictionWriter(BasePredictionWriter):
             correct = sum(r["prediction"] == r["label"] for r in scored)
             lines.append(f"accuracy on {len(scored)} labelled file(s): {100.0 * correct / len(scored):.2f} %"
                          + (" (the class the model's judge sees in each image)" if images else ""))
+            lines += breakdown(scored)
         return "\n".join(lines)
+
+
+def breakdown(scored: list[dict], most: int = 12) -> list[str]:
+    """Lines under the accuracy for rows with a label and a prediction: each class's recall and their mean (the
+    balanced accuracy, what a study with unequal classes reports), and, for rows with a ``speaker``, each
+    speaker's accuracy, worst first (at most ``most`` named), with the class of a speaker whose clips share
+    one (the sex, when that is the target): one voice can hold a split's errors."""
+    def acc(rows: list[dict]) -> float:
+        return 100.0 * sum(r["prediction"] == r["label"] for r in rows) / len(rows)
+
+    lines = []
+    by_class = _grouped(scored, "label")
+    if len(by_class) > 1:
+        recalls = {k: acc(v) for k, v in by_class.items()}
+        lines.append("recall per class: " + ", ".join(f"{k} {recalls[k]:.1f} % of {len(by_class[k])}"
+                                                      for k in sorted(by_class))
+                     + f"; balanced accuracy {sum(recalls.values()) / len(recalls):.2f} %")
+    by_speaker = _grouped([r for r in scored if r["speaker"]], "speaker")
+    if by_speaker:
+        ranked = sorted(by_speaker.items(), key=lambda kv: (acc(kv[1]), kv[0]))
+        cells = []
+        for spk, rows in ranked[:most]:
+            labels = {r["label"] for r in rows}
+            cells.append(f"{spk}{f' ({labels.pop()})' if len(labels) == 1 else ''} {acc(rows):.1f} % of {len(rows)}")
+        more = f"; {len(ranked) - most} more at {acc(ranked[most][1]):.1f} % or above" if len(ranked) > most else ""
+        lines.append(f"accuracy per speaker, worst first ({len(ranked)}): " + ", ".join(cells) + more)
+    return lines
+
+
+def _grouped(rows: list[dict], key: str) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r[key], []).append(r)
+    return groups
 
 
 def _gather(batches: list, key: str) -> torch.Tensor | None:

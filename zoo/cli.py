@@ -376,10 +376,13 @@ class ZooCLI(LightningCLI):
                                  "are stored with the run and uploaded by `wandb sync`.")
         parser.add_argument("--run.predictions_file", type=str | None, default=None,
                             help="predict: write one CSV row per file here (classifiers: path,prediction,"
-                                 "probability[,label][,error]; image generators such as AudioToImageVAE: path,image"
+                                 "probability[,label][,speaker][,error]; image generators such as AudioToImageVAE: path,image"
                                  "[,prediction,probability][,label][,error], with the PNGs in <stem>_images/ and a "
                                  "contact sheet <stem>_montage.png beside it); the table and, for files in "
-                                 "class-named folders, the accuracy are printed either way.")
+                                 "class-named folders, the accuracy are printed either way. Without "
+                                 "--data.predict_path SpokenDigits predicts its test split, with each "
+                                 "clip's label and speaker, and the table adds each class's recall and each "
+                                 "speaker's accuracy.")
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SafeLearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
