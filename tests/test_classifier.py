@@ -66,6 +66,29 @@ def test_learns_with_a_trainer_and_augments_training_batches_only(tmp_path):
     assert out["probs"].shape == (20, 4) and torch.allclose(out["probs"].sum(1), torch.ones(20))
 
 
+class _NamedData(L.LightningDataModule):
+    def __init__(self, class_names: list[str]) -> None:
+        super().__init__()
+        self.class_names = class_names
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(_digits(), batch_size=20)
+
+
+@pytest.mark.parametrize("given", [None, ["w", "x", "y", "z"]], ids=["from-the-data", "the-model's"])
+def test_per_class_results_are_named_by_the_model_else_by_the_data(tmp_path, given):
+    """A config that gives the model no class names (a grid over cnn_audio.yaml for gender) still reports
+    "female"/"male" per class when the data names its classes; names the model was given win. Data that names
+    another number of classes than the model scores is not used."""
+    model = Classifier(LeNet5(num_classes=4), class_names=given)
+    _trainer(tmp_path).test(model, datamodule=_NamedData(["a", "b", "c", "d"]))
+    assert list(model.last_test_per_class) == (given or ["a", "b", "c", "d"])
+    assert {r["support"] for r in model.last_test_per_class.values()} == {10}
+    model = Classifier(LeNet5(num_classes=4))
+    _trainer(tmp_path).test(model, datamodule=_NamedData(["a", "b"]))
+    assert list(model.last_test_per_class) == ["0", "1", "2", "3"]
+
+
 def test_mixup_mixes_inputs_and_targets_per_sample_and_still_learns(tmp_path):
     class Recorder(nn.Module):
         num_classes = 4

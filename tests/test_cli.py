@@ -111,7 +111,9 @@ def test_fit_tests_best_checkpoint_and_logs_everything(fsdd_root, tmp_path):
     # the test confusion matrix and the per-class table it gives, one row per class name
     cm = torch.tensor(metrics["confusion_matrix"])
     assert cm.shape == (10, 10) and int(cm.sum()) > 0
-    assert list(metrics["per_class"]) == cli.model.class_names
+    # the config gives the model no class names; the data's name the rows ("zero", ... "nine")
+    assert list(metrics["per_class"]) == cli.datamodule.class_names == ["zero", "one", "two", "three", "four", "five",
+                                                                         "six", "seven", "eight", "nine"]
     assert sum(row["support"] for row in metrics["per_class"].values()) == int(cm.sum())
     # the file alone says what ran: seed, resolved config, code version and packages
     assert metrics["seed"] == 0 and metrics["config"]["model"]["class_path"] == "zoo.tasks.classifier.Classifier"

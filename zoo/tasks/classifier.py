@@ -53,7 +53,9 @@ class Classifier(L.LightningModule):
     Args:
         net: the network, input -> ``(N, num_classes)`` logits (e.g. :class:`zoo.nets.convnet.ConvNet`).
         num_classes: number of classes; None: the net's ``num_classes`` attribute.
-        class_names: class labels for the confusion-matrix figure and the per-class table; None: "0", "1", ...
+        class_names: class labels for the confusion-matrix figure and the per-class table; None: the
+            DataModule's ``class_names`` when it has one per class (so a config that leaves them out still
+            reports "female", "male"), else "0", "1", ...
         label_smoothing: label smoothing of the cross-entropy loss, in [0, 1); 0 disables it.
         augment: a module applied to each training batch's input only (e.g.
             :class:`datamodules.augment.BatchAugment`); None: no augmentation.
@@ -95,6 +97,7 @@ class Classifier(L.LightningModule):
         self.augment = augment
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self._names_given = class_names is not None
         if len(self.class_names) != num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} entries but num_classes={num_classes}")
         self.label_smoothing = label_smoothing
@@ -198,13 +201,22 @@ class Classifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         cm = self.test_confusion.compute()
         self.last_test_confusion = cm.tolist()  # for the results file: per-fold matrices of a study
-        self.last_test_per_class = per_class_report(cm, self.class_names)
+        names = self._report_names()
+        self.last_test_per_class = per_class_report(cm, names)
         # the per-class table as logged values (test/precision/<class>, test/recall/..., test/f1/...): any
         # logger shows it, and W&B can compare a class across runs; a class never predicted has no precision
         self.log_dict({f"test/{key}/{name}": row[key] for name, row in self.last_test_per_class.items()
                        for key in ("precision", "recall", "f1") if row[key] is not None})
-        log_figure(self.trainer, "test/confusion_matrix", confusion_matrix_figure(cm, self.class_names))
+        log_figure(self.trainer, "test/confusion_matrix", confusion_matrix_figure(cm, names))
         self.test_confusion.reset()
+
+    def _report_names(self) -> list[str]:
+        """The class names results and figures use: this model's when it was given them, else the data's."""
+        if not self._names_given:
+            data = getattr(self.trainer.datamodule, "class_names", None)
+            if data is not None and len(data) == self.num_classes:
+                return [str(n) for n in data]
+        return self.class_names
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         logits, y = self._eval_logits_and_target(batch)

@@ -46,7 +46,7 @@ class StagedClassifier(Classifier):
         recon_weight: weight of the reconstruction error added to the cross-entropy when the encoder trains
             jointly (0: cross-entropy only).
         num_classes: number of target classes; None: the net's num_classes. Must match the data.
-        class_names: class labels for the confusion-matrix figure and per-class table; None: "0", "1", ...
+        class_names: class labels for the confusion-matrix figure and per-class table; None: the data's, else "0", "1", ...
         label_smoothing: label smoothing of the head's cross-entropy loss, in [0, 1); 0 disables it.
         optimizer: optimizer factory applied to all parameters; default AdamW(lr=1e-3, weight_decay=1e-4).
         scheduler: optional learning-rate scheduler factory, stepped once per epoch; None keeps the rate constant.
