@@ -866,7 +866,7 @@ class SpokenDigits(LegacySettingsMixin, SplitLoadersMixin, L.LightningDataModule
         :attr:`predict_items` with their reason, and left out of the batches). On the test split
         :attr:`predict_items` lists its clips with their label and speaker, so the prediction writer's CSV and
         table show which voices a model gets wrong."""
-        if not self.hparams.predict_path:  # always a DataLoader: under DDP every test clip is predicted once
+        if not self.hparams.predict_path:  # a DataLoader: under DDP Lightning gives each clip to one rank
             test = self.dataset("test")
             self.predict_items = [PredictItem(m["path"], int(y), speaker=m["speaker"])
                                   for m, y in zip(self.metadata("test"), test.labels.tolist())]

@@ -13,6 +13,7 @@ import shutil
 import warnings
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,7 +25,8 @@ from scipy.signal import resample_poly
 from audio_fixtures import digit_tone, write_fsdd
 from conftest import CONFIGS, run_cli
 from datamodules.audio import write_av
-from zoo.callbacks import breakdown
+from datamodules.predict import PredictItem
+from zoo.callbacks import PredictionWriter, breakdown
 
 NET = "--model.init_args.net.init_args."
 SMALL_CNN = [NET + "channels", "[8, 16, 16, 32]", NET + "hidden", "32"]
@@ -321,12 +323,17 @@ def test_predict_on_the_test_split_lists_each_clip_with_its_speaker_and_matches_
     printed = capsys.readouterr().out
     correct = sum(r["prediction"] == r["label"] for r in rows)
     assert f"accuracy on {len(rows)} labelled file(s): {100.0 * correct / len(rows):.2f} %" in printed
-    assert "recall per class: eight " in printed and "accuracy per speaker, worst first (2): " in printed
+    assert "recall per class: zero " in printed and "accuracy per speaker, worst first (2): " in printed
     results = tmp_path / "test.json"
     run_cli(["test", "--config", CONFIGS / "cnn_audio.yaml", *common, "--run.results_file", results])
     metrics = json.loads(results.read_text())["metrics"]
     assert metrics["test/acc"] == pytest.approx(correct / len(rows), abs=1e-6)
     assert f"balanced accuracy {100.0 * metrics['test/balanced_acc']:.2f} %" in printed
+    # a smoke run predicts one batch of the split: its rows, not an error
+    run_cli(["predict", "--config", CONFIGS / "cnn_audio.yaml", *common, "--data.batch_size", "8",
+             "--trainer.fast_dev_run", "true", "--run.predictions_file", out])
+    with out.open() as f:
+        assert [r["path"] for r in csv.DictReader(f)] == [m["path"] for m in test_clips[:8]]
 
 
 def test_breakdown_scores_each_class_and_names_the_worst_speakers_first():
@@ -338,7 +345,7 @@ def test_breakdown_scores_each_class_and_names_the_worst_speakers_first():
 
     rows = [row("female", "male", "05"), row("female", "female", "05"), row("female", "female", "22"),
             row("female", "female", "22"), row("male", "male", "37")]
-    assert breakdown(rows) == [
+    assert breakdown(rows[::-1], ["female", "male"]) == breakdown(rows) == [
         "recall per class: female 75.0 % of 4, male 100.0 % of 1; balanced accuracy 87.50 %",
         "accuracy per speaker, worst first (3): 05 (female) 50.0 % of 2, 22 (female) 100.0 % of 2, 37 (male) 100.0 % of 1"]
     assert breakdown(rows, most=1)[1] == "accuracy per speaker, worst first (3): 05 (female) 50.0 % of 2; 2 more at 100.0 % or above"
@@ -347,5 +354,36 @@ def test_breakdown_scores_each_class_and_names_the_worst_speakers_first():
     assert breakdown(mixed)[1] == "accuracy per speaker, worst first (1): alice 50.0 % of 2"
     assert breakdown([{**r, "speaker": ""} for r in mixed]) == [
         "recall per class: one 100.0 % of 1, two 0.0 % of 1; balanced accuracy 50.00 %"]
+    # classes in the order of the class names, not alphabetical
+    digits = [row("two", "two", ""), row("ten", "ten", "")]
+    assert breakdown(digits, ["two", "ten"])[0].startswith("recall per class: two 100.0 % of 1, ten 100.0 % of 1")
     # one class only: no recall line (it would repeat the accuracy)
     assert breakdown([row("male", "male", "")]) == []
+    # a class predicted but absent counts with recall 0, as torchmetrics' macro accuracy (test/balanced_acc) has it
+    absent = [row("male", "male", ""), row("male", "female", "")]
+    assert breakdown(absent) == ["recall per class: male 50.0 % of 2; predicted but absent: female; balanced accuracy 25.00 %"]
+    from torchmetrics.classification import MulticlassAccuracy
+    macro = MulticlassAccuracy(2, average="macro")(torch.tensor([0, 1]), torch.tensor([1, 1]))
+    assert float(macro) == pytest.approx(0.25)
+
+
+def test_the_writer_on_a_limited_run_writes_the_files_it_reached_and_under_ddp_needs_one_device(tmp_path, recwarn):
+    """``fast_dev_run`` predicts one batch: the rows are the files of that batch (a failed file before the cut
+    keeps its row), not an error. Under DDP each process holds a share: a CSV is refused, the table skipped."""
+    items = [PredictItem("a.wav", 0), PredictItem("bad.wav", error="bad.wav: empty"), PredictItem("b.wav", 1),
+             PredictItem("c.wav", 1)]
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    writer = PredictionWriter(str(tmp_path / "p.csv"))
+    trainer = SimpleNamespace(world_size=1, fast_dev_run=1, limit_predict_batches=1,
+                              datamodule=SimpleNamespace(predict_items=items, class_names=["no", "yes"]))
+    writer.write_on_epoch_end(trainer, None, [{"probs": probs}], None)
+    assert [(r["path"], r["prediction"], r["error"] != "") for r in writer.rows] == [
+        ("a.wav", "no", False), ("bad.wav", "", True), ("b.wav", "yes", False)]
+    trainer.fast_dev_run, trainer.limit_predict_batches = 0, 1.0  # not limited: a short count is a bug
+    with pytest.raises(RuntimeError, match="2 predictions for 3 usable files"):
+        writer.write_on_epoch_end(trainer, None, [{"probs": probs}], None)
+    trainer.world_size = 2
+    with pytest.raises(RuntimeError, match="--run.predictions_file needs one device"):
+        writer.write_on_epoch_end(trainer, None, [{"probs": probs}], None)
+    PredictionWriter().write_on_epoch_end(trainer, None, [{"probs": probs}], None)
+    assert any("no table under DDP" in str(w.message) for w in recwarn)

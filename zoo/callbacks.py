@@ -9,13 +9,14 @@ import os
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import (BasePredictionWriter, Callback, EMAWeightAveraging, LearningRateMonitor,
                                         ModelCheckpoint)
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from tqdm import tqdm
 
@@ -264,12 +265,17 @@ class PredictionWriter(BasePredictionWriter):
         self.montage_max = montage_max
         self.rows: list[dict] = []
         self.montage: Path | None = None
+        self._names: list[str] = []
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        if trainer.world_size > 1:
-            raise RuntimeError("PredictionWriter: predict on files with one device (--trainer.devices 1)")
         items = getattr(trainer.datamodule, "predict_items", None)
-        if not items:  # predicting on a split, not on files: nothing of ours to write
+        if not items:  # data that lists no files (a split of MNIST, say): nothing of ours to write
+            return
+        if trainer.world_size > 1:  # each process predicted a share of the items: no one table holds them all
+            if self.predictions_file:
+                raise RuntimeError("PredictionWriter: --run.predictions_file needs one device (--trainer.devices 1)")
+            rank_zero_warn("PredictionWriter: no table under DDP (each process predicts a share of the files); "
+                           "predict with --trainer.devices 1 for it")
             return
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         probs, images = _gather(batches, "probs"), _gather(batches, "images")
@@ -279,17 +285,22 @@ class PredictionWriter(BasePredictionWriter):
             raise RuntimeError("PredictionWriter: predict_step must return a dict with 'probs' (class probabilities) "
                                f"and/or 'images' (generated images in [0, 1]), got {keys}")
         good = [it for it in items if it.error is None]
+        done = len(probs if probs is not None else images)
+        if done < len(good) and _predict_limited(trainer):  # a smoke run (fast_dev_run): the files it reached
+            items = items[:next(i for i, it in enumerate(items) if it is good[done])]
+            good = good[:done]
         for what, values in (("predictions", probs), ("images", images)):
             if values is not None and len(values) != len(good):
                 raise RuntimeError(f"PredictionWriter: {len(values)} {what} for {len(good)} usable files")
         names = self._class_names(trainer, pl_module, probs)
+        self._names = names
         conf, pred = probs.max(dim=1) if probs is not None else (torch.zeros(0), torch.zeros(0))
         scored = iter(zip(pred.tolist(), conf.tolist()))
         saved = iter(self._save_images(images, good, names, probs) if images is not None else [])
         self.rows = []
         for it in items:
             row = {"path": it.path, "image": "", "prediction": "", "probability": "",
-                   "label": "" if it.label is None else names[it.label] if it.label < len(names) else str(it.label),
+                   "label": "" if it.label is None else names[it.label] if 0 <= it.label < len(names) else str(it.label),
                    "speaker": it.speaker or "", "error": it.error or ""}
             if it.error is None:
                 if probs is not None:
@@ -379,25 +390,30 @@ class PredictionWriter(BasePredictionWriter):
             correct = sum(r["prediction"] == r["label"] for r in scored)
             lines.append(f"accuracy on {len(scored)} labelled file(s): {100.0 * correct / len(scored):.2f} %"
                          + (" (the class the model's judge sees in each image)" if images else ""))
-            lines += breakdown(scored)
+            lines += breakdown(scored, self._names)
         return "\n".join(lines)
 
 
-def breakdown(scored: list[dict], most: int = 12) -> list[str]:
-    """Lines under the accuracy for rows with a label and a prediction: each class's recall and their mean (the
-    balanced accuracy, what a study with unequal classes reports), and, for rows with a ``speaker``, each
-    speaker's accuracy, worst first (at most ``most`` named), with the class of a speaker whose clips share
-    one (the sex, when that is the target): one voice can hold a split's errors."""
+def breakdown(scored: list[dict], class_names: Sequence[str] = (), most: int = 12) -> list[str]:
+    """Lines under the accuracy for rows with a label and a prediction: each class's recall (in ``class_names``
+    order) and the balanced accuracy, what a study with unequal classes reports, computed as ``test``'s
+    ``test/balanced_acc`` is (a class predicted but absent counts with recall 0); and, for rows with a
+    ``speaker``, each speaker's accuracy, worst first (at most ``most`` named), with the class of a speaker
+    whose clips share one (the sex, when that is the target): one voice can hold a split's errors."""
     def acc(rows: list[dict]) -> float:
         return 100.0 * sum(r["prediction"] == r["label"] for r in rows) / len(rows)
 
     lines = []
     by_class = _grouped(scored, "label")
-    if len(by_class) > 1:
-        recalls = {k: acc(v) for k, v in by_class.items()}
-        lines.append("recall per class: " + ", ".join(f"{k} {recalls[k]:.1f} % of {len(by_class[k])}"
-                                                      for k in sorted(by_class))
-                     + f"; balanced accuracy {sum(recalls.values()) / len(recalls):.2f} %")
+    order = {name: i for i, name in enumerate(class_names)}
+    present = sorted(by_class, key=lambda k: (order.get(k, len(order)), k))
+    absent = {r["prediction"] for r in scored} - set(by_class)
+    if len(present) + len(absent) > 1:
+        recalls = [acc(by_class[k]) for k in present] + [0.0] * len(absent)
+        lines.append("recall per class: " + ", ".join(f"{k} {acc(by_class[k]):.1f} % of {len(by_class[k])}"
+                                                      for k in present)
+                     + (f"; predicted but absent: {', '.join(sorted(absent))}" if absent else "")
+                     + f"; balanced accuracy {sum(recalls) / len(recalls):.2f} %")
     by_speaker = _grouped([r for r in scored if r["speaker"]], "speaker")
     if by_speaker:
         ranked = sorted(by_speaker.items(), key=lambda kv: (acc(kv[1]), kv[0]))
@@ -408,6 +424,12 @@ def breakdown(scored: list[dict], most: int = 12) -> list[str]:
         more = f"; {len(ranked) - most} more at {acc(ranked[most][1]):.1f} % or above" if len(ranked) > most else ""
         lines.append(f"accuracy per speaker, worst first ({len(ranked)}): " + ", ".join(cells) + more)
     return lines
+
+
+def _predict_limited(trainer) -> bool:
+    """Whether ``fast_dev_run`` or ``limit_predict_batches`` may have cut the predict run short."""
+    limit = trainer.limit_predict_batches
+    return bool(trainer.fast_dev_run) or isinstance(limit, int) or limit < 1.0
 
 
 def _grouped(rows: list[dict], key: str) -> dict[str, list[dict]]:

@@ -178,7 +178,7 @@ class TransferClassifier(Classifier):
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
         fpr, tpr, _ = self.test_roc.compute()
-        log_figure(self.trainer, "test/roc", roc_figure(fpr, tpr, self.class_names))
+        log_figure(self.trainer, "test/roc", roc_figure(fpr, tpr, self._report_names()))
         self.test_roc.reset()
 
     def configure_optimizers(self):
