@@ -350,7 +350,9 @@ def test_predict_writes_an_image_per_recording_and_a_contact_sheet(pair_root, tm
 
     with out.open() as f:
         rows = {Path(r["path"]).relative_to(recs).as_posix(): r for r in csv.DictReader(f)}
-    assert list(rows["c_16k.wav"]) == ["path", "image", "prediction", "probability", "label", "error"]
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert list(rows["c_16k.wav"]) == ["path", "image", "prediction", "probability", "label", "error",
+                                       *(f"probability_{n}" for n in names)]
     assert "empty file" in rows["bad/empty.wav"]["error"] and str(recs / "bad" / "empty.wav") in rows["bad/empty.wav"]["error"]
     assert rows["bad/empty.wav"]["image"] == ""
     good = ["c_16k.wav", "seven/a.wav", "two/a.flac"]  # file order: sorted paths

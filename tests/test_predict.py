@@ -29,6 +29,7 @@ from datamodules.predict import PredictItem
 from zoo.callbacks import PredictionWriter, breakdown
 
 NET = "--model.init_args.net.init_args."
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SMALL_CNN = [NET + "channels", "[8, 16, 16, 32]", NET + "hidden", "32"]
 # the shipped recipe's trimming, without what cannot work on the fixture's digits, which are steady
 # tones: per-utterance normalisation removes a tone's level per band, a +-15 % frequency warp moves
@@ -131,15 +132,18 @@ def test_predict_on_mixed_files_with_only_the_checkpoint(trained, tmp_path, caps
     assert "1 file(s) look clipped" in caplog.text and str(tmp_path / "recs" / "unsorted" / "i_clipped.wav") in caplog.text
     with out.open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["path", "prediction", "probability", "label", "error"]
+    assert list(rows[0]) == ["path", "prediction", "probability", "label", "error", *(f"probability_{n}" for n in DIGITS)]
     by_name = {str(Path(r["path"]).relative_to(tmp_path / "recs")): r for r in rows}
     assert set(by_name) == set(expected)
     for name, error in expected.items():
         row = by_name[name]
         if error is None:
-            assert row["error"] == "" and row["prediction"] in [
-                "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+            assert row["error"] == "" and row["prediction"] in DIGITS
             assert 0.0 < float(row["probability"]) <= 1.0
+            # every class's probability at the end of the row: they sum to 1, the prediction's is the largest
+            dist = {n: float(row[f"probability_{n}"]) for n in DIGITS}
+            assert sum(dist.values()) == pytest.approx(1.0, abs=1e-5) and max(dist, key=dist.get) == row["prediction"]
+            assert dist[row["prediction"]] == pytest.approx(float(row["probability"]), abs=1e-4)
         else:
             assert error in row["error"] and str(tmp_path / "recs" / name) in row["error"]
             assert row["prediction"] == ""
@@ -256,7 +260,8 @@ def test_image_classifier_takes_class_names_from_the_checkpoint(tmp_path):
     run_cli(["predict", *args, "--ckpt_path", ckpt, "--data.predict_path", tmp_path / "mine.jpg",
              "--run.predictions_file", out])
     (row,) = csv.DictReader(out.open())
-    assert row["prediction"] == "cats" and list(row) == ["path", "prediction", "probability"]
+    assert row["prediction"] == "cats" and list(row) == ["path", "prediction", "probability", "probability_cats",
+                                                         "probability_dogs"]
 
 
 def test_mfcc_svm_predicts_files(tmp_path):
@@ -315,7 +320,7 @@ def test_predict_on_the_test_split_lists_each_clip_with_its_speaker_and_matches_
     with out.open() as f:
         rows = list(csv.DictReader(f))
     test_clips = cli.datamodule.metadata("test")
-    assert list(rows[0]) == ["path", "prediction", "probability", "label", "speaker"]
+    assert list(rows[0]) == ["path", "prediction", "probability", "label", "speaker", *(f"probability_{n}" for n in DIGITS)]
     assert [r["path"] for r in rows] == [m["path"] for m in test_clips] and all(Path(r["path"]).is_file() for r in rows)
     assert [r["speaker"] for r in rows] == [m["speaker"] for m in test_clips] and {r["speaker"] for r in rows} == {"alice", "bob"}
     names = cli.datamodule.class_names

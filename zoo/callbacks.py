@@ -239,7 +239,8 @@ class PredictionWriter(BasePredictionWriter):
 
     One writer for every task; what a row holds follows what ``predict_step`` returns for each batch (a dict):
 
-    * ``"probs"`` ``(B, classes)`` (classifiers): ``prediction,probability`` columns.
+    * ``"probs"`` ``(B, classes)`` (classifiers): ``prediction,probability`` columns, and at the end of the row
+      every class's probability (``probability_<class>``, 6 decimals), what ``zoo.tools.ensemble`` averages.
     * ``"images"`` ``(B, 1 or 3, H, W)`` in [0, 1] (generators, e.g. the audio-to-image VAE): an ``image`` column;
       each image is saved as an 8-bit PNG named after its input file in ``<predictions_file stem>_images/``
       (``a.wav`` -> ``a.png``; a later file with the same stem gets ``a-2.png``), and ``<stem>_montage.png`` next to
@@ -265,7 +266,7 @@ class PredictionWriter(BasePredictionWriter):
         self.montage_max = montage_max
         self.rows: list[dict] = []
         self.montage: Path | None = None
-        self._names: list[str] = []
+        self.class_names: list[str] = []
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         items = getattr(trainer.datamodule, "predict_items", None)
@@ -293,9 +294,9 @@ class PredictionWriter(BasePredictionWriter):
             if values is not None and len(values) != len(good):
                 raise RuntimeError(f"PredictionWriter: {len(values)} {what} for {len(good)} usable files")
         names = self._class_names(trainer, pl_module, probs)
-        self._names = names
+        self.class_names = names
         conf, pred = probs.max(dim=1) if probs is not None else (torch.zeros(0), torch.zeros(0))
-        scored = iter(zip(pred.tolist(), conf.tolist()))
+        scored = iter(zip(pred.tolist(), conf.tolist(), probs.tolist() if probs is not None else []))
         saved = iter(self._save_images(images, good, names, probs) if images is not None else [])
         self.rows = []
         for it in items:
@@ -304,13 +305,20 @@ class PredictionWriter(BasePredictionWriter):
                    "speaker": it.speaker or "", "error": it.error or ""}
             if it.error is None:
                 if probs is not None:
-                    p, c = next(scored)
+                    p, c, dist = next(scored)
                     row["prediction"], row["probability"] = names[p], f"{c:.4f}"
+                    row.update({f"probability_{n}": f"{q:.6f}" for n, q in zip(names, dist)})
                 row["image"] = str(next(saved, ""))
             self.rows.append(row)
         columns = ["path"] + (["image"] if self.predictions_file and images is not None else [])
         columns += ["prediction", "probability"] if probs is not None else []
         columns += [c for c in ("label", "speaker", "error") if any(r[c] for r in self.rows)]
+        columns += [f"probability_{n}" for n in names] if probs is not None else []
+        self.finish(columns, images is not None)
+
+    def finish(self, columns: list[str], images: bool = False) -> None:
+        """Write :attr:`rows` (``columns`` of them) to the CSV, if one was asked for, and print the table; also
+        what ``zoo.tools.ensemble`` ends with, so an ensemble's output reads like one model's."""
         if self.predictions_file:
             path = Path(self.predictions_file)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,7 +327,7 @@ class PredictionWriter(BasePredictionWriter):
                 writer.writeheader()
                 writer.writerows(self.rows)
         # through tqdm: the predict progress bar is still drawn, and a plain print would land on its line
-        tqdm.write(self.summary(columns, images is not None))
+        tqdm.write(self.summary(columns, images))
 
     @staticmethod
     def _class_names(trainer, pl_module, probs: torch.Tensor | None) -> list[str]:
@@ -390,7 +398,7 @@ class PredictionWriter(BasePredictionWriter):
             correct = sum(r["prediction"] == r["label"] for r in scored)
             lines.append(f"accuracy on {len(scored)} labelled file(s): {100.0 * correct / len(scored):.2f} %"
                          + (" (the class the model's judge sees in each image)" if images else ""))
-            lines += breakdown(scored, self._names)
+            lines += breakdown(scored, self.class_names)
         return "\n".join(lines)
 
 
