@@ -69,9 +69,23 @@ def test_inputs_that_cannot_be_averaged_are_refused_naming_the_file(tmp_path):
         ensemble(predictions=[a, other_classes])
     relabelled = _write(tmp_path / "d.csv", [{"path": "x.wav", "probs": [0.4, 0.6], "label": "male"}])
     labelled = _write(tmp_path / "e.csv", [{"path": "x.wav", "probs": [0.4, 0.6], "label": "female"}])
-    with pytest.raises(ValueError, match="disagree on the label of x.wav"):
+    with pytest.raises(ValueError, match=r"disagree on the label of x\.wav: .*d\.csv: 'male', .*e\.csv: 'female'"):
         ensemble(predictions=[relabelled, labelled])
     old = tmp_path / "old.csv"  # before zoo 0.3.15: no per-class probabilities
     old.write_text("path,prediction,probability\nx.wav,male,0.6\n")
     with pytest.raises(ValueError, match=r"old\.csv: not a classifier's predictions file; expected .*probability_<class>"):
         ensemble(predictions=[a, str(old)])
+
+
+def test_a_member_without_labels_or_speakers_takes_them_from_the_others_and_ties_go_to_the_first_class(tmp_path):
+    """Files predicted once from class folders on a test split and once without: the label and speaker come from
+    the member that has them. Members may list their classes in another order; a tie goes to the first class of
+    the first file, as argmax would."""
+    bare = _write(tmp_path / "bare.csv", [{"path": "x.wav", "probs": [0.3, 0.7]}])
+    full = _write(tmp_path / "full.csv", [{"path": "x.wav", "probs": [0.3, 0.7], "label": "female", "speaker": "05"}],
+                  classes=("male", "female"))
+    (row,) = ensemble(predictions=[bare, full])
+    assert (row["label"], row["speaker"], row["prediction"], row["probability"]) == ("female", "05", "female", "0.5000")
+    other_speaker = _write(tmp_path / "other.csv", [{"path": "x.wav", "probs": [0.3, 0.7], "speaker": "22"}])
+    with pytest.raises(ValueError, match="disagree on the speaker of x.wav"):
+        ensemble(predictions=[full, other_speaker])

@@ -376,8 +376,9 @@ class ZooCLI(LightningCLI):
                                  "are stored with the run and uploaded by `wandb sync`.")
         parser.add_argument("--run.predictions_file", type=str | None, default=None,
                             help="predict: write one CSV row per file here (classifiers: path,prediction,"
-                                 "probability[,label][,speaker][,error]; image generators such as AudioToImageVAE: path,image"
-                                 "[,prediction,probability][,label][,error], with the PNGs in <stem>_images/ and a "
+                                 "probability[,label][,speaker][,error],probability_<class>... (every class's, 6 decimals); image "
+                                 "generators such as AudioToImageVAE: path,image[,prediction,probability][,label][,error]"
+                                 "[,probability_<class>...], with the PNGs in <stem>_images/ and a "
                                  "contact sheet <stem>_montage.png beside it); the table and, for files in "
                                  "class-named folders, the accuracy are printed either way. Without "
                                  "--data.predict_path SpokenDigits predicts its test split, with each "

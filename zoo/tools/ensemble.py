@@ -50,7 +50,9 @@ def ensemble(*, predictions: list[str], out: str | None = None, show: int = 20) 
 
     Args:
         predictions: two or more predictions CSVs with the same files and the same classes.
-        out: CSV to write (the columns of the inputs); None: only print the table.
+        out: CSV to write (path, prediction, probability, label, speaker and error where any row has one, and
+            every class's probability; an image generator's ``image`` column is not carried over); None: only
+            print the table.
         show: how many rows the printed table shows.
     """
     if len(predictions) < 2:
@@ -69,11 +71,8 @@ def ensemble(*, predictions: list[str], out: str | None = None, show: int = 20) 
     out_rows = []
     for path in first:  # the first file's order
         rows = [m[path] for _, m in members]
-        labels = {r.get("label", "") for r in rows}
-        if len(labels) > 1:
-            raise ValueError(f"ensemble: the files disagree on the label of {path}: {sorted(labels)}")
-        row = {"path": path, "prediction": "", "probability": "", "label": labels.pop(),
-               "speaker": rows[0].get("speaker", ""), "error": ""}
+        row = {"path": path, "prediction": "", "probability": "", "label": _agreed(path, "label", members, rows),
+               "speaker": _agreed(path, "speaker", members, rows), "error": ""}
         errors = [f"{p}: {r['error']}" for (p, _), r in zip(members, rows) if r.get("error")]
         if errors:
             row["error"] = "; ".join(errors)
@@ -90,6 +89,15 @@ def ensemble(*, predictions: list[str], out: str | None = None, show: int = 20) 
     writer.rows, writer.class_names = out_rows, list(first_names)
     writer.finish(columns)
     return out_rows
+
+
+def _agreed(path: str, column: str, members: list[tuple[str, dict]], rows: list[dict]) -> str:
+    """The one value of ``column`` the members give ``path`` (a member without the column gives none)."""
+    given = {p: r[column] for (p, _), r in zip(members, rows) if r.get(column)}
+    if len(set(given.values())) > 1:
+        raise ValueError(f"ensemble: the files disagree on the {column} of {path}: "
+                         + ", ".join(f"{p}: {v!r}" for p, v in given.items()))
+    return next(iter(given.values()), "")
 
 
 def main(args: list[str] | None = None):
