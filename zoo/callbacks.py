@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from zoo import compat
-from zoo.figures import image_grid_figure, save_figure
+from zoo.figures import image_grid_figure, save_figure, shown_class_names
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -250,7 +250,7 @@ class PredictionWriter(BasePredictionWriter):
     ``error``; files in class-named folders a ``label``; a test split's clips (predict without ``predict_path``,
     where the DataModule lists them) their ``label`` and ``speaker``, and the table then scores each class and
     each speaker (:func:`breakdown`). The files' records come from the DataModule's
-    ``predict_items`` (``datamodules.predict``), the class names from the DataModule (else the model);
+    ``predict_items`` (``datamodules.predict``), the class names as the model's results name them;
     predictions arrive in file order (the predict loader never shuffles).
 
     Args:
@@ -331,13 +331,12 @@ class PredictionWriter(BasePredictionWriter):
 
     @staticmethod
     def _class_names(trainer, pl_module, probs: torch.Tensor | None) -> list[str]:
-        # the data's names ("seven", "cats") over the model's default "0", "1", ... when it has them
-        names = list(getattr(trainer.datamodule, "class_names", None) or getattr(pl_module, "class_names", None)
-                     or range(probs.shape[1] if probs is not None else 0))
-        names = [str(n) for n in names]
-        if probs is not None and len(names) != probs.shape[1]:
-            raise RuntimeError(f"PredictionWriter: the model scores {probs.shape[1]} classes, the data names {len(names)}")
-        return names
+        """As the model's results name them (:func:`zoo.figures.shown_class_names`)."""
+        data, model = getattr(trainer.datamodule, "class_names", None), getattr(pl_module, "class_names", None)
+        count = probs.shape[1] if probs is not None else len(data or model or [])
+        if probs is not None and data and len(data) != count:
+            raise RuntimeError(f"PredictionWriter: the model scores {count} classes, the data names {len(data)}")
+        return shown_class_names(model, data, count)
 
     def image_folder(self) -> Path:
         """``<predictions_file stem>_images/`` next to the CSV."""

@@ -18,6 +18,17 @@ import numpy as np
 import torch
 
 
+def shown_class_names(model_names: Sequence | None, data_names: Sequence | None, count: int) -> list[str]:
+    """The names of ``count`` classes in results, figures and predictions: the model's own, unless it has only the
+    default "0", "1", ... and the data names ``count`` classes ("seven", "female"): one rule for the per-class
+    table, the confusion matrix and the predictions CSV."""
+    default = [str(i) for i in range(count)]
+    model = [str(n) for n in model_names] if model_names else default
+    if model == default and data_names and len(data_names) == count:
+        return [str(n) for n in data_names]
+    return model
+
+
 def _loggers(trainer) -> list:
     if trainer is None:
         return []

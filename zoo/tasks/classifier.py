@@ -25,7 +25,7 @@ from torchmetrics.classification import (
 )
 
 from zoo import compat
-from zoo.figures import confusion_matrix_figure, log_figure
+from zoo.figures import confusion_matrix_figure, log_figure, shown_class_names
 from zoo.optim import configure_optimizers_from, default_optimizer
 from zoo.tasks.base import save_task_hyperparameters
 
@@ -97,7 +97,6 @@ class Classifier(L.LightningModule):
         self.augment = augment
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-        self._names_given = class_names is not None
         if len(self.class_names) != num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} entries but num_classes={num_classes}")
         self.label_smoothing = label_smoothing
@@ -211,12 +210,9 @@ class Classifier(L.LightningModule):
         self.test_confusion.reset()
 
     def _report_names(self) -> list[str]:
-        """The class names results and figures use: this model's when it was given them, else the data's."""
-        if not self._names_given:
-            data = getattr(self.trainer.datamodule, "class_names", None)
-            if data is not None and len(data) == self.num_classes:
-                return [str(n) for n in data]
-        return self.class_names
+        """The class names results and figures use (:func:`zoo.figures.shown_class_names`)."""
+        return shown_class_names(self.class_names, getattr(self.trainer.datamodule, "class_names", None),
+                                 self.num_classes)
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         logits, y = self._eval_logits_and_target(batch)
