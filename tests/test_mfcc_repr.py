@@ -12,13 +12,14 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from audio_fixtures import digit_tone, write_audiomnist, write_fsdd
 from conftest import run_cli
 from zoo.checkpoints import load_cli_checkpoint
 from zoo.layers import mlp_head
-from zoo.nets.mfcc import (FlatAE, MeanMFCC, MFCCStats, PairAutoencoder, RecursivePairAE, frame_mask, greedy_merge,
+from zoo.nets.mfcc import (FlatAE, FrameConvNet, MeanMFCC, MFCCStats, PairAutoencoder, RecursivePairAE, frame_mask, greedy_merge,
                            greedy_merge_reference, masked_mean_std, mfcc_statistics, sequential_encode)
 from zoo.safe_load import load_checkpoint, load_module
 from zoo.tasks.mfcc_repr import CodeWriter, MFCCStatsSVM, StagedClassifier
@@ -647,3 +648,71 @@ def test_gender_cnn_with_tts_voices_predicts_files_from_its_checkpoint_alone(tmp
     assert {n: r["label"] for n, r in rows.items()} == {"me.wav": "female", "him.flac": "male"}
     assert {r["prediction"] for r in rows.values()} <= {"female", "male"}
     assert all(0.5 <= float(r["probability"]) <= 1.0 for r in rows.values())
+
+
+def test_frame_cnn_gives_a_clip_the_same_output_alone_or_padded_in_a_batch():
+    """No padding statistics: a clip cut to its own length, alone, gets the logits it gets zero-padded in a
+    batch of longer clips (eval mode), and a constant input trains through the std pooling without NaN."""
+    net = FrameConvNet(n_mfcc=13, pitch=True, formants=True, num_classes=2).eval()
+    x, lengths = random_batch(B=4, T=30, D=18, dtype=torch.float32, min_len=3)
+    with torch.no_grad():
+        batched = net(x, lengths)
+        alone = torch.cat([net(x[i:i + 1, :int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)])
+    assert batched.shape == (4, 2) and net.encode(x, lengths).shape == (4, 256)
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
+    net.train()
+    loss = net(torch.zeros(2, 5, 18), torch.tensor([5, 2])).logsumexp(-1).sum()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_frame_cnn_reads_only_the_voice_columns_without_mfcc_and_rejects_other_widths():
+    net = FrameConvNet(n_mfcc=13, pitch=True, formants=True, mfcc=False, num_classes=2).eval()
+    x, lengths = random_batch(B=3, T=12, D=18, dtype=torch.float32, min_len=2)
+    other = x.clone()
+    other[..., :13] = torch.randn(3, 12, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, lengths), net(other, lengths))
+        other[..., 13] += 1.0  # the log pitch
+        assert not torch.allclose(net(x, lengths), net(other, lengths))
+    with pytest.raises(ValueError, match=r"expects 18 numbers per frame, got 15.*--data.formant_features"):
+        net(x[..., :15], lengths)
+    with pytest.raises(ValueError, match="would read no column"):
+        FrameConvNet(pitch=False, formants=False, mfcc=False)
+    with pytest.raises(ValueError, match="odd kernel_size"):
+        FrameConvNet(kernel_size=4)
+    with pytest.raises(ValueError, match="dropout"):
+        FrameConvNet(dropout=1.0)
+
+
+def test_frame_cnn_learns_how_the_pitch_moves_not_only_its_level():
+    """Two classes whose pitch column has the same values in every clip, rising in one class and falling in
+    the other: per-clip statistics (the SVM's features) cannot tell them apart, the convolutions can."""
+    torch.manual_seed(0)
+    n, T = 32, 16
+    y = torch.arange(n) % 2
+    ramp = torch.linspace(-1, 1, T)
+    x = 0.05 * torch.randn(n, T, 4)
+    x[:, :, 2] += torch.where(y[:, None] == 1, ramp, ramp.flip(0))  # the pitch column (n_mfcc=2)
+    x[:, :, 3] = 1.0  # voiced
+    lengths = torch.full((n,), T)
+    stats = MFCCStats(n_mfcc=2, deltas=False, pitch=True, mfcc=False)(x, lengths)
+    assert torch.allclose(stats[y == 0].mean(0), stats[y == 1].mean(0), atol=0.05)
+    net = FrameConvNet(n_mfcc=2, pitch=True, channels=(16, 16), hidden=32, dropout=0.0, num_classes=2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = F.cross_entropy(net(x, lengths), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert (net(x, lengths).argmax(-1) == y).all()
+
+
+def test_gender_frame_cnn_predicts_files_from_its_checkpoint_alone(tmp_path):
+    """The frame-CNN gender config: pitch and formant settings and the normalisation travel in the checkpoint;
+    with the corpus deleted, a 16 kHz stereo 24-bit WAV and a 48 kHz FLAC in class folders are classified."""
+    rows = _gender_predictions_from_the_checkpoint_alone(
+        tmp_path, "gender_framecnn_audiomnist.yaml", "--trainer.max_epochs", "15")
+    assert {n: (r["label"], r["prediction"]) for n, r in rows.items()} == {
+        "me.wav": ("female", "female"), "him.flac": ("male", "male")}

@@ -18,6 +18,8 @@ trains them in stages (autoencoder epochs, then the head). Plain ``nn.Module`` s
   step); :func:`greedy_merge_reference` is the slow per-utterance version it is tested and benchmarked against.
 * :class:`MFCCStats`: mean/std of frames and of frame deltas, the features of the SVM baseline
   (:class:`zoo.tasks.mfcc_repr.MFCCStatsSVM`); no parameters.
+* :class:`FrameConvNet`: a 1-D CNN along the frames (MFCCs and the pitch / formant columns), the mean and std
+  of its last maps over the real frames, an MLP head: a net that reads what the gender SVM reads.
 
 B and C have two ``mode`` settings:
 
@@ -83,13 +85,14 @@ def frame_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
     return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
 
 
-def masked_mean_std(x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and (population) standard deviation over the real frames of each utterance."""
+def masked_mean_std(x: torch.Tensor, lengths: torch.Tensor, eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) standard deviation over the real frames of each utterance; a net that trains
+    through the std needs ``eps`` > 0 (the gradient of sqrt at a constant feature's 0 is infinite)."""
     m = frame_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
     n = lengths.to(x.dtype).clamp(min=1).unsqueeze(-1)
     mean = (x * m).sum(1) / n
     var = (((x - mean[:, None]) * m) ** 2).sum(1) / n
-    return mean, var.clamp(min=0).sqrt()
+    return mean, (var.clamp(min=0) + eps).sqrt()
 
 
 def mfcc_statistics(x: torch.Tensor, lengths: torch.Tensor, deltas: bool = True) -> torch.Tensor:
@@ -493,3 +496,67 @@ class MFCCStats(nn.Module):
         if self.formants:
             parts.append(mean[:, 2 * self.pitch:])
         return torch.cat(parts, 1)
+
+
+class FrameConvNet(nn.Module):
+    """A 1-D CNN along an utterance's frames -> mean and std of its last maps over the real frames -> MLP head.
+
+    Why: the log-mel :class:`zoo.nets.convnet.ConvNet` sees a voice's pitch only as a ripple of harmonics in 64
+    mel bands; this net reads the tracked pitch and formants of every frame (``--data.pitch_features`` /
+    ``--data.formant_features``), the cues of the gender SVM, and learns from how they move across the word as
+    well as their levels. Statistics pooling (the mean and std over time, as x-vectors do) makes the code
+    independent of the clip's length.
+
+    Each block is Conv1d, LayerNorm over the channels of each frame, ReLU; padding frames are zeroed after every
+    block, so a clip gets the same output alone or zero-padded in a batch (no batch or padding statistics).
+
+    Args:
+        n_mfcc: MFCC coefficients per frame; must match the data's n_mfcc.
+        pitch: the frames carry the two pitch columns after the MFCCs (``--data.pitch_features true``).
+        formants: the frames end with the three formant columns (``--data.formant_features true``).
+        mfcc: read the MFCC columns; False: the pitch / formant columns only (they describe the voice, the
+            MFCCs also the word, the speaker's timbre and the room).
+        channels: output channels of each conv block.
+        kernel_size: frames each convolution sees (odd).
+        hidden: width of the two hidden layers of the MLP head; <= 0: a single linear layer.
+        dropout: dropout probability after each hidden layer of the head.
+        num_classes: number of target classes (>= 2).
+    """
+
+    def __init__(self, n_mfcc: int = 13, pitch: bool = False, formants: bool = False, mfcc: bool = True,
+                 channels: Sequence[int] = (64, 128, 128), kernel_size: int = 5, hidden: int = 128,
+                 dropout: float = 0.2, num_classes: int = 10) -> None:
+        super().__init__()
+        if not (mfcc or pitch or formants):
+            raise ValueError("FrameConvNet: mfcc=False without pitch or formants would read no column; keep one")
+        if not channels or min(channels) < 1 or kernel_size < 1 or kernel_size % 2 == 0 or num_classes < 2:
+            raise ValueError(f"FrameConvNet: needs channels >= 1 (at least one block), an odd kernel_size >= 1 and "
+                             f"num_classes >= 2, got channels={list(channels)}, kernel_size={kernel_size}, "
+                             f"num_classes={num_classes}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"FrameConvNet: dropout must be in [0, 1), got {dropout}")
+        self.n_mfcc, self.pitch, self.formants, self.mfcc = n_mfcc, pitch, formants, mfcc
+        self.width = n_mfcc + 2 * pitch + 3 * formants
+        self.num_classes = num_classes
+        sizes = [(n_mfcc if mfcc else 0) + 2 * pitch + 3 * formants, *channels]
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2)
+                                   for a, b in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(b) for b in sizes[1:])
+        self.head = mlp_head(2 * sizes[-1], num_classes, hidden, layers=2, dropout=dropout)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, 2 * channels[-1])``: the mean and std over the real frames of the last block's maps."""
+        if x.dim() == 3 and x.shape[-1] != self.width:
+            raise ValueError(f"FrameConvNet(n_mfcc={self.n_mfcc}, pitch={self.pitch}, formants={self.formants}) "
+                             f"expects {self.width} numbers per frame, got {x.shape[-1]}; train with the matching "
+                             f"--data.n_mfcc, --data.pitch_features and --data.formant_features")
+        check_batch(x, lengths, self.width)
+        keep = frame_mask(lengths, x.shape[1]).unsqueeze(1).to(x.dtype)  # (B, 1, T)
+        h = x if self.mfcc else x[..., self.n_mfcc:]
+        h = h.transpose(1, 2) * keep
+        for conv, norm in zip(self.convs, self.norms):
+            h = F.relu(norm(conv(h).transpose(1, 2)).transpose(1, 2)) * keep
+        return torch.cat(masked_mean_std(h.transpose(1, 2), lengths, eps=1e-5), 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x, lengths))
