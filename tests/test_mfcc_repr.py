@@ -655,6 +655,7 @@ def test_frame_cnn_gives_a_clip_the_same_output_alone_or_padded_in_a_batch():
     batch of longer clips (eval mode), and a constant input trains through the std pooling without NaN."""
     net = FrameConvNet(n_mfcc=13, pitch=True, formants=True, num_classes=2).eval()
     x, lengths = random_batch(B=4, T=30, D=18, dtype=torch.float32, min_len=3)
+    x = x + 100.0 * ~frame_mask(lengths, 30).unsqueeze(-1)  # whatever the padding holds is not read
     with torch.no_grad():
         batched = net(x, lengths)
         alone = torch.cat([net(x[i:i + 1, :int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)])
@@ -681,6 +682,10 @@ def test_frame_cnn_reads_only_the_voice_columns_without_mfcc_and_rejects_other_w
         FrameConvNet(pitch=False, formants=False, mfcc=False)
     with pytest.raises(ValueError, match="odd kernel_size"):
         FrameConvNet(kernel_size=4)
+    with pytest.raises(ValueError, match="n_mfcc >= 1"):
+        FrameConvNet(n_mfcc=0)
+    with pytest.raises(ValueError, match="the data has 2 pitch and 3 formant columns"):  # the siblings' hint
+        FrameConvNet(n_mfcc=13)(x, lengths)
     with pytest.raises(ValueError, match="dropout"):
         FrameConvNet(dropout=1.0)
 

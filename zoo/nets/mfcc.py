@@ -529,10 +529,10 @@ class FrameConvNet(nn.Module):
         super().__init__()
         if not (mfcc or pitch or formants):
             raise ValueError("FrameConvNet: mfcc=False without pitch or formants would read no column; keep one")
-        if not channels or min(channels) < 1 or kernel_size < 1 or kernel_size % 2 == 0 or num_classes < 2:
-            raise ValueError(f"FrameConvNet: needs channels >= 1 (at least one block), an odd kernel_size >= 1 and "
-                             f"num_classes >= 2, got channels={list(channels)}, kernel_size={kernel_size}, "
-                             f"num_classes={num_classes}")
+        if n_mfcc < 1 or not channels or min(channels) < 1 or kernel_size < 1 or kernel_size % 2 == 0 or num_classes < 2:
+            raise ValueError(f"FrameConvNet: needs n_mfcc >= 1, channels >= 1 (at least one block), an odd kernel_size "
+                             f">= 1 and num_classes >= 2, got n_mfcc={n_mfcc}, channels={list(channels)}, "
+                             f"kernel_size={kernel_size}, num_classes={num_classes}")
         if not 0 <= dropout < 1:
             raise ValueError(f"FrameConvNet: dropout must be in [0, 1), got {dropout}")
         self.n_mfcc, self.pitch, self.formants, self.mfcc = n_mfcc, pitch, formants, mfcc
@@ -546,7 +546,7 @@ class FrameConvNet(nn.Module):
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, 2 * channels[-1])``: the mean and std over the real frames of the last block's maps."""
-        if x.dim() == 3 and x.shape[-1] != self.width:
+        if (self.pitch or self.formants) and x.dim() == 3 and x.shape[-1] != self.width:
             raise ValueError(f"FrameConvNet(n_mfcc={self.n_mfcc}, pitch={self.pitch}, formants={self.formants}) "
                              f"expects {self.width} numbers per frame, got {x.shape[-1]}; train with the matching "
                              f"--data.n_mfcc, --data.pitch_features and --data.formant_features")
@@ -556,7 +556,7 @@ class FrameConvNet(nn.Module):
         h = h.transpose(1, 2) * keep
         for conv, norm in zip(self.convs, self.norms):
             h = F.relu(norm(conv(h).transpose(1, 2)).transpose(1, 2)) * keep
-        return torch.cat(masked_mean_std(h.transpose(1, 2), lengths, eps=1e-5), 1)
+        return torch.cat(masked_mean_std(h.transpose(1, 2).float(), lengths, eps=1e-5), 1)  # sums in float32
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.encode(x, lengths))
