@@ -8,6 +8,7 @@ get a row with their reason and do not stop the run; class-named folders give la
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import json
 import shutil
 import warnings
@@ -218,6 +219,14 @@ def test_mnist_classifier_predicts_png_and_jpeg_of_any_size_and_mode(tmp_path, c
                    "--data.data_dir", data, "--data.real_per_class", "27", "--data.test_per_class", "5",
                    "--data.batch_size", "16", "--trainer.max_epochs", "8", "--run.test_after_fit", "false"])
     ckpt = cli.trainer.checkpoint_callback.best_model_path
+    split_csv = tmp_path / "split.csv"  # the test split lists no files: rows by position, labelled by the data
+    run_cli(["predict", "--config", CONFIGS / "lenet_reduced_mnist.yaml", *_quiet(tmp_path, audio=False), "--data.data_dir",
+             data, "--data.real_per_class", "27", "--data.test_per_class", "5", "--ckpt_path", ckpt,
+             "--run.predictions_file", split_csv])
+    split_rows = list(csv.DictReader(split_csv.open()))
+    assert [r["path"] for r in split_rows] == [f"#{i}" for i in range(50)]
+    assert sorted(Counter(r["label"] for r in split_rows).items()) == [(str(d), 5) for d in range(10)]
+    assert "accuracy on 50 labelled file(s)" in capsys.readouterr().out
     shutil.rmtree(data)
     rng = np.random.default_rng(1)
     for digit, (size, mode, suffix) in zip((3, 5, 7), ((28, "L", ".png"), (56, "RGB", ".jpg"), (40, "RGBA", ".png"))):
@@ -392,3 +401,22 @@ def test_the_writer_on_a_limited_run_writes_the_files_it_reached_and_under_ddp_n
         writer.write_on_epoch_end(trainer, None, [{"probs": probs}], None)
     PredictionWriter().write_on_epoch_end(trainer, None, [{"probs": probs}], None)
     assert any("no table under DDP" in str(w.message) for w in recwarn)
+
+
+def test_the_writer_numbers_the_rows_of_data_that_lists_no_files(tmp_path, capsys):
+    """A classifier predicting a split of MNIST (the DataModule lists no files): rows ``#0``, ``#1``, ... with the
+    batches' targets as labels (-1: none), the accuracy over the labelled ones; a task that returns no class
+    probabilities (codes) gets no table."""
+    writer = PredictionWriter(str(tmp_path / "p.csv"))
+    trainer = SimpleNamespace(world_size=1, fast_dev_run=0, limit_predict_batches=1.0,
+                              datamodule=SimpleNamespace(predict_items=[], class_names=["no", "yes"]))
+    batches = [{"probs": torch.tensor([[0.9, 0.1], [0.3, 0.7]]), "target": torch.tensor([0, 0])},
+               {"probs": torch.tensor([[0.2, 0.8]]), "target": torch.tensor([-1])}]
+    writer.write_on_epoch_end(trainer, None, batches, None)
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [(r["path"], r["prediction"], r["label"]) for r in rows] == [("#0", "no", "no"), ("#1", "yes", "no"),
+                                                                         ("#2", "yes", "")]
+    assert "accuracy on 2 labelled file(s): 50.00 %" in capsys.readouterr().out
+    quiet = PredictionWriter(str(tmp_path / "codes.csv"))
+    quiet.write_on_epoch_end(trainer, None, [{"code": torch.zeros(2, 3), "pred": torch.zeros(2)}], None)
+    assert not (tmp_path / "codes.csv").exists() and quiet.rows == []

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from tqdm import tqdm
 
+from datamodules.predict import PredictItem
 from zoo import compat
 from zoo.figures import image_grid_figure, save_figure, shown_class_names
 
@@ -249,7 +250,8 @@ class PredictionWriter(BasePredictionWriter):
     Both may come together (the VAE's judge labels its images). Files that could not be used get a row with
     ``error``; files in class-named folders a ``label``; a test split's clips (predict without ``predict_path``,
     where the DataModule lists them) their ``label`` and ``speaker``, and the table then scores each class and
-    each speaker (:func:`breakdown`). The files' records come from the DataModule's
+    each speaker (:func:`breakdown`); a classifier's predictions on data that lists no files (MNIST's test
+    split) get rows ``#0``, ``#1``, ... labelled with the batches' targets (:func:`numbered_items`). The files' records come from the DataModule's
     ``predict_items`` (``datamodules.predict``), the class names as the model's results name them;
     predictions arrive in file order (the predict loader never shuffles).
 
@@ -270,16 +272,18 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         items = getattr(trainer.datamodule, "predict_items", None)
-        if not items:  # data that lists no files (a split of MNIST, say): nothing of ours to write
-            return
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        probs, images = _gather(batches, "probs"), _gather(batches, "images")
+        if not items:  # data that lists no files (the test split of MNIST or of an image folder)
+            if probs is None:  # and no classifier (codes, or images with no file to name them after): not ours
+                return
+            items = numbered_items(_gather(batches, "target"), len(probs))
         if trainer.world_size > 1:  # each process predicted a share of the items: no one table holds them all
             if self.predictions_file:
                 raise RuntimeError("PredictionWriter: --run.predictions_file needs one device (--trainer.devices 1)")
             rank_zero_warn("PredictionWriter: no table under DDP (each process predicts a share of the files); "
                            "predict with --trainer.devices 1 for it")
             return
-        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        probs, images = _gather(batches, "probs"), _gather(batches, "images")
         if probs is None and images is None:
             first = batches[0] if batches else None
             keys = sorted(first) if isinstance(first, dict) else type(first).__name__
@@ -444,6 +448,15 @@ def _grouped(rows: list[dict], key: str) -> dict[str, list[dict]]:
     for r in rows:
         groups.setdefault(r[key], []).append(r)
     return groups
+
+
+def numbered_items(targets: torch.Tensor | None, count: int) -> list:
+    """Rows for predictions on data that lists no files: ``#0``, ``#1``, ... in the predict loader's order (the
+    test split's, never shuffled), each with the batch's target as its label where there is one (>= 0), so a
+    split of MNIST still gets its CSV, accuracy and per-class recall, and two models' CSVs line up for
+    ``zoo.tools.ensemble``."""
+    labels = [None] * count if targets is None else [int(t) if t >= 0 else None for t in targets.tolist()]
+    return [PredictItem(f"#{i}", label) for i, label in enumerate(labels)]
 
 
 def _gather(batches: list, key: str) -> torch.Tensor | None:
