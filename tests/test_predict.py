@@ -417,6 +417,11 @@ def test_the_writer_numbers_the_rows_of_data_that_lists_no_files(tmp_path, capsy
     assert [(r["path"], r["prediction"], r["label"]) for r in rows] == [("#0", "no", "no"), ("#1", "yes", "no"),
                                                                          ("#2", "yes", "")]
     assert "accuracy on 2 labelled file(s): 50.00 %" in capsys.readouterr().out
+    two_d = [{"probs": torch.tensor([[0.9, 0.1]]), "target": torch.tensor([[0, 1]])}]  # no class index per row
+    writer.write_on_epoch_end(trainer, None, two_d, None)
+    assert [(r["path"], r["label"]) for r in writer.rows] == [("#0", "")]
     quiet = PredictionWriter(str(tmp_path / "codes.csv"))
     quiet.write_on_epoch_end(trainer, None, [{"code": torch.zeros(2, 3), "pred": torch.zeros(2)}], None)
+    images = [{"probs": torch.tensor([[0.9, 0.1]]), "images": torch.zeros(1, 1, 4, 4)}]  # nothing to name a PNG after
+    quiet.write_on_epoch_end(trainer, None, images, None)
     assert not (tmp_path / "codes.csv").exists() and quiet.rows == []

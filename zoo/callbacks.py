@@ -251,9 +251,9 @@ class PredictionWriter(BasePredictionWriter):
     ``error``; files in class-named folders a ``label``; a test split's clips (predict without ``predict_path``,
     where the DataModule lists them) their ``label`` and ``speaker``, and the table then scores each class and
     each speaker (:func:`breakdown`); a classifier's predictions on data that lists no files (MNIST's test
-    split) get rows ``#0``, ``#1``, ... labelled with the batches' targets (:func:`numbered_items`). The files' records come from the DataModule's
-    ``predict_items`` (``datamodules.predict``), the class names as the model's results name them;
-    predictions arrive in file order (the predict loader never shuffles).
+    split) get rows ``#0``, ``#1``, ... labelled with the batches' targets (:func:`numbered_items`). The files'
+    records come from the DataModule's ``predict_items`` (``datamodules.predict``), the class names as the model's
+    results name them; predictions arrive in file order (the predict loader never shuffles).
 
     Args:
         predictions_file: CSV file to write; None: only print the table (images need the file: they go next to it).
@@ -275,8 +275,8 @@ class PredictionWriter(BasePredictionWriter):
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         probs, images = _gather(batches, "probs"), _gather(batches, "images")
         if not items:  # data that lists no files (the test split of MNIST or of an image folder)
-            if probs is None:  # and no classifier (codes, or images with no file to name them after): not ours
-                return
+            if probs is None or images is not None:  # not a classifier (codes; images with no file to name them
+                return                                 # after, e.g. the VAE's on its test split): nothing of ours
             items = numbered_items(_gather(batches, "target"), len(probs))
         if trainer.world_size > 1:  # each process predicted a share of the items: no one table holds them all
             if self.predictions_file:
@@ -455,7 +455,9 @@ def numbered_items(targets: torch.Tensor | None, count: int) -> list:
     test split's, never shuffled), each with the batch's target as its label where there is one (>= 0), so a
     split of MNIST still gets its CSV, accuracy and per-class recall, and two models' CSVs line up for
     ``zoo.tools.ensemble``."""
-    labels = [None] * count if targets is None else [int(t) if t >= 0 else None for t in targets.tolist()]
+    if targets is None or tuple(targets.shape) != (count,):  # no class index per row: rows without labels
+        return [PredictItem(f"#{i}") for i in range(count)]
+    labels = [int(t) if t >= 0 else None for t in targets.tolist()]
     return [PredictItem(f"#{i}", label) for i, label in enumerate(labels)]
 
 
