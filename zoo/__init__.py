@@ -4,4 +4,4 @@ Importing ``zoo`` has no side effects: model modules are imported lazily by the 
 (:mod:`zoo.cli`) so that ``--model ShortName`` resolves, and by users who import them directly.
 """
 
-__version__ = "0.3.15"
+__version__ = "0.3.16"
