@@ -19,8 +19,8 @@ from audio_fixtures import digit_tone, write_audiomnist, write_fsdd
 from conftest import run_cli
 from zoo.checkpoints import load_cli_checkpoint
 from zoo.layers import mlp_head
-from zoo.nets.mfcc import (FlatAE, FrameConvNet, MeanMFCC, MFCCStats, PairAutoencoder, RecursivePairAE, frame_mask, greedy_merge,
-                           greedy_merge_reference, masked_mean_std, mfcc_statistics, sequential_encode)
+from zoo.nets.mfcc import (FlatAE, FrameConvNet, MeanMFCC, MFCCStats, PairAutoencoder, RecursivePairAE, frame_mask,
+                           greedy_merge, greedy_merge_reference, masked_mean_std, mfcc_statistics, sequential_encode)
 from zoo.safe_load import load_checkpoint, load_module
 from zoo.tasks.mfcc_repr import CodeWriter, MFCCStatsSVM, StagedClassifier
 from zoo.tools.convert_checkpoint import convert_checkpoint

@@ -529,7 +529,8 @@ class FrameConvNet(nn.Module):
         super().__init__()
         if not (mfcc or pitch or formants):
             raise ValueError("FrameConvNet: mfcc=False without pitch or formants would read no column; keep one")
-        if n_mfcc < 1 or not channels or min(channels) < 1 or kernel_size < 1 or kernel_size % 2 == 0 or num_classes < 2:
+        if n_mfcc < 1 or not channels or min(channels) < 1 or kernel_size < 1 or kernel_size % 2 == 0 \
+                or num_classes < 2:
             raise ValueError(f"FrameConvNet: needs n_mfcc >= 1, channels >= 1 (at least one block), an odd kernel_size "
                              f">= 1 and num_classes >= 2, got n_mfcc={n_mfcc}, channels={list(channels)}, "
                              f"kernel_size={kernel_size}, num_classes={num_classes}")
