@@ -398,7 +398,10 @@ def test_the_writer_on_a_limited_run_writes_the_files_it_reached_and_under_ddp_n
         writer.write_on_epoch_end(trainer, None, [{"probs": probs}], None)
     trainer.world_size = 2
     with pytest.raises(RuntimeError, match="--run.predictions_file needs one device"):
+        writer.on_predict_start(trainer, None)  # before the predict pass
+    with pytest.raises(RuntimeError, match="--run.predictions_file needs one device"):
         writer.write_on_epoch_end(trainer, None, [{"probs": probs}], None)
+    PredictionWriter().on_predict_start(trainer, None)  # no CSV asked for: no error
     PredictionWriter().write_on_epoch_end(trainer, None, [{"probs": probs}], None)
     assert any("no table under DDP" in str(w.message) for w in recwarn)
 

@@ -270,6 +270,11 @@ class PredictionWriter(BasePredictionWriter):
         self.montage: Path | None = None
         self.class_names: list[str] = []
 
+    def on_predict_start(self, trainer, pl_module) -> None:
+        """Refuse a CSV under DDP before predicting, not after the whole pass: each process would hold a share."""
+        if trainer.world_size > 1 and self.predictions_file:
+            raise RuntimeError("PredictionWriter: --run.predictions_file needs one device (--trainer.devices 1)")
+
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         items = getattr(trainer.datamodule, "predict_items", None)
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
@@ -279,8 +284,7 @@ class PredictionWriter(BasePredictionWriter):
                 return                                 # after, e.g. the VAE's on its test split): nothing of ours
             items = numbered_items(_gather(batches, "target"), len(probs))
         if trainer.world_size > 1:  # each process predicted a share of the items: no one table holds them all
-            if self.predictions_file:
-                raise RuntimeError("PredictionWriter: --run.predictions_file needs one device (--trainer.devices 1)")
+            self.on_predict_start(trainer, pl_module)
             rank_zero_warn("PredictionWriter: no table under DDP (each process predicts a share of the files); "
                            "predict with --trainer.devices 1 for it")
             return
