@@ -80,6 +80,20 @@ def check_batch(x: torch.Tensor, lengths: torch.Tensor, n_mfcc: int | None = Non
                          f"got min {int(lengths.min())}, max {int(lengths.max())}")
 
 
+def check_voice_batch(owner: str, x: torch.Tensor, lengths: torch.Tensor, n_mfcc: int, pitch: bool,
+                      formants: bool) -> int:
+    """:func:`check_batch` for frames of ``n_mfcc`` MFCCs followed by the 2 pitch and/or 3 formant columns that
+    ``owner`` reads; a batch of another width is named with the columns it should have. Returns the width."""
+    width = n_mfcc + 2 * pitch + 3 * formants
+    if (pitch or formants) and x.dim() == 3 and x.shape[-1] != width:
+        extra = " + ".join(f"{n} {kind}" for n, kind in ((2 * pitch, "pitch"), (3 * formants, "formant")) if n)
+        raise ValueError(f"{owner} expects {width} numbers per frame, got {x.shape[-1]}: {n_mfcc} MFCCs + {extra} "
+                         f"columns; train with the matching --data.n_mfcc, --data.pitch_features and "
+                         f"--data.formant_features")
+    check_batch(x, lengths, width)
+    return width
+
+
 def frame_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
     """``(B, T)`` boolean mask of real (non-padding) frames."""
     return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
@@ -481,13 +495,8 @@ class MFCCStats(nn.Module):
         self.out_dim = (n_mfcc * (4 if deltas else 2) if mfcc else 0) + 3 * pitch + 3 * formants
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        width = self.n_mfcc + 2 * self.pitch + 3 * self.formants
-        if (self.pitch or self.formants) and x.dim() == 3 and x.shape[-1] != width:
-            extra = " + ".join(f"{n} {kind}" for n, kind in ((2 * self.pitch, "pitch"), (3 * self.formants, "formant")) if n)
-            raise ValueError(f"MFCCStats(pitch={self.pitch}, formants={self.formants}) expects {self.n_mfcc} MFCCs"
-                             f" + {extra} columns per frame, got {x.shape[-1]} numbers; train with the matching "
-                             f"--data.pitch_features, --data.formant_features and n_mfcc")
-        check_batch(x, lengths, width)
+        width = check_voice_batch(f"MFCCStats(pitch={self.pitch}, formants={self.formants})", x, lengths,
+                                  self.n_mfcc, self.pitch, self.formants)
         x = x.float()
         parts = [mfcc_statistics(x[..., : self.n_mfcc], lengths, self.deltas)] if self.mfcc else []
         mean, std = masked_mean_std(x[..., self.n_mfcc:], lengths) if width > self.n_mfcc else (None, None)
@@ -537,7 +546,6 @@ class FrameConvNet(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"FrameConvNet: dropout must be in [0, 1), got {dropout}")
         self.n_mfcc, self.pitch, self.formants, self.mfcc = n_mfcc, pitch, formants, mfcc
-        self.width = n_mfcc + 2 * pitch + 3 * formants
         self.num_classes = num_classes
         sizes = [(n_mfcc if mfcc else 0) + 2 * pitch + 3 * formants, *channels]
         self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2)
@@ -547,11 +555,8 @@ class FrameConvNet(nn.Module):
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, 2 * channels[-1])``: the mean and std over the real frames of the last block's maps."""
-        if (self.pitch or self.formants) and x.dim() == 3 and x.shape[-1] != self.width:
-            raise ValueError(f"FrameConvNet(n_mfcc={self.n_mfcc}, pitch={self.pitch}, formants={self.formants}) "
-                             f"expects {self.width} numbers per frame, got {x.shape[-1]}; train with the matching "
-                             f"--data.n_mfcc, --data.pitch_features and --data.formant_features")
-        check_batch(x, lengths, self.width)
+        check_voice_batch(f"FrameConvNet(n_mfcc={self.n_mfcc}, pitch={self.pitch}, formants={self.formants})", x,
+                          lengths, self.n_mfcc, self.pitch, self.formants)
         keep = frame_mask(lengths, x.shape[1]).unsqueeze(1).to(x.dtype)  # (B, 1, T)
         h = x if self.mfcc else x[..., self.n_mfcc:]
         h = h.transpose(1, 2) * keep
